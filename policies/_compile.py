@@ -1,0 +1,200 @@
+"""Turn a mapping of policy files into parsed, schema-checked Cedar handles.
+
+Pure (no file I/O): :class:`policies.PolicySet` calls it for ``load``, ``from_files`` and
+direct construction alike, so a set that exists has passed every check here.
+
+Every policy must carry a unique ``@id``. The combined Cedar policy set is built from
+Cedar's JSON form with each policy's Cedar id *set to* its ``@id``, so Cedar's own
+reasons and error messages name policies the way their author did, never as the
+positional ``policy0``, ``policy1`` Cedar assigns when parsing text.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import cedarpy
+
+from policies._errors import PolicyInvalid
+
+SCHEMA_FILE = "schema.cedarschema"
+POLICY_SUFFIX = ".cedar"
+
+# Parsed handles are kept for a few recent sets so that constructing the same set twice
+# (``from_files`` then ``__init__``) or reloading an unchanged folder parses once.
+_CACHE_SIZE = 16
+
+_POSITIONAL_ID = re.compile(r"policy(\d+)")
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """Parsed Cedar handles for one validated set of files."""
+
+    schema: cedarpy.Schema
+    policies: cedarpy.PolicySet
+    policy_ids: tuple[str, ...]
+
+
+@dataclass
+class _ParsedFile:
+    name: str
+    text: str
+    # (@id or None, Cedar JSON of the policy) in source order
+    policies: list[tuple[str | None, dict[str, Any]]]
+    # positional Cedar id -> label used in messages
+    labels: dict[str, str]
+
+
+def is_policy_file_name(name: str) -> bool:
+    """Whether ``name`` may be a policy file: a plain ``*.cedar`` name, no path parts."""
+    return (
+        name.endswith(POLICY_SUFFIX)
+        and len(name) > len(POLICY_SUFFIX)
+        and "/" not in name
+        and "\\" not in name
+        and "\0" not in name
+        and name not in (".", "..")
+    )
+
+
+def compile_files(files: tuple[tuple[str, str], ...]) -> Compiled:
+    """Validate ``files`` (sorted ``(name, text)`` pairs) and return the parsed handles.
+
+    Raises :class:`PolicyInvalid` listing every problem found.
+    """
+    return _compile_cached(files)
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _compile_cached(files: tuple[tuple[str, str], ...]) -> Compiled:
+    problems: list[str] = []
+    texts = dict(files)
+
+    schema = _parse_schema(texts, problems)
+    parsed: list[_ParsedFile] = []
+    for name, text in files:
+        if name == SCHEMA_FILE:
+            continue
+        if not is_policy_file_name(name):
+            problems.append(
+                f"{name}: not a policy file name (expected {SCHEMA_FILE} or a plain *.cedar name)"
+            )
+            continue
+        one = _parse_policy_file(name, text, problems)
+        if one is not None:
+            parsed.append(one)
+
+    static = _collect_ids(parsed, problems)
+    if schema is not None:
+        for one in parsed:
+            _validate_against_schema(one, schema, problems)
+    unparsed = sum(1 for name, _ in files if is_policy_file_name(name)) - len(parsed)
+    if unparsed == 0 and not any(one.labels for one in parsed):
+        problems.append(
+            "no policies: the set must contain at least one policy in a *.cedar file "
+            "(an empty set would silently deny everything)"
+        )
+    if problems:
+        raise PolicyInvalid(problems)
+    assert schema is not None
+
+    document = {"staticPolicies": static, "templates": {}, "templateLinks": []}
+    try:
+        combined = cedarpy.PolicySet.from_json_str(json.dumps(document))
+    except ValueError as exc:
+        raise PolicyInvalid([f"policies cannot be combined into one set: {exc}"]) from exc
+    return Compiled(schema=schema, policies=combined, policy_ids=tuple(static))
+
+
+def _parse_schema(texts: dict[str, str], problems: list[str]) -> cedarpy.Schema | None:
+    text = texts.get(SCHEMA_FILE)
+    if text is None:
+        problems.append(f"{SCHEMA_FILE}: missing; every policy folder needs its Cedar schema")
+        return None
+    try:
+        return cedarpy.Schema.from_str(text)
+    except ValueError as exc:
+        problems.append(f"{SCHEMA_FILE}: schema does not parse: {exc}")
+        return None
+
+
+def _parse_policy_file(name: str, text: str, problems: list[str]) -> _ParsedFile | None:
+    try:
+        est = json.loads(cedarpy.policies_to_json_str(text))
+    except ValueError as exc:
+        problems.append(f"{name}: syntax error: {exc}")
+        return None
+
+    # Cedar numbers policies and templates together in source order: policy0, policy1, …
+    entries: list[tuple[int, str, dict[str, Any], bool]] = []
+    for kind, is_template in (("staticPolicies", False), ("templates", True)):
+        for cedar_id, body in est.get(kind, {}).items():
+            match = _POSITIONAL_ID.fullmatch(cedar_id)
+            position = int(match.group(1)) if match else len(entries)
+            entries.append((position, cedar_id, body, is_template))
+    entries.sort(key=lambda e: e[0])
+
+    result = _ParsedFile(name=name, text=text, policies=[], labels={})
+    for number, (_, cedar_id, body, is_template) in enumerate(entries, start=1):
+        annotated = body.get("annotations", {}).get("id")
+        policy_id = annotated if isinstance(annotated, str) and annotated else None
+        label = (
+            f'policy "{policy_id}"'
+            if policy_id is not None
+            else f"policy #{number} ({body.get('effect', '?')}, no @id)"
+        )
+        result.labels[cedar_id] = label
+        if is_template:
+            problems.append(
+                f"{name}: {label}: templates (?principal / ?resource slots) are not "
+                "supported; write a static policy"
+            )
+            continue
+        if policy_id is None:
+            problems.append(
+                f'{name}: {label}: every policy needs a non-empty @id("...") annotation '
+                "so decisions can name it"
+            )
+        result.policies.append((policy_id, body))
+    return result
+
+
+def _collect_ids(parsed: list[_ParsedFile], problems: list[str]) -> dict[str, dict[str, Any]]:
+    """Map each ``@id`` to its policy, reporting duplicates (which would make names ambiguous)."""
+    static: dict[str, dict[str, Any]] = {}
+    seen_in: dict[str, str] = {}
+    for one in parsed:
+        for policy_id, body in one.policies:
+            if policy_id is None:
+                continue
+            if policy_id in seen_in:
+                problems.append(
+                    f'{one.name}: policy "{policy_id}": duplicate @id, '
+                    f"already used in {seen_in[policy_id]}"
+                )
+                continue
+            seen_in[policy_id] = one.name
+            static[policy_id] = body
+    return static
+
+
+def _validate_against_schema(one: _ParsedFile, schema: cedarpy.Schema, problems: list[str]) -> None:
+    try:
+        result = cedarpy.validate_policies(one.text, schema)
+    except ValueError as exc:
+        problems.append(f"{one.name}: cannot be validated: {exc}")
+        return
+    for error in result.errors:
+        label = one.labels.get(error.policy_id)
+        if label is None:
+            problems.append(f"{one.name}: {error.error}")
+            continue
+        # Cedar's message names the positional id (policy0, …); name the author's @id instead.
+        message = error.error.removeprefix(f"for policy `{error.policy_id}`, ")
+        message = message.replace(f"`{error.policy_id}`", label)
+        problems.append(f"{one.name}: {label}: {message}")
