@@ -1,0 +1,305 @@
+"""The HTTP API (FastAPI): authenticate, store, hand to the sandbox, answer.
+
+Every refusal is a JSON document ``{"error": {"code", "message", ...}}`` with the right
+status; a request refused before it was authenticated leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import secrets
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from computations import table_from_ipc, table_to_rows
+from gateway._errors import (
+    AuthenticationError,
+    GatewayError,
+    MalformedRequest,
+    NotFound,
+    NotReady,
+    PayloadTooLarge,
+)
+from gateway._jobs import (
+    check_fresh,
+    parse_job,
+    parse_time,
+    request_message,
+    verify_signature,
+)
+from gateway._processor import Admission, JobProcessor
+from gateway._store import FINAL_STATUSES, Enterprise, JobRecord, StateStore
+from indomain.errors import IndomainError
+
+log = logging.getLogger("indomain.gateway")
+
+DEFAULT_MAX_BODY = 1 << 20
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+
+
+def create_app(
+    *,
+    store: StateStore,
+    processor: JobProcessor,
+    max_body_bytes: int = DEFAULT_MAX_BODY,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    workers: int = 2,
+) -> FastAPI:
+    """Build the gateway app. Accepted jobs run on a small thread pool in this process."""
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="indomain-job")
+    running: set[str] = set()
+    running_lock = threading.Lock()
+
+    def run_job(job_id: str) -> None:
+        with running_lock:
+            if job_id in running:
+                return
+            running.add(job_id)
+        try:
+            _execute(store, processor, job_id)
+        finally:
+            with running_lock:
+                running.discard(job_id)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Jobs accepted before a restart are not lost: they run again now.
+        for job_id in store.jobs_with_status("accepted", "running"):
+            pool.submit(run_job, job_id)
+        yield
+        pool.shutdown(wait=True, cancel_futures=False)
+
+    app = FastAPI(
+        title="indomain gateway",
+        version="1",
+        lifespan=lifespan,
+        description="Submit signed computation jobs over data that never leaves the domain.",
+    )
+
+    @app.exception_handler(GatewayError)
+    async def _gateway_error(_: Request, exc: GatewayError) -> JSONResponse:
+        return JSONResponse(exc.to_json(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = [".".join(str(p) for p in e["loc"]) for e in exc.errors()]
+        body = {"error": {"code": "invalid_request", "message": f"invalid fields: {fields}"}}
+        return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        body = {"error": {"code": "http_error", "message": str(exc.detail)}}
+        return JSONResponse(body, status_code=exc.status_code)
+
+    def authenticate(request: Request) -> Enterprise:
+        headers = request.headers
+        try:
+            name = base64.b64decode(headers["x-indomain-enterprise"], validate=True).decode()
+            timestamp = headers["x-indomain-timestamp"]
+            signature = headers["x-indomain-signature"]
+        except (KeyError, ValueError):
+            raise AuthenticationError(
+                "missing or malformed X-Indomain-Enterprise/-Timestamp/-Signature headers",
+                code="unauthenticated",
+            ) from None
+        enterprise = store.enterprise(name)
+        if enterprise is None:
+            raise AuthenticationError("unknown enterprise", code="unknown_enterprise")
+        try:
+            issued = parse_time(timestamp)
+        except ValueError:
+            raise AuthenticationError("malformed timestamp", code="stale_timestamp") from None
+        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        message = request_message(
+            enterprise=name, method=request.method, path=path, timestamp=timestamp
+        )
+        verify_signature(message, signature, enterprise.public_key)
+        check_fresh(issued, clock())
+        return enterprise
+
+    def own_job(request: Request, job_id: str) -> JobRecord:
+        enterprise = authenticate(request)
+        try:
+            job = store.job(job_id)
+        except NotFound:
+            job = None
+        # Another enterprise's job looks exactly like a missing one.
+        if job is None or job.enterprise != enterprise.name:
+            raise NotFound(f"no job {job_id!r} for this enterprise")
+        return job
+
+    @app.post("/v1/jobs", status_code=202)
+    async def submit(request: Request) -> JSONResponse:
+        body = await _read_capped(request, max_body_bytes)
+        try:
+            data = json.loads(body, parse_constant=_no_constants)
+        except (ValueError, UnicodeDecodeError):
+            raise MalformedRequest("the body is not valid JSON") from None
+        if not isinstance(data, dict) or set(data) != {"job", "signature"}:
+            raise MalformedRequest(
+                'the body must be {"job": {...}, "signature": "<base64 Ed25519>"}',
+                code="invalid_job",
+            )
+        if not isinstance(data["signature"], str):
+            raise MalformedRequest("signature must be a base64 string", code="invalid_job")
+        job = parse_job(data["job"])
+        enterprise = store.enterprise(job.enterprise)
+        if enterprise is None:
+            raise AuthenticationError(
+                "unknown enterprise: ask the data bureau to register your public key",
+                code="unknown_enterprise",
+            )
+        verify_signature(job.canonical(), data["signature"], enterprise.public_key)
+        check_fresh(job.issued, clock())
+        job_id = "job_" + secrets.token_hex(16)
+        store.insert_job(
+            job_id=job_id,
+            enterprise=job.enterprise,
+            nonce=job.nonce,
+            computation=job.computation,
+            dataset=job.dataset,
+            purpose=job.purpose,
+            document=job.canonical(),
+            signature=data["signature"],
+        )
+        admission = processor.admit(job, job_id=job_id, signature=data["signature"])
+        outcome = admission.to_json()
+        if admission.outcome != "accepted":
+            store.update_job(job_id, status=admission.outcome, outcome=outcome)
+            status = 403 if admission.outcome == "denied" else _refusal_status(admission.code)
+            error = {"code": admission.code, "message": admission.reason, "job_id": job_id}
+            error.update({k: v for k, v in outcome.items() if k not in ("code", "reason")})
+            return JSONResponse({"error": error}, status_code=status)
+        store.update_job(job_id, status="accepted", outcome=outcome)
+        pool.submit(run_job, job_id)
+        return JSONResponse(
+            {"job_id": job_id, "status": "accepted", "ledger_index": admission.ledger_index},
+            status_code=202,
+        )
+
+    @app.get("/v1/jobs/{job_id}")
+    async def status(request: Request, job_id: str) -> dict[str, Any]:
+        return own_job(request, job_id).public_view()
+
+    @app.get("/v1/jobs/{job_id}/result")
+    async def result(request: Request, job_id: str, format: str = "arrow") -> Response:
+        job = own_job(request, job_id)
+        if job.status != "succeeded":
+            raise NotReady(
+                f"job {job_id} is {job.status}; a result exists only once it has succeeded",
+                status=job.status,
+            )
+        ipc, receipt = store.job_result(job_id)
+        if format == "json":
+            table = table_from_ipc(ipc)
+            return JSONResponse(
+                {
+                    "job_id": job_id,
+                    "columns": table.column_names,
+                    "rows": table_to_rows(table),
+                    "receipt": receipt,
+                }
+            )
+        if format != "arrow":
+            raise GatewayError("format must be arrow or json", code="invalid_request")
+        return Response(ipc, media_type=ARROW_STREAM, headers={"X-Indomain-Job": job_id})
+
+    @app.get("/v1/jobs/{job_id}/receipt")
+    async def receipt(request: Request, job_id: str) -> dict[str, Any]:
+        job = own_job(request, job_id)
+        if job.status != "succeeded":
+            raise NotReady(f"job {job_id} is {job.status}", status=job.status)
+        return store.job_result(job_id)[1]
+
+    @app.get("/v1/catalogue")
+    async def catalogue(request: Request) -> dict[str, Any]:
+        authenticate(request)
+        return {"datasets": processor.catalogue()}
+
+    @app.get("/v1/ledger/checkpoint", response_class=PlainTextResponse)
+    async def checkpoint() -> str:
+        return processor.checkpoint()
+
+    @app.get("/v1/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _refusal_status(code: str) -> int:
+    return 404 if code == "unknown_dataset" else 422
+
+
+async def _read_capped(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _execute(store: StateStore, processor: JobProcessor, job_id: str) -> None:
+    job_record = store.job(job_id)
+    if job_record.status in FINAL_STATUSES:
+        return
+    job = parse_job(json.loads(job_record.document))
+    store.update_job(job_id, status="running")
+    outcome = job_record.outcome or {}
+    admission = Admission(
+        outcome="accepted",
+        code=str(outcome.get("code", "accepted")),
+        reason=str(outcome.get("reason", "")),
+        ledger_index=int(outcome.get("ledger_index", -1)),
+        policies=tuple(outcome.get("policies", ())),
+        policy_version=outcome.get("policy_version"),
+    )
+    try:
+        execution = processor.execute(job, job_id=job_id, admission=admission)
+    except IndomainError as exc:
+        reason = str(exc)
+        index = processor.record_failure(job, job_id=job_id, reason=reason)
+        store.update_job(
+            job_id,
+            status="failed",
+            outcome={**outcome, "error": reason, "failure_ledger_index": index},
+        )
+        return
+    except Exception:
+        log.exception("job %s failed with an internal error", job_id)
+        reason = "internal error in the sandbox; the operator has the log"
+        index = processor.record_failure(job, job_id=job_id, reason=reason)
+        store.update_job(
+            job_id,
+            status="failed",
+            outcome={**outcome, "error": reason, "failure_ledger_index": index},
+        )
+        return
+    store.update_job(
+        job_id,
+        status="succeeded",
+        outcome={**outcome, **execution.summary},
+        result=execution.result_ipc,
+        receipt=execution.receipt,
+    )

@@ -1,0 +1,169 @@
+"""The Python client for licensed enterprises: sign, submit, wait, fetch and verify."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import pyarrow as pa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+import ledger
+from computations import table_from_ipc
+from gateway._errors import GatewayError, TransportError, error_from_json
+from gateway._jobs import new_job, sign_job, sign_request
+from gateway._store import FINAL_STATUSES
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """A result as Arrow, with the receipt that ties it to the ledger."""
+
+    job_id: str
+    table: pa.Table
+    ipc: bytes
+    receipt: dict[str, Any]
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except FileNotFoundError:
+        raise GatewayError(f"no key file at {path}", code="client_key") from None
+    except ValueError:
+        raise GatewayError(f"{path} is not a PEM private key", code="client_key") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise GatewayError(f"{path} is not an Ed25519 private key", code="client_key")
+    return key
+
+
+def verify_result(ipc: bytes, receipt: dict[str, Any], ledger_key: str) -> ledger.Checkpoint:
+    """Check that ``ipc`` is the result the ledger recorded, under a checkpoint signed by
+    ``ledger_key`` (a C2SP verifier key). Raises LedgerVerificationError otherwise."""
+    entry_bytes = receipt["entry"].encode()
+    checkpoint = ledger.verify_receipt(
+        ledger.Receipt.from_json(receipt["receipt"]), entry_bytes, ledger_key
+    )
+    entry = ledger.LedgerEntry.parse(entry_bytes)
+    digest = "sha256:" + hashlib.sha256(ipc).hexdigest()
+    recorded = entry.fields.get("attestation", {}).get("result_digest")
+    if entry.type != "run.completed" or recorded != digest:
+        raise ledger.LedgerVerificationError(
+            index=entry.index, reason="the result's digest is not the one the ledger recorded"
+        )
+    return checkpoint
+
+
+class Client:
+    """Talks to one gateway as one enterprise."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        enterprise: str,
+        private_key: Ed25519PrivateKey,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.enterprise = enterprise
+        self._key = private_key
+        self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
+
+    @classmethod
+    def from_key_file(cls, base_url: str, *, enterprise: str, key_file: Path) -> Client:
+        return cls(base_url, enterprise=enterprise, private_key=load_private_key(key_file))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def submit(
+        self, *, computation: str, dataset: str, purpose: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Sign and submit a job; returns {"job_id", "status", "ledger_index"}.
+
+        Raises PolicyDenied (403), Refused (422/404), AuthenticationError, ReplayError, ...
+        """
+        job = new_job(
+            enterprise=self.enterprise,
+            computation=computation,
+            dataset=dataset,
+            purpose=purpose,
+            params=params,
+        )
+        body = {"job": job.model_dump(), "signature": sign_job(job, self._key)}
+        return self._send("POST", "/v1/jobs", content=json.dumps(body).encode())
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        return self._get(f"/v1/jobs/{job_id}")
+
+    def wait(self, job_id: str, *, timeout: float = 300.0, poll: float = 0.1) -> dict[str, Any]:
+        """Poll until the job is final; returns its last status document."""
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.status(job_id)
+            if state["status"] in FINAL_STATUSES:
+                return state
+            if time.monotonic() > deadline:
+                raise TransportError(f"job {job_id} still {state['status']} after {timeout} s")
+            time.sleep(poll)
+            poll = min(poll * 1.5, 2.0)
+
+    def result(self, job_id: str, *, ledger_key: str | None = None) -> JobResult:
+        """Fetch the Arrow result and its receipt; verify both when ``ledger_key`` is given."""
+        response = self._request("GET", f"/v1/jobs/{job_id}/result")
+        ipc = response.content
+        receipt = self._get(f"/v1/jobs/{job_id}/receipt")
+        if ledger_key is not None:
+            verify_result(ipc, receipt, ledger_key)
+        return JobResult(job_id=job_id, table=table_from_ipc(ipc), ipc=ipc, receipt=receipt)
+
+    def result_json(self, job_id: str) -> dict[str, Any]:
+        return self._get(f"/v1/jobs/{job_id}/result?" + urlencode({"format": "json"}))
+
+    def catalogue(self) -> list[dict[str, Any]]:
+        datasets: list[dict[str, Any]] = self._get("/v1/catalogue")["datasets"]
+        return datasets
+
+    def checkpoint(self) -> str:
+        return self._request("GET", "/v1/ledger/checkpoint", signed=False).text
+
+    def _get(self, path: str) -> dict[str, Any]:
+        return self._send("GET", path)
+
+    def _send(self, method: str, path: str, content: bytes | None = None) -> dict[str, Any]:
+        data: dict[str, Any] = self._request(method, path, content=content).json()
+        return data
+
+    def _request(
+        self, method: str, path: str, *, content: bytes | None = None, signed: bool = True
+    ) -> httpx.Response:
+        headers = {"Content-Type": "application/json"} if content is not None else {}
+        if signed and method == "GET":
+            headers.update(
+                sign_request(enterprise=self.enterprise, key=self._key, method=method, path=path)
+            )
+        try:
+            response = self._http.request(method, path, content=content, headers=headers)
+        except httpx.HTTPError as exc:
+            raise TransportError(f"cannot reach the gateway: {exc}") from exc
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            raise error_from_json(response.status_code, body)
+        return response
