@@ -1,0 +1,342 @@
+"""The wiring: one sandbox home, its ledger, enclave, policies and gateway state.
+
+:class:`Sandbox` is what the CLI and the gateway talk to. It implements the gateway's
+``JobProcessor``: admit (decide and record), execute (run in the enclave and record), and
+the read-only views. Every signed job ends on the ledger, whatever its outcome.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from fastapi import FastAPI
+
+import ledger
+import policies
+from computations import (
+    ComputationError,
+    DatasetSpec,
+    QueryRefused,
+    get_computation,
+)
+from enclave import DatasetError, DatasetRecord, Enclave
+from gateway import (
+    Admission,
+    Enterprise,
+    Execution,
+    JobDocument,
+    StateStore,
+    create_app,
+    load_private_key,
+)
+from indomain.errors import ConfigError
+from indomain.home import Home
+
+
+def write_private_key(path: Path, key: Ed25519PrivateKey) -> None:
+    """Write a PEM private key with mode 0600; never replaces an existing file."""
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with open(fd, "wb") as f:
+        f.write(pem)
+
+
+@dataclass
+class Sandbox:
+    home: Home
+    ledger: ledger.Ledger
+    enclave: Enclave
+    store: StateStore
+
+    # construction ---------------------------------------------------------------------
+
+    @classmethod
+    def init(cls, root: Path, *, origin: str | None = None) -> Sandbox:
+        """Create a new home: keys (0600), empty ledger, empty state."""
+        home = Home.create(root, origin=origin)
+        ledger_key = Ed25519PrivateKey.generate()
+        write_private_key(home.ledger_key, ledger_key)
+        log = ledger.Ledger.create(home.ledger, origin=home.origin, signing_key=ledger_key)
+        (home.keys / "ledger.pub").write_text(log.verifier_key + "\n")
+        enclave = Enclave.initialise(keys_dir=home.keys, datasets_dir=home.datasets)
+        return cls(home=home, ledger=log, enclave=enclave, store=StateStore(home.state))
+
+    @classmethod
+    def open(cls, root: Path) -> Sandbox:
+        home = Home.open(root)
+        key = load_private_key(home.ledger_key)
+        return cls(
+            home=home,
+            ledger=ledger.Ledger.open(home.ledger, signing_key=key),
+            enclave=Enclave(keys_dir=home.keys, datasets_dir=home.datasets),
+            store=StateStore(home.state),
+        )
+
+    def close(self) -> None:
+        self.store.close()
+        self.ledger.close()
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def verifier_key(self) -> str:
+        return self.ledger.verifier_key
+
+    # bureau operations ----------------------------------------------------------------
+
+    def import_dataset(self, source: Path, *, name: str, manifest: Path) -> DatasetRecord:
+        try:
+            data = yaml.safe_load(manifest.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"no manifest at {manifest}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{manifest} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{manifest} must be a YAML mapping")
+        spec = DatasetSpec.from_manifest(data, name=name)
+        record = self.enclave.import_dataset(source, spec)
+        self.ledger.append(
+            "dataset.imported",
+            {
+                "dataset": record.name,
+                "content_hash": record.content_hash,
+                "rows_rounded": record.rounded_row_count,
+                "manifest_digest": _digest(json.dumps(spec.to_manifest(), sort_keys=True).encode()),
+                "min_group_size": spec.min_group_size,
+            },
+        )
+        return record
+
+    def register_enterprise(self, name: str, public_key_file: Path) -> Enterprise:
+        try:
+            key = serialization.load_pem_public_key(public_key_file.read_bytes())
+        except FileNotFoundError:
+            raise ConfigError(f"no public key file at {public_key_file}") from None
+        except ValueError:
+            raise ConfigError(f"{public_key_file} is not a PEM public key") from None
+        if not isinstance(key, Ed25519PublicKey):
+            raise ConfigError(f"{public_key_file} is not an Ed25519 public key")
+        enterprise = self.store.register_enterprise(name, key)
+        self.ledger.append(
+            "enterprise.registered",
+            {"enterprise": name, "public_key": enterprise.public_key_b64},
+        )
+        return enterprise
+
+    @property
+    def policy_set(self) -> policies.PolicySet | None:
+        if not any(self.home.policies.glob("*.cedar")):
+            return None
+        return policies.PolicySet.load(self.home.policies)
+
+    def apply_policies(self, directory: Path) -> tuple[policies.PolicySet, int]:
+        """Validate, install and record a policy version; returns it and its ledger index."""
+        policy_set = policies.PolicySet.load(directory)
+        policy_set.save(self.home.policies)
+        entry = self.ledger.append(
+            "policy.applied",
+            {
+                "policy_version": policy_set.version,
+                "policy_ids": list(policy_set.policy_ids),
+                "files": {n: _digest(t.encode()) for n, t in sorted(policy_set.files.items())},
+            },
+        )
+        return policy_set, entry.index
+
+    # JobProcessor ---------------------------------------------------------------------
+
+    def admit(self, job: JobDocument, *, job_id: str, signature: str) -> Admission:
+        request = {
+            "job_id": job_id,
+            "enterprise": job.enterprise,
+            "computation": job.computation,
+            "dataset": job.dataset,
+            "purpose": job.purpose,
+            "request": job.model_dump(),
+            "request_signature": signature,
+            "request_digest": _digest(job.canonical()),
+        }
+        try:
+            computation = get_computation(job.computation)
+        except ComputationError as exc:
+            return self._refuse(request, "unknown_computation", str(exc))
+        try:
+            record = self.enclave.dataset(job.dataset)
+        except DatasetError as exc:
+            return self._refuse(request, "unknown_dataset", str(exc))
+        policy_set = self.policy_set
+        decision = policies.decide(
+            policy_set,
+            policies.AccessRequest(
+                enterprise=job.enterprise,
+                computation=job.computation,
+                dataset=job.dataset,
+                purpose=job.purpose,
+                time=datetime.now(UTC),
+            ),
+        )
+        decided = {
+            "allowed": decision.allowed,
+            "policies": list(decision.determining_policies),
+            "reason": decision.reason,
+            "policy_version": decision.policy_version,
+        }
+        if not decision.allowed:
+            entry = self.ledger.append("job.denied", {**request, "decision": decided})
+            return Admission(
+                outcome="denied",
+                code="policy_denied",
+                reason=decision.reason,
+                ledger_index=entry.index,
+                policies=decision.determining_policies,
+                policy_version=decision.policy_version,
+            )
+        try:
+            plan = computation.check(job.params, record.spec)
+        except QueryRefused as exc:
+            return self._refuse(
+                request,
+                "query_refused",
+                str(exc),
+                decided=decided,
+                details={"rule": exc.rule, "fragment": exc.fragment},
+            )
+        except ComputationError as exc:
+            return self._refuse(request, "query_refused", str(exc), decided=decided)
+        entry = self.ledger.append(
+            "job.accepted",
+            {
+                **request,
+                "decision": decided,
+                "code_hash": computation.code_hash,
+                "params_digest": plan.params_digest,
+            },
+        )
+        return Admission(
+            outcome="accepted",
+            code="accepted",
+            reason=decision.reason,
+            ledger_index=entry.index,
+            policies=decision.determining_policies,
+            policy_version=decision.policy_version,
+        )
+
+    def _refuse(
+        self,
+        request: dict[str, Any],
+        code: str,
+        reason: str,
+        *,
+        decided: dict[str, Any] | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> Admission:
+        fields = {**request, "refusal": {"code": code, "reason": reason, **(details or {})}}
+        if decided is not None:
+            fields["decision"] = decided
+        entry = self.ledger.append("job.refused", fields)
+        return Admission(
+            outcome="refused",
+            code=code,
+            reason=reason,
+            ledger_index=entry.index,
+            details=details or {},
+        )
+
+    def execute(self, job: JobDocument, *, job_id: str, admission: Admission) -> Execution:
+        computation = get_computation(job.computation)
+        record = self.enclave.dataset(job.dataset)
+        plan = computation.check(job.params, record.spec)
+        output = self.enclave.run(
+            plan, job_id=job_id, policy_version=admission.policy_version or "none"
+        )
+        entry = self.ledger.append(
+            "run.completed",
+            {
+                "job_id": job_id,
+                "enterprise": job.enterprise,
+                "dataset": job.dataset,
+                "accepted_at_index": admission.ledger_index,
+                "attestation": output.attestation.model_dump(),
+                "attestation_signature": output.signature,
+                "suppressed_groups": output.suppressed_groups,
+            },
+        )
+        receipt = {
+            "entry": entry.canonical().decode(),
+            "receipt": self.ledger.receipt(entry.index).to_json(),
+            "ledger_verifier_key": self.verifier_key,
+            "enclave_public_key": base64.b64encode(
+                self.enclave.public_key.public_bytes_raw()
+            ).decode(),
+        }
+        summary = {
+            "run_ledger_index": entry.index,
+            "suppressed_groups": output.suppressed_groups,
+            "result_digest": output.attestation.result_digest,
+            "notes": list(output.notes),
+        }
+        return Execution(result_ipc=output.result_ipc, receipt=receipt, summary=summary)
+
+    def record_failure(self, job: JobDocument, *, job_id: str, reason: str) -> int:
+        entry = self.ledger.append(
+            "run.failed",
+            {
+                "job_id": job_id,
+                "enterprise": job.enterprise,
+                "dataset": job.dataset,
+                "reason": reason,
+            },
+        )
+        return entry.index
+
+    def catalogue(self) -> list[dict[str, Any]]:
+        """Schema, column classes and rounded sizes: what a licensed enterprise may browse."""
+        out = []
+        for record in self.enclave.datasets():
+            spec = record.spec
+            out.append(
+                {
+                    "name": record.name,
+                    "description": spec.description,
+                    "privacy_unit": spec.privacy_unit,
+                    "min_group_size": spec.min_group_size,
+                    "rows_rounded": record.rounded_row_count,
+                    "columns": [
+                        {
+                            "name": c.name,
+                            "class": c.cls.value,
+                            "dimension": c.dimension,
+                            "type": record.column_types.get(c.name, "UNKNOWN"),
+                            "description": c.description,
+                        }
+                        for c in spec.columns
+                    ],
+                }
+            )
+        return out
+
+    def checkpoint(self) -> str:
+        return self.ledger.checkpoint()
+
+    def app(self, **kwargs: Any) -> FastAPI:
+        return create_app(store=self.store, processor=self, **kwargs)
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
