@@ -1,0 +1,33 @@
+"""The approved computations: describe, check, then execute.
+
+A request names a computation and its parameters. The computation's ``check`` turns them
+into a :class:`Plan` (or a :class:`QueryRefused` naming the rule broken) without touching
+data; only the enclave calls ``execute``, on a locked-down DuckDB connection. Results
+travel as Arrow IPC streams.
+
+Other parts import only from here.
+"""
+
+from computations._arrow import table_from_ipc, table_to_ipc, table_to_rows
+from computations._computation import Computation
+from computations._dataset import ColumnClass, ColumnSpec, DatasetSpec
+from computations._errors import ComputationError, QueryRefused
+from computations._plan import ComputationResult, Plan, params_digest
+from computations._registry import available_computations, get_computation
+
+__all__ = [
+    "ColumnClass",
+    "ColumnSpec",
+    "Computation",
+    "ComputationError",
+    "ComputationResult",
+    "DatasetSpec",
+    "Plan",
+    "QueryRefused",
+    "available_computations",
+    "get_computation",
+    "params_digest",
+    "table_from_ipc",
+    "table_to_ipc",
+    "table_to_rows",
+]

@@ -1,0 +1,154 @@
+"""The body of an aggregate plan: the validated query structure, never the user's SQL.
+
+The checker builds it; the enclave rebuilds it from JSON and validates it again against the
+dataset before generating any SQL, so a plan altered in transit cannot widen what runs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from computations._dataset import ColumnClass, DatasetSpec
+from computations._errors import ComputationError
+
+Function = Literal["count", "count_distinct", "sum", "avg"]
+FUNCTIONS: tuple[Function, ...] = ("count", "count_distinct", "sum", "avg")
+#: Output names are plain identifiers so results read the same in SQL, Arrow and JSON.
+OUTPUT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+@dataclass(frozen=True)
+class GroupOutput:
+    """A GROUP BY column, published under ``name``."""
+
+    name: str
+    column: str
+
+
+@dataclass(frozen=True)
+class AggregateOutput:
+    """``function(column)`` per group; ``column`` is ``None`` only for ``COUNT(*)``."""
+
+    name: str
+    function: Function
+    column: str | None
+
+
+Output = GroupOutput | AggregateOutput
+
+
+@dataclass(frozen=True)
+class AggregateBody:
+    """Group columns and the outputs in the order the query selected them."""
+
+    group_by: tuple[str, ...]
+    outputs: tuple[Output, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """The body as plain JSON values, for :class:`Plan`."""
+        outputs: list[dict[str, Any]] = []
+        for out in self.outputs:
+            if isinstance(out, GroupOutput):
+                outputs.append({"kind": "group", "name": out.name, "column": out.column})
+            else:
+                outputs.append(
+                    {
+                        "kind": "aggregate",
+                        "name": out.name,
+                        "function": out.function,
+                        "column": out.column,
+                    }
+                )
+        return {"group_by": list(self.group_by), "outputs": outputs}
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> AggregateBody:
+        """Parse a plan body; raises :class:`ComputationError` if its shape is wrong."""
+        _keys(body, {"group_by", "outputs"}, "body")
+        group_by = body["group_by"]
+        if not isinstance(group_by, list | tuple) or not all(isinstance(c, str) for c in group_by):
+            raise _malformed("group_by must be a list of column names")
+        raw_outputs = body["outputs"]
+        if not isinstance(raw_outputs, list | tuple):
+            raise _malformed("outputs must be a list")
+        outputs: list[Output] = []
+        for raw in raw_outputs:
+            if not isinstance(raw, Mapping):
+                raise _malformed("each output must be an object")
+            kind = raw.get("kind")
+            if kind == "group":
+                _keys(raw, {"kind", "name", "column"}, "group output")
+                name, column = raw["name"], raw["column"]
+                if not isinstance(name, str) or not isinstance(column, str):
+                    raise _malformed("group output name and column must be strings")
+                outputs.append(GroupOutput(name=name, column=column))
+            elif kind == "aggregate":
+                _keys(raw, {"kind", "name", "function", "column"}, "aggregate output")
+                name, function, column = raw["name"], raw["function"], raw["column"]
+                if not isinstance(name, str) or not (column is None or isinstance(column, str)):
+                    raise _malformed("aggregate output name must be a string, column a string")
+                if function not in FUNCTIONS:
+                    raise _malformed(f"aggregate function must be one of {', '.join(FUNCTIONS)}")
+                outputs.append(AggregateOutput(name=name, function=function, column=column))
+            else:
+                raise _malformed("output kind must be 'group' or 'aggregate'")
+        return cls(group_by=tuple(group_by), outputs=tuple(outputs))
+
+    def validate(self, dataset: DatasetSpec) -> None:
+        """Check the body against the dataset's rules; raises :class:`ComputationError`.
+
+        These are the invariants the checker enforces with friendlier refusals; holding them
+        here too means the enclave never trusts the plan's origin.
+        """
+        names = {c.name: c for c in dataset.columns}
+        if len(set(self.group_by)) != len(self.group_by):
+            raise _invalid("a group column is listed twice")
+        for column in self.group_by:
+            spec = names.get(column)
+            if spec is None:
+                raise _invalid(f"unknown group column {column!r}")
+            if spec.cls is ColumnClass.identifier or not spec.dimension:
+                raise _invalid(f"column {column!r} is not a dimension")
+        if not self.outputs:
+            raise _invalid("no outputs")
+        seen: set[str] = set()
+        for out in self.outputs:
+            if not OUTPUT_NAME.fullmatch(out.name):
+                raise _invalid("output names must be plain identifiers")
+            if out.name.lower() in seen:
+                raise _invalid(f"output name {out.name!r} is used twice")
+            seen.add(out.name.lower())
+            if isinstance(out, GroupOutput):
+                if out.column not in self.group_by:
+                    raise _invalid(f"column {out.column!r} is selected but not grouped")
+                continue
+            if out.column is None:
+                if out.function != "count":
+                    raise _invalid(f"{out.function} needs a column")
+                continue
+            spec = names.get(out.column)
+            if spec is None:
+                raise _invalid(f"unknown column {out.column!r}")
+            if out.function == "count_distinct":
+                if out.column != dataset.privacy_unit:
+                    raise _invalid("COUNT(DISTINCT ...) is only allowed on the privacy unit")
+            elif spec.cls is ColumnClass.identifier:
+                raise _invalid(f"identifier column {out.column!r} may not be aggregated")
+        if not any(isinstance(out, AggregateOutput) for out in self.outputs):
+            raise _invalid("no aggregate output")
+
+
+def _keys(data: Mapping[str, Any], expected: set[str], what: str) -> None:
+    if set(data) != expected:
+        raise _malformed(f"{what} must have exactly the keys {', '.join(sorted(expected))}")
+
+
+def _malformed(reason: str) -> ComputationError:
+    return ComputationError(f"malformed aggregate plan: {reason}")
+
+
+def _invalid(reason: str) -> ComputationError:
+    return ComputationError(f"aggregate plan not valid for this dataset: {reason}")

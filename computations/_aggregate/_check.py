@@ -1,0 +1,335 @@
+"""The aggregate checker: a restricted SQL aggregate becomes an :class:`AggregateBody`.
+
+The checker is an allowlist over sqlglot's tree. Every node it accepts is checked for the
+arguments it may carry; any argument it does not know is refused, so new sqlglot syntax
+fails closed. Checks run from the outside in (statement, clauses, FROM, select list,
+GROUP BY) so that a refusal names the first rule a reader would look at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import sqlglot
+from sqlglot import exp
+
+from computations._aggregate._body import (
+    OUTPUT_NAME,
+    AggregateBody,
+    AggregateOutput,
+    Function,
+    GroupOutput,
+    Output,
+)
+from computations._dataset import ColumnClass, ColumnSpec, DatasetSpec
+from computations._errors import ComputationError, QueryRefused
+from indomain.errors import InternalError
+
+#: Every rule the checker refuses with. The ids are stable: responses and ledger entries
+#: carry them, and tests/computations/test_aggregate_refusals.py shows each one.
+RULES = frozenset(
+    {
+        "params", "parse", "single-statement", "select-only", "no-set-operation", "no-cte",
+        "no-subquery", "no-window", "no-distinct", "no-join", "no-where", "no-having",
+        "no-qualify", "no-order-by", "no-limit", "no-sample", "unsupported-clause",
+        "single-table", "table-function", "file-path", "select-star", "select-item",
+        "aggregate-function", "aggregate-argument", "aggregate-distinct", "aggregate-required",
+        "identifier-column", "bare-column", "group-by-column", "group-by-dimension",
+        "unknown-column", "qualified-column", "alias", "duplicate-name",
+    }
+)  # fmt: skip
+
+#: The only functions a query may call.
+ALLOWED_FUNCTIONS = "only COUNT, SUM and AVG are allowed"
+
+# Select clauses that are refused, each with its own rule so the refusal says what to drop.
+_CLAUSE_RULES: dict[str, tuple[str, str]] = {
+    "distinct": ("no-distinct", "SELECT DISTINCT is not allowed"),
+    "joins": ("no-join", "joins are not allowed; query one table"),
+    "laterals": ("no-join", "LATERAL is not allowed; query one table"),
+    "where": ("no-where", "WHERE is not allowed yet"),
+    "having": ("no-having", "HAVING is not allowed; small groups are suppressed for you"),
+    "qualify": ("no-qualify", "QUALIFY is not allowed"),
+    "windows": ("no-window", "window definitions are not allowed"),
+    "order": ("no-order-by", "ORDER BY is not allowed; rows come ordered by the group columns"),
+    "limit": ("no-limit", "LIMIT is not allowed"),
+    "offset": ("no-limit", "OFFSET is not allowed"),
+    "sample": ("no-sample", "SAMPLE is not allowed"),
+}
+_SELECT_ARGS = frozenset({"expressions", "from_", "group"})
+# Characters that make DuckDB read a quoted table name as a file (replacement scans).
+_PATH_CHARS = frozenset("/\\.:*~")
+
+
+def check_sql(sql: str, dataset: DatasetSpec) -> AggregateBody:
+    """Check ``sql`` against the aggregate rules for ``dataset``.
+
+    Returns the validated body; raises :class:`QueryRefused` naming the rule broken.
+    """
+    select = _single_select(sql)
+    _check_clauses(select)
+    _check_from(select, dataset)
+    outputs = [_select_item(item, dataset) for item in select.expressions]
+    group_by = _group_by(select, dataset)
+    body = _assemble(outputs, group_by)
+    try:
+        body.validate(dataset)
+    except ComputationError as exc:  # the checker above must have refused already
+        raise InternalError(f"checker approved an invalid aggregate: {exc}") from exc
+    return body
+
+
+def _single_select(sql: str) -> exp.Select:
+    try:
+        statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
+    except sqlglot.errors.ParseError as exc:
+        highlight = ""
+        if exc.errors:
+            highlight = str(exc.errors[0].get("highlight") or "")
+        raise QueryRefused("parse", "not valid DuckDB SQL", highlight[:40]) from None
+    except Exception:  # tokenizer errors, recursion on deep nesting, sqlglot bugs
+        raise QueryRefused("parse", "not valid DuckDB SQL") from None
+    if not statements:
+        raise QueryRefused("parse", "the query is empty")
+    if len(statements) > 1:
+        raise QueryRefused(
+            "single-statement", "exactly one statement is allowed", _sql(statements[1])
+        )
+    statement = statements[0]
+    if isinstance(statement, exp.SetOperation):
+        raise QueryRefused(
+            "no-set-operation", "UNION, INTERSECT and EXCEPT are not allowed", _sql(statement)
+        )
+    if not isinstance(statement, exp.Select):
+        raise QueryRefused("select-only", "only a plain SELECT is allowed", _sql(statement))
+    if statement.args.get("with_"):
+        raise QueryRefused("no-cte", "WITH is not allowed", _sql(statement.args["with_"]))
+    for node in statement.walk():
+        if node is statement:
+            continue
+        if isinstance(node, exp.Query | exp.Subquery):
+            raise QueryRefused("no-subquery", "subqueries are not allowed", _sql(node))
+        if isinstance(node, exp.Window):
+            raise QueryRefused("no-window", "window functions are not allowed", _sql(node))
+    return statement
+
+
+def _check_clauses(select: exp.Select) -> None:
+    for key, value in select.args.items():
+        if key in _SELECT_ARGS or not _is_set(value):
+            continue
+        rule, reason = _CLAUSE_RULES.get(key, ("unsupported-clause", "this clause is not allowed"))
+        raise QueryRefused(rule, reason, _sql(value))
+
+
+def _check_from(select: exp.Select, dataset: DatasetSpec) -> None:
+    wanted = f"the query must read FROM {dataset.name} and nothing else"
+    from_ = select.args.get("from_")
+    if not isinstance(from_, exp.From):
+        raise QueryRefused("single-table", wanted, _sql(select))
+    _only(from_, {"this"}, "single-table", wanted)
+    source = from_.this
+    if not isinstance(source, exp.Table):
+        raise QueryRefused("single-table", wanted, _sql(source))
+    target = source.this
+    if isinstance(target, exp.Func):
+        raise QueryRefused("table-function", "table functions are not allowed", _sql(source))
+    if not isinstance(target, exp.Identifier):
+        raise QueryRefused("single-table", wanted, _sql(source))
+    if isinstance(target.this, str) and _PATH_CHARS & set(target.this):
+        raise QueryRefused("file-path", "files cannot be queried; " + wanted, _sql(source))
+    for key, value in source.args.items():
+        if key == "this" or not _is_set(value):
+            continue
+        if key in {"db", "catalog"}:
+            raise QueryRefused(
+                "single-table", "the table name may not be qualified; " + wanted, _sql(source)
+            )
+        if key in {"joins", "laterals"}:
+            raise QueryRefused("no-join", "joins are not allowed; query one table", _sql(value))
+        if key == "sample":
+            raise QueryRefused("no-sample", "SAMPLE is not allowed", _sql(value))
+        if key == "alias":
+            raise QueryRefused("single-table", "table aliases are not allowed", _sql(source))
+        raise QueryRefused("unsupported-clause", "this table clause is not allowed", _sql(value))
+    _only(target, {"this", "quoted"}, "single-table", wanted)
+    if str(target.this).lower() != dataset.name:
+        raise QueryRefused("single-table", wanted, _sql(source))
+
+
+def _select_item(item: exp.Expr, dataset: DatasetSpec) -> GroupOutput | AggregateOutput:
+    alias: str | None = None
+    node = item
+    if isinstance(item, exp.Alias):
+        _only(item, {"this", "alias"}, "alias", "aliases must be plain identifiers")
+        alias_node = item.args.get("alias")
+        name = alias_node.this if isinstance(alias_node, exp.Identifier) else None
+        if not isinstance(name, str) or not OUTPUT_NAME.fullmatch(name):
+            raise QueryRefused("alias", "aliases must be plain identifiers", _sql(item))
+        alias = name
+        node = item.this
+    if isinstance(node, exp.Star) or (isinstance(node, exp.Column) and node.is_star):
+        raise QueryRefused(
+            "select-star", "SELECT * would return rows; select aggregates", _sql(node)
+        )
+    if isinstance(node, exp.Column):
+        spec = _column(node, dataset)
+        if spec.cls is ColumnClass.identifier:
+            raise QueryRefused(
+                "identifier-column",
+                f"identifier column {spec.name} may not be selected",
+                _sql(node),
+            )
+        return GroupOutput(name=alias or spec.name, column=spec.name)
+    if isinstance(node, exp.Count | exp.Sum | exp.Avg):
+        function, column = _aggregate(node, dataset)
+        return AggregateOutput(
+            name=alias or _default_name(function, column), function=function, column=column
+        )
+    # Name the first function that is not allowed, wherever it sits (CAST(MAX(x) AS INT)).
+    for inner in node.walk():
+        if isinstance(inner, exp.Func) and not isinstance(inner, exp.Count | exp.Sum | exp.Avg):
+            raise QueryRefused("aggregate-function", ALLOWED_FUNCTIONS, _sql(inner))
+    raise QueryRefused(
+        "select-item",
+        "select GROUP BY columns and COUNT, SUM or AVG of a column, nothing else",
+        _sql(node),
+    )
+
+
+def _aggregate(
+    node: exp.Count | exp.Sum | exp.Avg, dataset: DatasetSpec
+) -> tuple[Function, str | None]:
+    plain: Function = "count" if isinstance(node, exp.Count) else "sum"
+    if isinstance(node, exp.Avg):
+        plain = "avg"
+    allowed = {"this", "big_int"} if isinstance(node, exp.Count) else {"this"}
+    _only(node, allowed, "aggregate-argument", "aggregates take a single column")
+    arg = node.this
+    if isinstance(node, exp.Count) and isinstance(arg, exp.Star) and not _any_set(arg):
+        return "count", None
+    if isinstance(arg, exp.Distinct):
+        distinct_only = "DISTINCT is only allowed as COUNT(DISTINCT " + dataset.privacy_unit + ")"
+        _only(arg, {"expressions"}, "aggregate-distinct", distinct_only)
+        inner = arg.expressions
+        if isinstance(node, exp.Count) and len(inner) == 1 and isinstance(inner[0], exp.Column):
+            spec = _column(inner[0], dataset)
+            if spec.name == dataset.privacy_unit:
+                return "count_distinct", spec.name
+        raise QueryRefused("aggregate-distinct", distinct_only, _sql(node))
+    if not isinstance(arg, exp.Column) or arg.is_star:
+        raise QueryRefused(
+            "aggregate-argument", "aggregates take a single column of the dataset", _sql(node)
+        )
+    spec = _column(arg, dataset)
+    if spec.cls is ColumnClass.identifier:
+        raise QueryRefused(
+            "identifier-column", f"identifier column {spec.name} may not be aggregated", _sql(node)
+        )
+    return plain, spec.name
+
+
+def _group_by(select: exp.Select, dataset: DatasetSpec) -> list[str]:
+    group = select.args.get("group")
+    if group is None:
+        return []
+    plain = "GROUP BY takes a list of plain column names"
+    _only(group, {"expressions"}, "group-by-column", plain)
+    columns: list[str] = []
+    for node in group.expressions:
+        if not isinstance(node, exp.Column) or node.is_star:
+            raise QueryRefused("group-by-column", plain, _sql(node))
+        spec = _column(node, dataset)
+        if spec.cls is ColumnClass.identifier:
+            raise QueryRefused(
+                "identifier-column", f"identifier column {spec.name} may not be grouped", _sql(node)
+            )
+        if not spec.dimension:
+            dims = ", ".join(c.name for c in dataset.columns if c.dimension) or "none"
+            raise QueryRefused(
+                "group-by-dimension",
+                f"column {spec.name} is not a dimension (dimensions: {dims})",
+                _sql(node),
+            )
+        if spec.name in columns:
+            raise QueryRefused("group-by-column", "a column is grouped twice", _sql(node))
+        columns.append(spec.name)
+    return columns
+
+
+def _assemble(outputs: list[Output], group_by: list[str]) -> AggregateBody:
+    for out in outputs:
+        if isinstance(out, GroupOutput) and out.column not in group_by:
+            raise QueryRefused(
+                "bare-column",
+                f"column {out.column} must be aggregated or listed in GROUP BY; "
+                "row-level values are never returned",
+                out.column,
+            )
+    if not any(isinstance(out, AggregateOutput) for out in outputs):
+        raise QueryRefused(
+            "aggregate-required", "select at least one of COUNT, SUM or AVG", ", ".join(group_by)
+        )
+    seen: set[str] = set()
+    for out in outputs:
+        if out.name.lower() in seen:
+            raise QueryRefused(
+                "duplicate-name", "each output needs its own name; add aliases", out.name
+            )
+        seen.add(out.name.lower())
+    return AggregateBody(group_by=tuple(group_by), outputs=tuple(outputs))
+
+
+def _column(node: exp.Column, dataset: DatasetSpec) -> ColumnSpec:
+    """The dataset column ``node`` names; refuses qualified or unknown names."""
+    for key, value in node.args.items():
+        if key != "this" and _is_set(value):
+            raise QueryRefused(
+                "qualified-column", "columns are named without a table qualifier", _sql(node)
+            )
+    ident = node.this
+    if not isinstance(ident, exp.Identifier) or not isinstance(ident.this, str):
+        raise QueryRefused("select-item", "expected a column name", _sql(node))
+    _only(ident, {"this", "quoted"}, "qualified-column", "expected a plain column name")
+    spec = dataset.column(ident.this)
+    if spec is None:
+        known = ", ".join(c.name for c in dataset.columns)
+        raise QueryRefused("unknown-column", f"no such column (columns: {known})", _sql(node))
+    return spec
+
+
+def _default_name(function: Function, column: str | None) -> str:
+    if column is None:
+        return "count"
+    return f"{function}_{column}"
+
+
+def _only(node: exp.Expr, allowed: Iterable[str], rule: str, reason: str) -> None:
+    """Refuse ``node`` if it carries any argument outside ``allowed`` (fail closed)."""
+    allowed = set(allowed)
+    for key, value in node.args.items():
+        if key not in allowed and _is_set(value):
+            raise QueryRefused(rule, reason, _sql(node))
+
+
+def _any_set(node: exp.Expr) -> bool:
+    return any(_is_set(value) for value in node.args.values())
+
+
+def _is_set(value: Any) -> bool:
+    if value is None or value is False:
+        return False
+    return not (isinstance(value, list) and not value)
+
+
+def _sql(node: Any) -> str:
+    """``node`` as DuckDB SQL for a refusal message, without comments."""
+    try:
+        if isinstance(node, list):
+            return ", ".join(_sql(item) for item in node)
+        if isinstance(node, exp.Expr):
+            return node.sql(dialect="duckdb", comments=False)
+        return str(node)
+    except Exception:  # a fragment is a courtesy: never let it mask the refusal
+        return type(node).__name__

@@ -1,0 +1,36 @@
+"""The registry of approved computations, by name.
+
+A computation is added here only after review; its code hash then identifies it in policies
+and attestations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Final
+
+from computations._aggregate import AGGREGATE
+from computations._computation import Computation
+from computations._errors import ComputationError, shorten
+
+_REGISTRY: Final[Mapping[str, Computation]] = MappingProxyType({AGGREGATE.name: AGGREGATE})
+
+
+def get_computation(name: str) -> Computation:
+    """The approved computation called ``name``.
+
+    Raises :class:`ComputationError` naming the known computations if there is none.
+    """
+    computation = _REGISTRY.get(name) if isinstance(name, str) else None
+    if computation is None:
+        known = ", ".join(available_computations())
+        raise ComputationError(
+            f"unknown computation {shorten(str(name), 64)!r}; known computations: {known}"
+        )
+    return computation
+
+
+def available_computations() -> tuple[str, ...]:
+    """The names of the approved computations, sorted."""
+    return tuple(sorted(_REGISTRY))
