@@ -62,7 +62,7 @@ def content_hash(con: Any, table: str) -> str:
     Sorting makes the hash independent of insertion order; fixed-size chunks make the IPC
     bytes independent of how DuckDB happened to batch the rows.
     """
-    result = con.execute(f"SELECT * FROM {table} ORDER BY ALL").fetch_arrow_table()
+    result = con.execute(f"SELECT * FROM {table} ORDER BY ALL").to_arrow_table()
     sink = _HashSink()
     with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), result.schema) as writer:
         for batch in result.combine_chunks().to_batches(max_chunksize=_HASH_CHUNK_ROWS):

@@ -135,6 +135,20 @@ def dataset_import(
         )
 
 
+@dataset_app.command("synthesize")
+def dataset_synthesize(
+    out: Annotated[Path, typer.Argument(help="Folder for residents.parquet and its manifest")],
+    rows: Annotated[int, typer.Option(min=1, help="Number of synthetic residents")] = 200_000,
+    seed: Annotated[int, typer.Option(help="Generator seed")] = 20261122,
+) -> None:
+    """Write a realistic synthetic residents dataset and its manifest (no real people)."""
+    from indomain.demo_data import write_residents
+
+    with _errors():
+        data, manifest = write_residents(out, rows, seed=seed)
+        console.print(f"wrote {data} ({rows:,} rows) and {manifest}")
+
+
 @dataset_app.command("list")
 def dataset_list(
     home: HomeOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False
@@ -323,7 +337,7 @@ def client_submit(
     params: Annotated[str | None, typer.Option(help="Parameters as a JSON object")] = None,
     wait: Annotated[bool, typer.Option(help="Wait for the job to finish")] = False,
 ) -> None:
-    """Sign and submit a job; prints the job id (and its final status with --wait)."""
+    """Sign and submit a job; prints the job id on stdout (status on stderr with --wait)."""
     from indomain.errors import ConfigError
 
     with _errors():
@@ -339,13 +353,13 @@ def client_submit(
             answer = client.submit(
                 computation=computation, dataset=dataset, purpose=purpose, params=parameters
             )
-            console.print(
-                f"job {answer['job_id']} accepted (ledger entry {answer['ledger_index']})"
-            )
+            print(answer["job_id"])  # stdout carries only the id, for scripts
+            err.print(f"accepted, recorded at ledger entry {answer['ledger_index']}")
             if wait:
                 state = client.wait(answer["job_id"])
-                console.print(f"job {answer['job_id']} {state['status']}")
+                err.print(f"job {state['status']}")
                 if state["status"] != "succeeded":
+                    err.print(f"[bold red]error:[/] {state.get('error', state['status'])}")
                     raise typer.Exit(EXIT_FAILED)
 
 
@@ -385,6 +399,21 @@ def client_result(
             console.print(rows_table(result.table.column_names, rows, title=job_id))
         if ledger_key:
             err.print("[green]receipt verified[/] against the ledger key")
+
+
+@client_app.command("health")
+def client_health(url: UrlOpt) -> None:
+    """Exit 0 when the gateway answers its health check (for scripts waiting on it)."""
+    import httpx
+
+    try:
+        ok = httpx.get(url.rstrip("/") + "/v1/health", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        ok = False
+    if not ok:
+        err.print(f"no healthy gateway at {url}")
+        raise typer.Exit(EXIT_FAILED)
+    console.print(f"gateway at {url} is up")
 
 
 @client_app.command("catalogue")

@@ -134,8 +134,8 @@ def _enterprise_jobs(client: Client, ledger_key: str, console: Console) -> None:
             )
         except PolicyDenied as denied:
             console.print(
-                f"  [bold red]403 denied[/]: {denied.message} "
-                f"(recorded at ledger entry {denied.extra.get('ledger_index')})"
+                f"  [bold red]403[/] {denied.message} "
+                f"(the refusal is ledger entry {denied.extra.get('ledger_index')})"
             )
             continue
         state = client.wait(answer["job_id"])

@@ -77,10 +77,11 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]
     assert applied.returncode == 0, applied.stderr
 
     port = _free_port()
+    log = (base / "gateway.log").open("wb")
     server = subprocess.Popen(
         [sys.executable, "-m", "indomain.cli", "serve", "--home", str(root), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -103,6 +104,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]
     finally:
         server.terminate()
         server.wait(timeout=30)
+        log.close()
 
 
 def test_init_makes_private_key_files_and_refuses_to_overwrite(home: dict[str, object]) -> None:
@@ -131,7 +133,8 @@ def test_an_allowed_job_returns_a_verified_result(home: dict[str, object]) -> No
         env=env,
     )
     assert submitted.returncode == 0, submitted.stderr
-    job_id = submitted.stdout.split()[1]
+    job_id = submitted.stdout.strip()
+    assert job_id.startswith("job_")
     result = indomain("client", "result", job_id, "--json", env=env)
     assert result.returncode == 0, result.stderr
     assert "receipt verified" in result.stderr

@@ -1,0 +1,168 @@
+"""Benchmarks with their baselines measured in the same run.
+
+    python -m bench [--rows 1000000] [--repeat 3]
+
+1. End-to-end aggregate job: signed HTTP submit on loopback → policy → worker process
+   (key unwrap, encrypted DuckDB) → ledger → result with receipt, against the same GROUP BY
+   run directly in DuckDB on an unencrypted Parquet copy (the floor).
+2. Ledger appends (durable, one transaction each) against bare SQLite inserts with the
+   same durability settings.
+3. Full ledger verification against bare SHA-256 of the same entry bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from rich.console import Console
+from rich.table import Table
+
+import ledger
+
+SQL = (
+    "SELECT district, age_band, COUNT(*) AS n, SUM(income) AS total_income "
+    "FROM residents GROUP BY district, age_band"
+)
+
+
+def _best(fn: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def bench_aggregate(rows: int, repeat: int, work: Path) -> list[tuple[str, str, str, str]]:
+    from cryptography.hazmat.primitives import serialization
+
+    from gateway import Client
+    from indomain.demo_data import write_residents
+    from indomain.sandbox import Sandbox
+    from indomain.server import serve_in_thread
+
+    data, manifest = write_residents(work / "src", rows)
+    sandbox = Sandbox.init(work / "home", origin="bench.indomain.example/ledger")
+    start = time.perf_counter()
+    sandbox.import_dataset(data, name="residents", manifest=manifest)
+    import_s = time.perf_counter() - start
+    key = Ed25519PrivateKey.generate()
+    pub = work / "acme.pub"
+    pub.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    sandbox.register_enterprise("Acme Credit", pub)
+    sandbox.apply_policies(Path(__file__).resolve().parent.parent / "indomain/demo/policies")
+
+    con = duckdb.connect()
+    direct = _best(
+        lambda: con.execute(
+            SQL.replace("FROM residents", f"FROM read_parquet('{data}')")
+        ).to_arrow_table(),
+        repeat,
+    )
+    with (
+        serve_in_thread(sandbox.app()) as url,
+        Client(url, enterprise="Acme Credit", private_key=key) as client,
+    ):
+
+        def job() -> None:
+            job_id = client.submit(
+                computation="aggregate",
+                dataset="residents",
+                purpose="credit_risk_model",
+                params={"sql": SQL},
+            )["job_id"]
+            client.wait(job_id, poll=0.01)
+            client.result(job_id, ledger_key=sandbox.verifier_key)
+
+        end_to_end = _best(job, repeat)
+    sandbox.close()
+    return [
+        (
+            f"aggregate job, {rows:,} rows",
+            f"{end_to_end * 1000:,.0f} ms",
+            f"{direct * 1000:,.0f} ms (DuckDB on plain Parquet)",
+            f"{end_to_end / direct:,.1f}×",
+        ),
+        (f"import + encrypt, {rows:,} rows", f"{import_s * 1000:,.0f} ms", "", ""),
+    ]
+
+
+def bench_ledger(entries: int, work: Path) -> list[tuple[str, str, str, str]]:
+    key = Ed25519PrivateKey.generate()
+    log = ledger.Ledger.create(work / "ledger", origin="bench.indomain.example/l", signing_key=key)
+    fields = {"job_id": "job_" + "0" * 32, "enterprise": "Acme Credit", "dataset": "residents"}
+    start = time.perf_counter()
+    for _ in range(entries):
+        log.append("bench.entry", fields)
+    append_s = time.perf_counter() - start
+    blobs = [log.raw_entry(i) for i in range(entries)]
+
+    db = sqlite3.connect(work / "bare.sqlite", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE t (i INTEGER PRIMARY KEY, b BLOB)")
+    start = time.perf_counter()
+    for i, blob in enumerate(blobs):
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO t VALUES (?, ?)", (i, blob))
+        db.execute("COMMIT")
+    bare_s = time.perf_counter() - start
+    db.close()
+
+    verify_s = _best(lambda: ledger.verify_ledger(work / "ledger", log.verifier_key), 1)
+    hash_s = _best(lambda: [hashlib.sha256(b"\x00" + b).digest() for b in blobs], 3)
+    log.close()
+    return [
+        (
+            f"ledger append (durable), {entries:,}",
+            f"{entries / append_s:,.0f}/s",
+            f"{entries / bare_s:,.0f}/s (bare SQLite insert, same fsync)",
+            f"{bare_s / append_s:.2f}×",
+        ),
+        (
+            f"ledger verify, {entries:,} entries",
+            f"{entries / verify_s:,.0f}/s",
+            f"{entries / hash_s:,.0f}/s (SHA-256 of the leaves only)",
+            f"{hash_s / verify_s:.2f}×",
+        ),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--ledger-entries", type=int, default=2_000)
+    args = parser.parse_args()
+    console = Console()
+    with tempfile.TemporaryDirectory(prefix="indomain-bench-") as tmp:
+        work = Path(tmp)
+        with console.status("benchmarking the aggregate job"):
+            rows = bench_aggregate(args.rows, args.repeat, work / "agg")
+        with console.status("benchmarking the ledger"):
+            rows += bench_ledger(args.ledger_entries, work / "led")
+    table = Table("what", "indomain", "baseline (same run)", "ratio", title="indomain bench")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    console.print(
+        "ratio: for jobs, indomain's time over the baseline's (lower is better); for the "
+        f"ledger, indomain's throughput over the baseline's. Jobs: best of {args.repeat} runs."
+    )
+
+
+if __name__ == "__main__":
+    main()
