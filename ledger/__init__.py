@@ -1,0 +1,55 @@
+"""The audit ledger: an append-only, tamper-evident record of every run, refusal and change.
+
+Entries are canonical JSON (RFC 8785), each naming its predecessor's hash, and are the
+leaves of an RFC 9162 Merkle tree. After every append the ledger signs a C2SP checkpoint
+(a signed note, Ed25519), so an auditor holding only the ledger's verifier key can check
+a receipt (:func:`verify_receipt`) or the whole folder (:func:`verify_ledger`) offline.
+
+The Merkle functions are pure and read stored hashes through :class:`HashReader`, in the
+stored-hash layout of Go's ``sumdb/tlog``; :class:`Ledger` is the SQLite-backed driver.
+"""
+
+from ledger._entry import LedgerEntry
+from ledger._errors import LedgerError, LedgerVerificationError
+from ledger._ledger import Ledger
+from ledger._merkle import (
+    HashReader,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    node_hash,
+    root_from_leaf_hashes,
+    stored_hash_index,
+    stored_hashes,
+    tree_root,
+)
+from ledger._note import Checkpoint, open_checkpoint, sign_checkpoint, verifier_key
+from ledger._proofs import verify_consistency, verify_inclusion
+from ledger._receipt import Receipt, verify_receipt
+from ledger._verify import VerificationReport, verify_ledger
+
+__all__ = [
+    "Checkpoint",
+    "HashReader",
+    "Ledger",
+    "LedgerEntry",
+    "LedgerError",
+    "LedgerVerificationError",
+    "Receipt",
+    "VerificationReport",
+    "consistency_proof",
+    "inclusion_proof",
+    "leaf_hash",
+    "node_hash",
+    "open_checkpoint",
+    "root_from_leaf_hashes",
+    "sign_checkpoint",
+    "stored_hash_index",
+    "stored_hashes",
+    "tree_root",
+    "verifier_key",
+    "verify_consistency",
+    "verify_inclusion",
+    "verify_ledger",
+    "verify_receipt",
+]

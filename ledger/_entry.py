@@ -1,0 +1,208 @@
+"""Ledger entries: one event, canonical JSON (RFC 8785), chained to the previous entry.
+
+The canonical bytes are what the Merkle tree hashes, so the format has exactly one
+encoding per entry: :meth:`LedgerEntry.parse` re-canonicalises and refuses anything else
+(whitespace, key order, duplicate keys, ``1.0`` for ``1``, unknown keys). ``prev`` makes
+each entry name its predecessor, so a reordered or spliced log breaks twice: in the tree
+and in the chain.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+import rfc8785
+
+from ledger._errors import LedgerError, LedgerVerificationError
+from ledger._merkle import leaf_hash
+
+GENESIS_PREV = "0" * 64  # entry 0 has no predecessor
+MAX_ENTRY_BYTES = 1 << 20  # audit events carry digests, not data: 1 MiB is generous
+ENTRY_KEYS = frozenset({"index", "type", "time", "prev", "fields"})
+
+_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}", re.ASCII)
+_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z", re.ASCII)
+_PREV = re.compile(r"[0-9a-f]{64}", re.ASCII)
+
+
+def format_time(moment: datetime) -> str:
+    """Return ``moment`` as RFC 3339 UTC with microseconds, e.g. 2026-11-22T10:00:00.123456Z.
+
+    Raises :class:`LedgerError` for a naive datetime: a ledger time must be unambiguous.
+    """
+    if not isinstance(moment, datetime) or moment.utcoffset() is None:
+        raise LedgerError("entry time must be a timezone-aware datetime")
+    utc = moment.astimezone(UTC).replace(tzinfo=None)
+    return utc.isoformat(timespec="microseconds") + "Z"
+
+
+def _valid_time(text: str) -> bool:
+    if _TIME.fullmatch(text) is None:
+        return False
+    try:
+        datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")  # the Z is a literal: UTC
+    except ValueError:
+        return False
+    return True
+
+
+def _to_json(value: Any, path: str) -> Any:
+    """Return ``value`` as plain JSON types (dict, list, ...), or raise naming where it fails."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, Mapping):
+        result: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise LedgerError(f"{path}: object keys must be strings")
+            result[key] = _to_json(item, f"{path}.{key}")
+        return result
+    if isinstance(value, list | tuple):
+        return [_to_json(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    raise LedgerError(f"{path}: {type(value).__name__} is not a JSON value")
+
+
+def _freeze(value: Any) -> Any:
+    """Deep-freeze parsed JSON: objects become read-only mappings, arrays tuples."""
+    if isinstance(value, dict):
+        return MappingProxyType({key: _freeze(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(item) for item in value)
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise ValueError("duplicate key")
+    return result
+
+
+def _loads(data: bytes) -> Any:
+    # Strict UTF-8 first: json.loads would otherwise guess UTF-16/32 from the bytes.
+    return json.loads(
+        data.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=_unique_keys
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class LedgerEntry:
+    """One ledger event; checks itself on construction and raises :class:`LedgerError`.
+
+    ``fields`` is stored deep-frozen (read-only mappings, tuples for arrays) and
+    normalised to what its canonical JSON says (``1.0`` becomes ``1``). Two entries are
+    equal when their canonical bytes are.
+    """
+
+    index: int
+    type: str
+    time: str
+    prev: str
+    fields: Mapping[str, Any]
+    _canonical: bytes = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.index, bool) or not isinstance(self.index, int) or self.index < 0:
+            raise LedgerError("entry index must be a non-negative integer")
+        if not isinstance(self.type, str) or _TYPE.fullmatch(self.type) is None:
+            raise LedgerError("entry type must match [A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
+        if not isinstance(self.time, str) or not _valid_time(self.time):
+            raise LedgerError("entry time must be RFC 3339 UTC like 2026-11-22T10:00:00.123456Z")
+        if not isinstance(self.prev, str) or _PREV.fullmatch(self.prev) is None:
+            raise LedgerError("entry prev must be 64 lowercase hex digits")
+        if not isinstance(self.fields, Mapping):
+            raise LedgerError("entry fields must be a mapping")
+        try:
+            document = {
+                "index": self.index,
+                "type": self.type,
+                "time": self.time,
+                "prev": self.prev,
+                "fields": _to_json(self.fields, "fields"),
+            }
+            canonical = rfc8785.dumps(document)
+        except rfc8785.CanonicalizationError as exc:
+            raise LedgerError(f"entry is not canonical JSON: {exc}") from exc
+        except RecursionError:
+            raise LedgerError("entry fields are nested too deeply") from None
+        if len(canonical) > MAX_ENTRY_BYTES:
+            raise LedgerError(f"entry is larger than {MAX_ENTRY_BYTES} bytes")
+        # The bytes must parse back to themselves, or the ledger would hold an entry that
+        # verification refuses: e.g. the float 2.0**53 prints as an integer too large for JCS.
+        parsed = _loads(canonical)
+        try:
+            again = rfc8785.dumps(parsed)
+        except rfc8785.CanonicalizationError:
+            again = None
+        if again != canonical:
+            raise LedgerError("entry fields hold a number that does not survive a JSON round trip")
+        object.__setattr__(self, "_canonical", canonical)
+        object.__setattr__(self, "fields", _freeze(parsed["fields"]))
+
+    def canonical(self) -> bytes:
+        """Return the RFC 8785 canonical JSON of the entry: the bytes the ledger hashes."""
+        return self._canonical
+
+    @property
+    def leaf_hash(self) -> bytes:
+        """The RFC 9162 leaf hash of :meth:`canonical`; the next entry's ``prev`` is its hex."""
+        return leaf_hash(self._canonical)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LedgerEntry):
+            return NotImplemented
+        return self._canonical == other._canonical
+
+    def __hash__(self) -> int:
+        return hash(self._canonical)
+
+    @classmethod
+    def parse(cls, data: bytes) -> LedgerEntry:
+        """Parse canonical entry bytes.
+
+        Raises :class:`LedgerVerificationError` unless ``data`` is exactly the canonical
+        form of a valid entry with no unknown or missing keys.
+        """
+        if not isinstance(data, bytes):
+            raise LedgerVerificationError("entry data is not bytes")
+        if len(data) > MAX_ENTRY_BYTES:
+            raise LedgerVerificationError(f"entry is larger than {MAX_ENTRY_BYTES} bytes")
+        try:
+            document = _loads(data)
+        except (ValueError, RecursionError):
+            raise LedgerVerificationError("entry is not valid JSON") from None
+        if not isinstance(document, dict):
+            raise LedgerVerificationError("entry is not a JSON object")
+        if set(document) != ENTRY_KEYS:
+            unknown = sorted(set(document) - ENTRY_KEYS)
+            missing = sorted(ENTRY_KEYS - set(document))
+            raise LedgerVerificationError(
+                f"entry keys are wrong (unknown: {unknown}, missing: {missing})"
+            )
+        if not isinstance(document["fields"], dict):
+            raise LedgerVerificationError("entry fields is not a JSON object")
+        try:
+            entry = cls(
+                index=document["index"],
+                type=document["type"],
+                time=document["time"],
+                prev=document["prev"],
+                fields=document["fields"],
+            )
+        except LedgerError as exc:
+            raise LedgerVerificationError(f"invalid entry: {exc}") from None
+        if entry.canonical() != data:
+            raise LedgerVerificationError("entry bytes are not in canonical form (RFC 8785)")
+        return entry

@@ -1,0 +1,33 @@
+"""Errors raised by the ledger.
+
+::
+
+    IndomainError
+    └── LedgerError                  bad argument, missing or corrupt storage, read-only ledger
+        └── LedgerVerificationError  a proof, signature, entry or checkpoint does not verify
+"""
+
+from __future__ import annotations
+
+from indomain.errors import IndomainError
+
+
+class LedgerError(IndomainError):
+    """The ledger cannot do what was asked; the message says why."""
+
+
+class LedgerVerificationError(LedgerError):
+    """Evidence did not verify: a proof, a signed checkpoint, a receipt or a stored entry.
+
+    ``index`` is the first bad entry when the failure is tied to one (else ``None``);
+    ``reason`` says what is wrong, without repeating entry contents.
+    """
+
+    def __init__(self, reason: str, index: int | None = None) -> None:
+        self.reason = reason
+        self.index = index
+        super().__init__(reason if index is None else f"entry {index}: {reason}")
+
+    def __reduce__(self) -> tuple[type[LedgerVerificationError], tuple[str, int | None]]:
+        # Keep reason and index when the error crosses a process boundary.
+        return (type(self), (self.reason, self.index))

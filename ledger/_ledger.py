@@ -1,0 +1,347 @@
+"""The :class:`Ledger`: durable appends, proofs and receipts over one storage folder."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ledger import _merkle, _store
+from ledger._entry import GENESIS_PREV, LedgerEntry, format_time
+from ledger._errors import LedgerError
+from ledger._note import Checkpoint, open_checkpoint, sign_checkpoint, verifier_key
+from ledger._receipt import Receipt
+
+_T = TypeVar("_T")
+
+
+class Ledger:
+    """An append-only audit ledger stored in one folder.
+
+    Build one with :meth:`create` or :meth:`open`. Every method is safe to call from
+    several threads; several processes may append to the same folder at once and still
+    get contiguous, unique indexes. Opened without a signing key, the ledger is read-only.
+    """
+
+    def __init__(
+        self,
+        *,
+        directory: Path,
+        connection: sqlite3.Connection,
+        meta: Mapping[str, str],
+        signing_key: Ed25519PrivateKey | None,
+    ) -> None:
+        """Wrap an open storage connection; use :meth:`create` or :meth:`open` instead."""
+        self._directory = Path(directory)
+        self._connection: sqlite3.Connection | None = connection
+        self._origin = meta["origin"]
+        self._key_name = meta["key_name"]
+        self._verifier_key = meta["verifier_key"]
+        self._signing_key = signing_key
+        self._lock = threading.Lock()
+
+    @classmethod
+    def create(
+        cls,
+        directory: Path,
+        *,
+        origin: str,
+        signing_key: Ed25519PrivateKey,
+        key_name: str | None = None,
+    ) -> Ledger:
+        """Create a new, empty ledger in ``directory`` and sign its size-0 checkpoint.
+
+        ``key_name`` (the signed-note key name) defaults to ``origin``. Raises
+        :class:`LedgerError` if a ledger already exists there or an argument is invalid.
+        """
+        if not isinstance(signing_key, Ed25519PrivateKey):
+            raise LedgerError("signing_key must be an Ed25519 private key")
+        name = origin if key_name is None else key_name
+        empty = Checkpoint(origin, 0, _merkle.EMPTY_ROOT)  # validates the origin
+        key = verifier_key(name, signing_key.public_key())  # validates the key name
+        directory = Path(directory)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LedgerError(f"cannot create the ledger folder {directory}: {exc}") from exc
+        connection = _store.connect(directory, read_only=False, create=True)
+        meta = {
+            "format": _store.FORMAT,
+            "origin": origin,
+            "key_name": name,
+            "verifier_key": key,
+        }
+        try:
+            with _store.transaction(connection, write=True), _store.sql_errors("creating"):
+                for statement in _store.SCHEMA:
+                    connection.execute(statement)
+                connection.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", meta.items())
+                note = sign_checkpoint(empty, key_name=name, private_key=signing_key)
+                connection.execute("INSERT INTO checkpoints (size, note) VALUES (0, ?)", (note,))
+        except BaseException:
+            connection.close()
+            raise
+        _store.fsync_directory(directory)
+        return cls(directory=directory, connection=connection, meta=meta, signing_key=signing_key)
+
+    @classmethod
+    def open(cls, directory: Path, *, signing_key: Ed25519PrivateKey | None = None) -> Ledger:
+        """Open an existing ledger; read-only unless ``signing_key`` is given.
+
+        Raises :class:`LedgerError` when there is no ledger, its format is unknown, or the
+        signing key is not the one the ledger was created with.
+        """
+        if signing_key is not None and not isinstance(signing_key, Ed25519PrivateKey):
+            raise LedgerError("signing_key must be an Ed25519 private key")
+        directory = Path(directory)
+        connection = _store.connect(directory, read_only=signing_key is None)
+        try:
+            meta = _store.read_meta(connection)
+            if signing_key is not None:
+                mine = verifier_key(meta["key_name"], signing_key.public_key())
+                if mine != meta["verifier_key"]:
+                    raise LedgerError("signing_key is not this ledger's key")
+        except BaseException:
+            connection.close()
+            raise
+        return cls(directory=directory, connection=connection, meta=meta, signing_key=signing_key)
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def _run(self, body: Callable[[sqlite3.Connection], _T], *, write: bool = False) -> _T:
+        with self._lock:
+            if self._connection is None:
+                raise LedgerError("the ledger is closed")
+            with _store.transaction(self._connection, write=write):
+                return body(self._connection)
+
+    def close(self) -> None:
+        """Close the storage connection; later calls raise :class:`LedgerError`."""
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- writing ------------------------------------------------------------------------
+
+    def append(
+        self, type: str, fields: Mapping[str, Any], *, time: datetime | None = None
+    ) -> LedgerEntry:
+        """Append one event and return its entry once it is durably committed.
+
+        In one transaction: the entry (chained to its predecessor), its stored hashes and
+        a newly signed checkpoint for the new size. ``time`` defaults to now (UTC).
+        Raises :class:`LedgerError` when read-only, on invalid input, or if the stored
+        tree no longer matches the last signed checkpoint (then nothing is written).
+        """
+        key = self._signing_key
+        if key is None:
+            raise LedgerError("the ledger was opened read-only (no signing key)")
+        stamp = None if time is None else format_time(time)
+
+        def write(connection: sqlite3.Connection) -> LedgerEntry:
+            n = _store.size(connection)
+            reader = _store.SqliteHashReader(connection)
+            self._check_head(connection, n, reader)
+            prev = GENESIS_PREV if n == 0 else self._previous_leaf(connection, n - 1, reader)
+            entry = LedgerEntry(
+                index=n,
+                type=type,
+                time=stamp or format_time(datetime.now(UTC)),
+                prev=prev,
+                fields=fields,
+            )
+            data = entry.canonical()
+            hashes = _merkle.stored_hashes(n, data, reader)
+            first = _merkle.stored_hash_index(0, n)
+            with _store.sql_errors("appending"):
+                connection.execute("INSERT INTO entries (idx, data) VALUES (?, ?)", (n, data))
+                connection.executemany(
+                    "INSERT INTO hashes (idx, hash) VALUES (?, ?)",
+                    [(first + i, h) for i, h in enumerate(hashes)],
+                )
+                root = _merkle.tree_root(n + 1, reader)
+                checkpoint = Checkpoint(self._origin, n + 1, root)
+                note = sign_checkpoint(checkpoint, key_name=self._key_name, private_key=key)
+                connection.execute(
+                    "INSERT INTO checkpoints (size, note) VALUES (?, ?)", (n + 1, note)
+                )
+            return entry
+
+        return self._run(write, write=True)
+
+    @staticmethod
+    def _previous_leaf(
+        connection: sqlite3.Connection, index: int, reader: _store.SqliteHashReader
+    ) -> str:
+        """Return the hex leaf hash of entry ``index``, which must match its stored hash."""
+        previous = _store.raw_entry(connection, index)
+        if previous is None:
+            raise LedgerError(f"ledger storage is corrupt: entry {index} is missing")
+        leaf = _merkle.leaf_hash(previous)
+        if reader.read_hashes([_merkle.stored_hash_index(0, index)]) != [leaf]:
+            raise LedgerError(f"ledger storage is corrupt: entry {index} differs from its hash")
+        return leaf.hex()
+
+    def _check_head(
+        self, connection: sqlite3.Connection, n: int, reader: _store.SqliteHashReader
+    ) -> None:
+        """Refuse to extend storage whose tree differs from the last signed checkpoint.
+
+        C2SP tlog-checkpoint: a log MUST NOT sign a checkpoint inconsistent with an earlier one.
+        """
+        if _store.hash_count(connection) != _merkle.stored_hash_count(n):
+            raise LedgerError("ledger storage is corrupt: stored hashes do not match the size")
+        latest = _store.latest_checkpoint(connection)
+        if latest is None or latest[0] != n:
+            raise LedgerError("ledger storage is corrupt: no signed checkpoint for its size")
+        signed = open_checkpoint(latest[1], self._verifier_key)
+        if signed.size != n or signed.root_hash != _merkle.tree_root(n, reader):
+            raise LedgerError("ledger storage is corrupt: tree differs from the signed checkpoint")
+
+    # -- reading ------------------------------------------------------------------------
+
+    @property
+    def directory(self) -> Path:
+        """The folder holding this ledger."""
+        return self._directory
+
+    @property
+    def origin(self) -> str:
+        """The checkpoint origin line of this ledger."""
+        return self._origin
+
+    @property
+    def verifier_key(self) -> str:
+        """The signed-note verifier key auditors use: ``name+keyid+base64(0x01||pub)``."""
+        return self._verifier_key
+
+    @property
+    def size(self) -> int:
+        """The number of entries."""
+        return self._run(_store.size)
+
+    def raw_entry(self, index: int) -> bytes:
+        """Return the stored canonical bytes of entry ``index``; raises :class:`LedgerError`."""
+        _check_index("index", index)
+
+        def read(connection: sqlite3.Connection) -> bytes:
+            data = _store.raw_entry(connection, index)
+            if data is None:
+                raise LedgerError(f"there is no entry {index}")
+            return data
+
+        return self._run(read)
+
+    def entry(self, index: int) -> LedgerEntry:
+        """Return entry ``index``; raises :class:`LedgerError` if absent or not canonical."""
+        return LedgerEntry.parse(self.raw_entry(index))
+
+    def entries(self, start: int, end: int) -> list[LedgerEntry]:
+        """Return entries ``start`` (inclusive) to ``end`` (exclusive), in order."""
+        _check_index("start", start)
+        _check_index("end", end)
+
+        def read(connection: sqlite3.Connection) -> list[LedgerEntry]:
+            n = _store.size(connection)
+            if not start <= end <= n:
+                raise LedgerError(f"entries [{start}, {end}) are not within the size {n}")
+            rows = _store.raw_entries(connection, start, end)
+            if [i for i, _ in rows] != list(range(start, end)):
+                raise LedgerError("ledger storage is corrupt: entries are missing")
+            return [LedgerEntry.parse(data) for _, data in rows]
+
+        return self._run(read)
+
+    def root(self, size: int | None = None) -> bytes:
+        """Return the tree root at ``size`` (default: the current size)."""
+        if size is not None:
+            _check_index("size", size)
+
+        def read(connection: sqlite3.Connection) -> bytes:
+            n = _store.size(connection)
+            wanted = n if size is None else size
+            if wanted > n:
+                raise LedgerError(f"size {wanted} is beyond the ledger size {n}")
+            return _merkle.tree_root(wanted, _store.SqliteHashReader(connection))
+
+        return self._run(read)
+
+    def checkpoint(self) -> str:
+        """Return the latest signed checkpoint note."""
+
+        def read(connection: sqlite3.Connection) -> str:
+            latest = _store.latest_checkpoint(connection)
+            if latest is None:
+                raise LedgerError("ledger storage is corrupt: no signed checkpoint")
+            return latest[1]
+
+        return self._run(read)
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        """Return the inclusion proof of entry ``index`` in the tree of ``size`` entries."""
+        _check_index("size", size)
+
+        def read(connection: sqlite3.Connection) -> list[bytes]:
+            n = _store.size(connection)
+            if size > n:
+                raise LedgerError(f"size {size} is beyond the ledger size {n}")
+            return _merkle.inclusion_proof(index, size, _store.SqliteHashReader(connection))
+
+        return self._run(read)
+
+    def consistency_proof(self, old: int, new: int) -> list[bytes]:
+        """Return the proof that the tree of ``old`` entries is a prefix of that of ``new``."""
+        _check_index("new", new)
+
+        def read(connection: sqlite3.Connection) -> list[bytes]:
+            n = _store.size(connection)
+            if new > n:
+                raise LedgerError(f"size {new} is beyond the ledger size {n}")
+            return _merkle.consistency_proof(old, new, _store.SqliteHashReader(connection))
+
+        return self._run(read)
+
+    def receipt(self, index: int) -> Receipt:
+        """Return a receipt for entry ``index`` against the latest signed checkpoint."""
+        _check_index("index", index)
+
+        def read(connection: sqlite3.Connection) -> Receipt:
+            latest = _store.latest_checkpoint(connection)
+            if latest is None:
+                raise LedgerError("ledger storage is corrupt: no signed checkpoint")
+            size, note = latest
+            if index >= size:
+                raise LedgerError(f"entry {index} is not covered by the latest checkpoint")
+            data = _store.raw_entry(connection, index)
+            if data is None:
+                raise LedgerError(f"ledger storage is corrupt: entry {index} is missing")
+            proof = _merkle.inclusion_proof(index, size, _store.SqliteHashReader(connection))
+            return Receipt(index, size, _merkle.leaf_hash(data), proof, note)
+
+        return self._run(read)
+
+    def __repr__(self) -> str:
+        return f"Ledger({str(self._directory)!r}, origin={self._origin!r})"
+
+
+def _check_index(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise LedgerError(f"{name} must be a non-negative integer")

@@ -1,0 +1,194 @@
+"""SQLite storage for one ledger: ``<dir>/ledger.sqlite``.
+
+Why SQLite rather than append-only flat files or tiles: one append must write the entry,
+its stored hashes and a signed checkpoint *atomically*, several threads and processes
+must get contiguous unique indexes, and a crash must never leave half an append.
+SQLite in WAL mode with ``synchronous=FULL`` gives exactly that: each append is one
+``BEGIN IMMEDIATE`` transaction (the write lock is taken before the size is read, so two
+writers cannot both claim index n), and the WAL is fsynced before COMMIT returns. It is
+one file an auditor can copy, and it is in the standard library. The Merkle code sees it
+only through :class:`~ledger._merkle.HashReader`, so tiles (C2SP tlog-tiles) could
+replace it later.
+
+Tables: ``entries`` (index -> canonical bytes), ``hashes`` (Go tlog stored-hash index ->
+hash), ``checkpoints`` (size -> signed note), ``meta`` (format, origin, key name, key).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from ledger._errors import LedgerError
+
+FILENAME = "ledger.sqlite"
+FORMAT = "indomain-ledger/1"
+BUSY_TIMEOUT_SECONDS = 60.0  # how long an append waits for another process's append
+
+SCHEMA = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE entries (idx INTEGER PRIMARY KEY CHECK (idx >= 0),"
+    " data BLOB NOT NULL CHECK (typeof(data) = 'blob'))",
+    "CREATE TABLE hashes (idx INTEGER PRIMARY KEY CHECK (idx >= 0),"
+    " hash BLOB NOT NULL CHECK (typeof(hash) = 'blob' AND length(hash) = 32))",
+    "CREATE TABLE checkpoints (size INTEGER PRIMARY KEY CHECK (size >= 0), note TEXT NOT NULL)",
+)
+
+
+def database_path(directory: Path) -> Path:
+    """Return where the ledger in ``directory`` keeps its data."""
+    return Path(directory) / FILENAME
+
+
+def connect(directory: Path, *, read_only: bool, create: bool = False) -> sqlite3.Connection:
+    """Open the ledger database; raises :class:`LedgerError` when it is missing or unusable.
+
+    The connection is in autocommit mode (we issue BEGIN ourselves) and may be used from
+    any thread; callers serialise access.
+    """
+    path = database_path(directory)
+    if create:
+        if path.exists():
+            raise LedgerError(f"a ledger already exists in {directory}")
+        mode = "rwc"
+    else:
+        if not path.is_file():
+            raise LedgerError(f"no ledger in {directory} (missing {FILENAME})")
+        mode = "ro" if read_only else "rw"
+    uri = f"{path.resolve().as_uri()}?mode={mode}"
+    try:
+        connection = sqlite3.connect(
+            uri,
+            uri=True,
+            timeout=BUSY_TIMEOUT_SECONDS,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        if not read_only:
+            connection.execute("PRAGMA journal_mode=WAL")
+        # Durability: fsync the WAL at every commit, so a returned append survives a crash.
+        connection.execute("PRAGMA synchronous=FULL")
+    except sqlite3.Error as exc:
+        raise LedgerError(f"cannot open the ledger database in {directory}: {exc}") from exc
+    return connection
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a newly created file's directory entry durable (POSIX; a no-op elsewhere)."""
+    with contextlib.suppress(OSError, AttributeError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def transaction(connection: sqlite3.Connection, *, write: bool) -> Iterator[None]:
+    """Run a block in one transaction: IMMEDIATE for writes, a consistent snapshot for reads.
+
+    SQLite errors become :class:`LedgerError`; any error rolls back.
+    """
+    try:
+        connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+    except sqlite3.Error as exc:
+        raise LedgerError(f"cannot start a ledger transaction: {exc}") from exc
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            connection.execute("ROLLBACK")
+        raise
+    try:
+        connection.execute("COMMIT")
+    except sqlite3.Error as exc:
+        with contextlib.suppress(sqlite3.Error):
+            connection.execute("ROLLBACK")
+        raise LedgerError(f"cannot commit to the ledger: {exc}") from exc
+
+
+@contextlib.contextmanager
+def sql_errors(what: str) -> Iterator[None]:
+    """Translate :class:`sqlite3.Error` raised in the block into :class:`LedgerError`."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise LedgerError(f"ledger storage failed while {what}: {exc}") from exc
+
+
+class SqliteHashReader:
+    """:class:`~ledger._merkle.HashReader` over the ``hashes`` table of one connection."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
+        """Return the hashes at ``indexes``; raises :class:`LedgerError` if any is missing."""
+        wanted = sorted(set(indexes))
+        found: dict[int, bytes] = {}
+        with sql_errors("reading stored hashes"):
+            for start in range(0, len(wanted), 500):  # stay under SQLite's parameter limit
+                chunk = wanted[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self._connection.execute(
+                    f"SELECT idx, hash FROM hashes WHERE idx IN ({marks})", chunk
+                )
+                found.update((int(idx), bytes(value)) for idx, value in rows)
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            raise LedgerError(f"ledger storage is corrupt: stored hash {missing[0]} is missing")
+        return [found[i] for i in indexes]
+
+
+def read_meta(connection: sqlite3.Connection) -> dict[str, str]:
+    """Return the meta table; raises :class:`LedgerError` for an unknown format."""
+    with sql_errors("reading ledger metadata"):
+        meta = {str(k): str(v) for k, v in connection.execute("SELECT key, value FROM meta")}
+    if meta.get("format") != FORMAT:
+        raise LedgerError(f"not an {FORMAT} ledger (format {meta.get('format')!r})")
+    for key in ("origin", "key_name", "verifier_key"):
+        if key not in meta:
+            raise LedgerError(f"ledger metadata lacks {key!r}")
+    return meta
+
+
+def size(connection: sqlite3.Connection) -> int:
+    """Return the number of entries (one past the highest index)."""
+    with sql_errors("reading the ledger size"):
+        (value,) = connection.execute("SELECT COALESCE(MAX(idx), -1) + 1 FROM entries").fetchone()
+    return int(value)
+
+
+def hash_count(connection: sqlite3.Connection) -> int:
+    """Return one past the highest stored hash index."""
+    with sql_errors("reading the stored hash count"):
+        (value,) = connection.execute("SELECT COALESCE(MAX(idx), -1) + 1 FROM hashes").fetchone()
+    return int(value)
+
+
+def raw_entry(connection: sqlite3.Connection, index: int) -> bytes | None:
+    """Return the stored bytes of entry ``index``, or ``None`` when there is none."""
+    with sql_errors("reading an entry"):
+        row = connection.execute("SELECT data FROM entries WHERE idx = ?", (index,)).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+def raw_entries(connection: sqlite3.Connection, start: int, end: int) -> list[tuple[int, bytes]]:
+    """Return (index, bytes) for stored entries with start <= index < end, in order."""
+    with sql_errors("reading entries"):
+        rows = connection.execute(
+            "SELECT idx, data FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (start, end)
+        ).fetchall()
+    return [(int(idx), bytes(data)) for idx, data in rows]
+
+
+def latest_checkpoint(connection: sqlite3.Connection) -> tuple[int, str] | None:
+    """Return (size, note) of the checkpoint with the largest size, or ``None``."""
+    with sql_errors("reading the latest checkpoint"):
+        row = connection.execute(
+            "SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1"
+        ).fetchone()
+    return None if row is None else (int(row[0]), str(row[1]))

@@ -1,0 +1,88 @@
+"""Results: Arrow by default, JSON on request, and a receipt that catches a changed result."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import ledger
+from computations import table_to_ipc
+from gateway import Client, NotReady, verify_result
+
+SQL = "SELECT age_band, COUNT(*) AS n, AVG(income) AS mean_income FROM residents GROUP BY age_band"
+
+
+@pytest.fixture(scope="module")
+def finished(world: Any) -> Iterator[tuple[Client, str]]:
+    client = Client(world.url, enterprise="Acme Credit", private_key=world.acme_key)
+    job_id = client.submit(
+        computation="aggregate",
+        dataset="residents",
+        purpose="credit_risk_model",
+        params={"sql": SQL},
+    )["job_id"]
+    assert client.wait(job_id)["status"] == "succeeded"
+    yield client, job_id
+    client.close()
+
+
+def test_arrow_and_json_views_hold_the_same_rows(finished: tuple[Client, str], world: Any) -> None:
+    client, job_id = finished
+    arrow = client.result(job_id, ledger_key=world.ledger_key)
+    view = client.result_json(job_id)
+    assert view["columns"] == ["age_band", "n", "mean_income"]
+    assert [r["n"] for r in view["rows"]] == arrow.table.column("n").to_pylist()
+    assert view["receipt"] == arrow.receipt
+
+
+def test_status_names_the_run_and_its_ledger_entries(finished: tuple[Client, str]) -> None:
+    client, job_id = finished
+    status = client.status(job_id)
+    assert status["status"] == "succeeded"
+    assert status["policies"] == ["acme-credit-aggregate"]
+    assert status["run_ledger_index"] > status["ledger_index"]
+    assert status["result_digest"].startswith("sha256:")
+
+
+def test_a_changed_result_fails_receipt_verification(
+    finished: tuple[Client, str], world: Any
+) -> None:
+    client, job_id = finished
+    result = client.result(job_id)
+    forged = result.table.set_column(
+        1, "n", [[v + 1 for v in result.table.column("n").to_pylist()]]
+    )
+    with pytest.raises(ledger.LedgerVerificationError):
+        verify_result(table_to_ipc(forged), result.receipt, world.ledger_key)
+    verify_result(result.ipc, result.receipt, world.ledger_key)
+
+
+def test_a_receipt_under_another_ledger_key_fails(finished: tuple[Client, str]) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    client, job_id = finished
+    result = client.result(job_id)
+    other = ledger.verifier_key(
+        "test.indomain.example/ledger", Ed25519PrivateKey.generate().public_key()
+    )
+    with pytest.raises(ledger.LedgerVerificationError):
+        verify_result(result.ipc, result.receipt, other)
+
+
+def test_a_denied_job_has_no_result(world: Any) -> None:
+    from gateway import PolicyDenied
+
+    with (
+        Client(world.url, enterprise="Acme Credit", private_key=world.acme_key) as client,
+        pytest.raises(PolicyDenied) as denied,
+    ):
+        client.submit(
+            computation="aggregate", dataset="residents", purpose="marketing", params={"sql": SQL}
+        )
+    job_id = denied.value.extra["job_id"]
+    with Client(world.url, enterprise="Acme Credit", private_key=world.acme_key) as client:
+        assert client.status(job_id)["status"] == "denied"
+        with pytest.raises(NotReady):
+            client.result(job_id)

@@ -1,0 +1,248 @@
+"""Entries are RFC 8785 canonical JSON with exactly one encoding; receipts round-trip JSON."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import json
+import math
+from datetime import datetime
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ledger import LedgerEntry, LedgerError, LedgerVerificationError, Receipt, leaf_hash
+
+ZERO = "0" * 64
+TIME = "2026-11-22T10:00:00.123456Z"
+
+
+def entry(**overrides):
+    values = {"index": 0, "type": "job.run", "time": TIME, "prev": ZERO, "fields": {"a": 1}}
+    values.update(overrides)
+    return LedgerEntry(**values)
+
+
+def test_canonical_bytes_known_answer():
+    e = entry(fields={"z": [True, None, "é", 1.5], "a": {"y": 2, "b": -0.0}})
+    assert e.canonical() == (
+        b'{"fields":{"a":{"b":0,"y":2},"z":[true,null,"\xc3\xa9",1.5]},"index":0,'
+        b'"prev":"' + ZERO.encode() + b'","time":"2026-11-22T10:00:00.123456Z","type":"job.run"}'
+    )
+    assert e.leaf_hash == leaf_hash(e.canonical())
+    assert e.leaf_hash == hashlib.sha256(b"\x00" + e.canonical()).digest()
+
+
+def test_parse_round_trips():
+    e = entry(index=7, prev="ab" * 32, fields={"list": [1, [2, {"k": "v"}]], "n": None})
+    assert LedgerEntry.parse(e.canonical()) == e
+
+
+def test_fields_are_deeply_frozen_and_normalised():
+    e = entry(fields={"list": [1, 2], "obj": {"x": 1.0}})
+    assert e.fields["list"] == (1, 2)
+    assert e.fields["obj"]["x"] == 1 and isinstance(e.fields["obj"]["x"], int)
+    with pytest.raises(TypeError):
+        e.fields["new"] = 1  # type: ignore[index]
+    with pytest.raises(TypeError):
+        e.fields["obj"]["x"] = 2  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        e.index = 3  # type: ignore[misc]
+
+
+def test_caller_mutation_after_construction_does_not_change_the_entry():
+    fields = {"list": [1, 2]}
+    e = entry(fields=fields)
+    before = e.canonical()
+    fields["list"].append(3)
+    assert e.canonical() == before
+
+
+def test_equality_and_hash_follow_canonical_bytes():
+    assert entry(fields={"a": 1}) == entry(fields={"a": 1.0})
+    assert entry(fields={"a": 1}) != entry(fields={"a": True})
+    assert len({entry(), entry(), entry(index=1)}) == 2
+
+
+CANONICAL = entry(fields={"a": 1, "b": "x"}).canonical()
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (CANONICAL + b"\n", "trailing newline"),
+        (b" " + CANONICAL, "leading space"),
+        (CANONICAL.replace(b'"a":1', b'"a": 1'), "extra whitespace"),
+        (CANONICAL.replace(b'{"a":1,"b":"x"}', b'{"b":"x","a":1}'), "reordered field keys"),
+        (
+            b'{"index":0,"fields":{"a":1,"b":"x"},"prev":"'
+            + ZERO.encode()
+            + b'","time":"'
+            + TIME.encode()
+            + b'","type":"job.run"}',
+            "reordered top-level keys",
+        ),
+        (CANONICAL.replace(b'"a":1', b'"a":1.0'), "1.0 for 1"),
+        (CANONICAL.replace(b'"a":1', b'"a":1e0'), "exponent"),
+        (CANONICAL.replace(b'"b":"x"', b'"b":"\\u0078"'), "escaped ASCII"),
+        (CANONICAL.replace(b'"a":1,', b'"a":1,"a":1,'), "duplicate key"),
+        (CANONICAL.replace(b'"a":1', b'"a":NaN'), "NaN"),
+        (CANONICAL.replace(b'"a":1', b'"a":9007199254740993'), "integer beyond 2**53"),
+        (CANONICAL[:-1] + b',"extra":1}', "unknown key"),
+        (CANONICAL.replace(b'"index":0,', b""), "missing key"),
+        (CANONICAL.replace(b'"index":0', b'"index":"0"'), "index as string"),
+        (CANONICAL.replace(b'"index":0', b'"index":true'), "index as bool"),
+        (CANONICAL.replace(b'"index":0', b'"index":-1'), "negative index"),
+        (CANONICAL.replace(b'{"a":1,"b":"x"}', b"[1]"), "fields not an object"),
+        (CANONICAL.replace(TIME.encode(), b"2026-11-22T10:00:00Z"), "time without micros"),
+        (CANONICAL.replace(TIME.encode(), b"2026-11-22T10:00:00.123456+00:00"), "offset"),
+        (CANONICAL.replace(TIME.encode(), b"2026-02-30T10:00:00.123456Z"), "no such day"),
+        (CANONICAL.replace(ZERO.encode(), ZERO.upper().replace("0", "A").encode()), "upper hex"),
+        (CANONICAL.replace(b"job.run", b"job run"), "type with space"),
+        (b"\xef\xbb\xbf" + CANONICAL, "byte order mark"),
+        (CANONICAL.decode().encode("utf-16"), "UTF-16"),
+        (CANONICAL.replace(b'"x"', b'"\xff"'), "invalid UTF-8"),
+        (b"[]", "array"),
+        (b"", "empty"),
+        (b"[" * 100000, "deep nesting"),
+    ],
+)
+def test_parse_rejects_non_canonical_or_invalid_bytes(data, why):
+    with pytest.raises(LedgerVerificationError):
+        LedgerEntry.parse(data)
+
+
+def test_parse_rejects_non_bytes():
+    with pytest.raises(LedgerVerificationError):
+        LedgerEntry.parse(CANONICAL.decode())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"index": -1},
+        {"index": True},
+        {"index": 1.0},
+        {"type": ""},
+        {"type": "has space"},
+        {"type": "x" * 200},
+        {"type": 3},
+        {"time": "2026-11-22 10:00:00.123456Z"},
+        {"time": "2026-11-22T10:00:00.123456"},
+        {"time": "2026-13-01T10:00:00.123456Z"},
+        {"prev": "0" * 63},
+        {"prev": "g" * 64},
+        {"fields": [("a", 1)]},
+        {"fields": {"when": datetime(2026, 1, 1)}},
+        {"fields": {"raw": b"bytes"}},
+        {"fields": {"set": {1, 2}}},
+        {"fields": {1: "non-string key"}},
+        {"fields": {"big": 2**53}},
+        {"fields": {"nan": math.nan}},
+        {"fields": {"float that prints as a huge int": 2.0**53}},
+        {"fields": {"also": 1e20}},
+        {"fields": {"inf": math.inf}},
+        {"fields": {"surrogate": "\ud800"}},
+        {"fields": {"huge": "x" * (1 << 20)}},
+        {"fields": {"deep": functools.reduce(lambda inner, _: [inner], range(5000), [])}},
+    ],
+)
+def test_construction_refuses_invalid_values_with_ledger_error(overrides):
+    with pytest.raises(LedgerError) as raised:
+        entry(**overrides)
+    assert not isinstance(raised.value, LedgerVerificationError)
+
+
+JSON_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53) + 1, 2**53 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False).filter(lambda f: abs(f) < 2**53)
+    | st.text(st.characters(blacklist_categories=("Cs",)))
+)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    fields=st.dictionaries(st.text(max_size=10), JSON_VALUES, max_size=5),
+    index=st.integers(0, 2**53 - 1),
+)
+def test_any_entry_round_trips_through_its_canonical_bytes(fields, index):
+    e = entry(index=index, fields=fields)
+    data = e.canonical()
+    parsed = LedgerEntry.parse(data)
+    assert parsed == e and parsed.canonical() == data
+    assert json.loads(data)["index"] == index
+
+
+@settings(max_examples=300, deadline=None)
+@given(junk=st.binary(max_size=200))
+def test_arbitrary_bytes_raise_only_verification_errors(junk):
+    try:
+        LedgerEntry.parse(junk)
+    except LedgerVerificationError:
+        pass
+
+
+# -- receipts as JSON -----------------------------------------------------------------
+
+HASH = hashlib.sha256(b"leaf").digest()
+
+
+def receipt_json():
+    return Receipt(3, 10, HASH, [HASH, HASH[::-1]], "note\n").to_json()
+
+
+def test_receipt_json_round_trip():
+    data = receipt_json()
+    assert data == {
+        "index": 3,
+        "tree_size": 10,
+        "leaf_hash": base64.b64encode(HASH).decode(),
+        "proof": [base64.b64encode(HASH).decode(), base64.b64encode(HASH[::-1]).decode()],
+        "checkpoint": "note\n",
+    }
+    assert json.loads(json.dumps(data)) == data
+    receipt = Receipt.from_json(data)
+    assert receipt == Receipt(3, 10, HASH, (HASH, HASH[::-1]), "note\n")
+    assert isinstance(receipt.proof, tuple)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"extra": 1},
+        {"index": "3"},
+        {"index": True},
+        {"index": -1},
+        {"tree_size": 1.5},
+        {"leaf_hash": HASH.hex()},
+        {"leaf_hash": base64.b64encode(HASH[:31]).decode()},
+        {"leaf_hash": base64.b64encode(HASH).decode().rstrip("=")},
+        {"proof": "not a list"},
+        {"proof": [1]},
+        {"proof": ["!!"]},
+        {"proof": [base64.b64encode(HASH).decode()] * 65},
+        {"checkpoint": None},
+    ],
+)
+def test_receipt_from_json_validates(change):
+    data = receipt_json() | change
+    with pytest.raises(LedgerVerificationError, match="malformed receipt"):
+        Receipt.from_json(data)
+
+
+def test_receipt_from_json_requires_every_key():
+    data = receipt_json()
+    del data["proof"]
+    with pytest.raises(LedgerVerificationError):
+        Receipt.from_json(data)
