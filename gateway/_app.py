@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from computations import table_from_ipc, table_to_rows
@@ -32,6 +33,7 @@ from gateway._errors import (
     PayloadTooLarge,
 )
 from gateway._jobs import (
+    JobDocument,
     check_fresh,
     parse_job,
     parse_time,
@@ -72,11 +74,24 @@ def create_app(
             with running_lock:
                 running.discard(job_id)
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        # Jobs accepted before a restart are not lost: they run again now.
+    def admit_and_store(job_id: str, job: JobDocument, signature: str) -> Admission:
+        admission = processor.admit(job, job_id=job_id, signature=signature)
+        store.update_job(job_id, status=admission.outcome, outcome=admission.to_json())
+        if admission.outcome == "accepted":
+            pool.submit(run_job, job_id)
+        return admission
+
+    def resume() -> None:
+        """Nothing stored is lost: jobs a crash left undecided or unfinished go on now."""
+        for job_id in store.jobs_with_status("received"):
+            record = store.job(job_id)
+            admit_and_store(job_id, parse_job(json.loads(record.document)), record.signature)
         for job_id in store.jobs_with_status("accepted", "running"):
             pool.submit(run_job, job_id)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(resume)
         yield
         pool.shutdown(wait=True, cancel_futures=False)
 
@@ -163,7 +178,8 @@ def create_app(
         verify_signature(job.canonical(), data["signature"], enterprise.public_key)
         check_fresh(job.issued, clock())
         job_id = "job_" + secrets.token_hex(16)
-        store.insert_job(
+        await run_in_threadpool(
+            store.insert_job,
             job_id=job_id,
             enterprise=job.enterprise,
             nonce=job.nonce,
@@ -173,27 +189,24 @@ def create_app(
             document=job.canonical(),
             signature=data["signature"],
         )
-        admission = processor.admit(job, job_id=job_id, signature=data["signature"])
-        outcome = admission.to_json()
+        admission = await run_in_threadpool(admit_and_store, job_id, job, data["signature"])
         if admission.outcome != "accepted":
-            store.update_job(job_id, status=admission.outcome, outcome=outcome)
             status = 403 if admission.outcome == "denied" else _refusal_status(admission.code)
             error = {"code": admission.code, "message": admission.reason, "job_id": job_id}
+            outcome = admission.to_json()
             error.update({k: v for k, v in outcome.items() if k not in ("code", "reason")})
             return JSONResponse({"error": error}, status_code=status)
-        store.update_job(job_id, status="accepted", outcome=outcome)
-        pool.submit(run_job, job_id)
         return JSONResponse(
             {"job_id": job_id, "status": "accepted", "ledger_index": admission.ledger_index},
             status_code=202,
         )
 
     @app.get("/v1/jobs/{job_id}")
-    async def status(request: Request, job_id: str) -> dict[str, Any]:
+    def status(request: Request, job_id: str) -> dict[str, Any]:
         return own_job(request, job_id).public_view()
 
     @app.get("/v1/jobs/{job_id}/result")
-    async def result(request: Request, job_id: str, format: str = "arrow") -> Response:
+    def result(request: Request, job_id: str, format: str = "arrow") -> Response:
         job = own_job(request, job_id)
         if job.status != "succeeded":
             raise NotReady(
@@ -216,19 +229,19 @@ def create_app(
         return Response(ipc, media_type=ARROW_STREAM, headers={"X-Indomain-Job": job_id})
 
     @app.get("/v1/jobs/{job_id}/receipt")
-    async def receipt(request: Request, job_id: str) -> dict[str, Any]:
+    def receipt(request: Request, job_id: str) -> dict[str, Any]:
         job = own_job(request, job_id)
         if job.status != "succeeded":
             raise NotReady(f"job {job_id} is {job.status}", status=job.status)
         return store.job_result(job_id)[1]
 
     @app.get("/v1/catalogue")
-    async def catalogue(request: Request) -> dict[str, Any]:
+    def catalogue(request: Request) -> dict[str, Any]:
         authenticate(request)
         return {"datasets": processor.catalogue()}
 
     @app.get("/v1/ledger/checkpoint", response_class=PlainTextResponse)
-    async def checkpoint() -> str:
+    def checkpoint() -> str:
         return processor.checkpoint()
 
     @app.get("/v1/health")

@@ -235,10 +235,17 @@ def serve(
 
 
 @ledger_app.command("verify")
-def ledger_verify(home: HomeOpt = None) -> None:
+def ledger_verify(
+    home: HomeOpt = None,
+    trusted: Annotated[
+        Path | None,
+        typer.Option(help="A checkpoint you kept earlier: the ledger must extend it"),
+    ] = None,
+) -> None:
     """Recompute every hash, the chain and the tree; check the signed checkpoint.
 
-    Exits 4 naming the first bad entry if anything was changed.
+    Exits 4 naming the first bad entry if anything was changed, or if the ledger does not
+    extend the --trusted checkpoint (truncation, rollback or a rewritten history).
     """
     from rich.progress import Progress
 
@@ -254,7 +261,12 @@ def ledger_verify(home: HomeOpt = None) -> None:
             def tick(done: int, total: int) -> None:
                 progress.update(task, completed=done, total=total)
 
-            report = ledger.verify_ledger(h.ledger, key, progress=tick)
+            report = ledger.verify_ledger(
+                h.ledger,
+                key,
+                progress=tick,
+                trusted_checkpoint=trusted.read_text() if trusted else None,
+            )
         console.print(
             f"[green]ledger verified[/]: {report.size} entries, root "
             f"{report.root_hash.hex()}, checkpoint signed by {key.split('+')[0]}"

@@ -88,3 +88,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             ledger_key=sandbox.verifier_key,  # type: ignore[attr-defined]
         )
     sandbox.close()  # type: ignore[attr-defined]
+
+
+@pytest.fixture()
+def home_builder() -> object:
+    """``build_home(root, source_dir, rows)`` for tests that need a sandbox of their own."""
+    return build_home

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+import ledger
 from indomain.demo_data import write_residents
 
 pytestmark = pytest.mark.slow
@@ -220,3 +221,29 @@ def _entries_table(db: sqlite3.Connection) -> tuple[str, str, str]:
             blob = next(c for c in columns if c in ("data", "entry", "bytes", "canonical"))
             return name, columns[0], blob
     raise AssertionError("no entries table in the ledger storage")
+
+
+def test_a_truncated_ledger_is_caught_against_a_checkpoint_the_auditor_kept(
+    home: dict[str, object], tmp_path: Path
+) -> None:
+    root, url = home["root"], home["url"]
+    assert isinstance(root, Path) and isinstance(url, str)
+    kept = tmp_path / "kept.checkpoint"
+    kept.write_text(httpx.get(url + "/v1/ledger/checkpoint").text)
+    copy = tmp_path / "home"
+    subprocess.run(["cp", "-a", str(root), str(copy)], check=True)
+    db = sqlite3.connect(copy / "ledger" / "ledger.sqlite")
+    (size,) = db.execute("SELECT count(*) FROM entries").fetchone()
+    # The operator drops the last entry and every trace of it: hashes and checkpoint.
+    db.execute("DELETE FROM entries WHERE idx = ?", (size - 1,))
+    db.execute("DELETE FROM checkpoints WHERE size = ?", (size,))
+    first_hash_of_last_leaf = ledger.stored_hash_index(0, size - 1)
+    db.execute("DELETE FROM hashes WHERE idx >= ?", (first_hash_of_last_leaf,))
+    db.commit()
+    db.close()
+    alone = indomain("ledger", "verify", "--home", str(copy))
+    assert alone.returncode == 0, alone.stderr  # a clean cut looks whole on its own
+    against = indomain("ledger", "verify", "--home", str(copy), "--trusted", str(kept))
+    assert against.returncode == 4, against.stdout + against.stderr
+    good = indomain("ledger", "verify", "--home", str(root), "--trusted", str(kept))
+    assert good.returncode == 0, good.stderr
