@@ -274,34 +274,20 @@ async def _read_capped(request: Request, limit: int) -> bytes:
 
 
 def _execute(store: StateStore, processor: JobProcessor, job_id: str) -> None:
-    job_record = store.job(job_id)
-    if job_record.status in FINAL_STATUSES:
+    record = store.job(job_id)
+    if record.status in FINAL_STATUSES:
         return
-    job = parse_job(json.loads(job_record.document))
+    job = parse_job(json.loads(record.document))
     store.update_job(job_id, status="running")
-    outcome = job_record.outcome or {}
-    admission = Admission(
-        outcome="accepted",
-        code=str(outcome.get("code", "accepted")),
-        reason=str(outcome.get("reason", "")),
-        ledger_index=int(outcome.get("ledger_index", -1)),
-        policies=tuple(outcome.get("policies", ())),
-        policy_version=outcome.get("policy_version"),
-    )
+    outcome = record.outcome or {}
     try:
-        execution = processor.execute(job, job_id=job_id, admission=admission)
-    except IndomainError as exc:
-        reason = str(exc)
-        index = processor.record_failure(job, job_id=job_id, reason=reason)
-        store.update_job(
-            job_id,
-            status="failed",
-            outcome={**outcome, "error": reason, "failure_ledger_index": index},
-        )
-        return
-    except Exception:
-        log.exception("job %s failed with an internal error", job_id)
-        reason = "internal error in the sandbox; the operator has the log"
+        execution = processor.execute(job, job_id=job_id, admission=Admission.from_json(outcome))
+    except Exception as exc:
+        if isinstance(exc, IndomainError):
+            reason = str(exc)  # our errors carry no row data
+        else:
+            log.exception("job %s failed with an internal error", job_id)
+            reason = "internal error in the sandbox; the operator has the log"
         index = processor.record_failure(job, job_id=job_id, reason=reason)
         store.update_job(
             job_id,

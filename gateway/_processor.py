@@ -35,6 +35,20 @@ class Admission:
             **self.details,
         }
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Admission:
+        """Rebuild an admission from what :meth:`to_json` stored with the job."""
+        known = {"outcome", "code", "reason", "ledger_index", "policies", "policy_version"}
+        return cls(
+            outcome=data["outcome"],
+            code=str(data["code"]),
+            reason=str(data["reason"]),
+            ledger_index=int(data["ledger_index"]),
+            policies=tuple(data.get("policies", ())),
+            policy_version=data.get("policy_version"),
+            details={k: v for k, v in data.items() if k not in known},
+        )
+
 
 @dataclass(frozen=True)
 class Execution:

@@ -307,7 +307,9 @@ def ledger_show(
 
 @client_app.command("keygen")
 def client_keygen(
-    out: Annotated[Path, typer.Option(help="Folder for enterprise.key (0600) and enterprise.pub")],
+    out: Annotated[
+        Path, typer.Option(help="Folder for enterprise.key (0600) and enterprise.pub")
+    ] = Path("."),
 ) -> None:
     """Make an Ed25519 key pair; send enterprise.pub to the data bureau."""
     from cryptography.hazmat.primitives import serialization

@@ -11,7 +11,7 @@ import base64
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,7 @@ class Sandbox:
     ledger: ledger.Ledger
     enclave: Enclave
     store: StateStore
+    _policy_cache: tuple[str, policies.PolicySet] | None = field(default=None, repr=False)
 
     # construction ---------------------------------------------------------------------
 
@@ -141,9 +142,18 @@ class Sandbox:
 
     @property
     def policy_set(self) -> policies.PolicySet | None:
-        if not any(self.home.policies.glob("*.cedar")):
+        """The applied policies, re-read when their files change (another process may
+        apply a new version while the gateway runs); validated once per version."""
+        files = sorted(self.home.policies.glob("*.cedar"))
+        if not files:
             return None
-        return policies.PolicySet.load(self.home.policies)
+        digest = hashlib.sha256()
+        for path in [self.home.policies / "schema.cedarschema", *files]:
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        key = digest.hexdigest()
+        if self._policy_cache is None or self._policy_cache[0] != key:
+            self._policy_cache = (key, policies.PolicySet.load(self.home.policies))
+        return self._policy_cache[1]
 
     def apply_policies(self, directory: Path) -> tuple[policies.PolicySet, int]:
         """Validate, install and record a policy version; returns it and its ledger index."""
