@@ -14,12 +14,15 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import cedarpy
 
 from policies._errors import PolicyInvalid
+from policies._obligations import check_annotations, obligations_of
 
 SCHEMA_FILE = "schema.cedarschema"
 POLICY_SUFFIX = ".cedar"
@@ -38,6 +41,10 @@ class Compiled:
     schema: cedarpy.Schema
     policies: cedarpy.PolicySet
     policy_ids: tuple[str, ...]
+    # @id -> Cedar JSON (EST) of the policy, for lint and explanations
+    bodies: Mapping[str, Mapping[str, Any]]
+    # @id -> its normalised obligations (see policies._obligations)
+    obligations: Mapping[str, Mapping[str, str]]
 
 
 @dataclass
@@ -108,7 +115,18 @@ def _compile_cached(files: tuple[tuple[str, str], ...]) -> Compiled:
         combined = cedarpy.PolicySet.from_json_str(json.dumps(document))
     except ValueError as exc:
         raise PolicyInvalid([f"policies cannot be combined into one set: {exc}"]) from exc
-    return Compiled(schema=schema, policies=combined, policy_ids=tuple(static))
+    return Compiled(
+        schema=schema,
+        policies=combined,
+        policy_ids=tuple(static),
+        bodies=MappingProxyType(static),
+        obligations=MappingProxyType(
+            {
+                i: MappingProxyType(obligations_of(b.get("annotations", {})))
+                for i, b in static.items()
+            }
+        ),
+    )
 
 
 def _parse_schema(texts: dict[str, str], problems: list[str]) -> cedarpy.Schema | None:
@@ -160,6 +178,10 @@ def _parse_policy_file(name: str, text: str, problems: list[str]) -> _ParsedFile
                 f'{name}: {label}: every policy needs a non-empty @id("...") annotation '
                 "so decisions can name it"
             )
+        for problem in check_annotations(
+            body.get("annotations", {}), effect=str(body.get("effect", "?"))
+        ):
+            problems.append(f"{name}: {label}: {problem}")
         result.policies.append((policy_id, body))
     return result
 

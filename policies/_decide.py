@@ -5,6 +5,13 @@ permit. We add: no policy set denies; a request Cedar cannot evaluate (unknown
 computation, attributes the schema does not declare, …) denies; and *any* policy
 evaluation error denies, even where Cedar alone would allow, because Cedar skips an
 erroring policy and that policy may have been the forbid meant to stop this request.
+
+Before Cedar runs, the licence guard denies an enterprise whose registry ``status`` is
+not ``"active"`` or whose ``licence_expires`` has passed, whatever the policies say: a
+suspension must not depend on every author remembering to test for it.
+
+An allow carries the obligations of the permits that determined it, merged
+strictest-first (:mod:`policies._obligations`).
 """
 
 from __future__ import annotations
@@ -14,17 +21,39 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import Any
 
 import cedarpy
 
 from policies._errors import PolicyError
+from policies._obligations import merge_obligations
 from policies._policy_set import VERSION_PREFIX, PolicySet
 
 PRINCIPAL_TYPE = "Enterprise"
 RESOURCE_TYPE = "Dataset"
+GROUP_TYPE = "DatasetGroup"
 ACTION_TYPE = "Action"
+ACTIVE = "active"
+
+# Decision codes: stable message ids for every language (see policies._messages).
+ALLOWED = "allowed"
+FORBIDDEN = "forbidden"
+NO_PERMIT = "no_permit"
+NO_POLICY_SET = "no_policy_set"
+NOT_EVALUATED = "not_evaluated"
+LICENCE_INACTIVE = "licence_inactive"
+LICENCE_EXPIRED = "licence_expired"
+DECISION_CODES = (
+    ALLOWED,
+    FORBIDDEN,
+    NO_PERMIT,
+    NO_POLICY_SET,
+    NOT_EVALUATED,
+    LICENCE_INACTIVE,
+    LICENCE_EXPIRED,
+)
 
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -41,8 +70,11 @@ class AccessRequest:
 
     ``time`` must be timezone-aware; it is stored in UTC. ``enterprise_attrs`` and
     ``dataset_attrs`` become Cedar entity attributes and must fit the schema (values:
-    str, int, bool, datetime, lists and str-keyed mappings of these). Raises
-    :class:`PolicyError` on a malformed value.
+    str, int, bool, datetime, lists and str-keyed mappings of these); a ``None`` value
+    leaves an optional attribute out. ``dataset_groups`` maps each ``DatasetGroup`` the
+    dataset belongs to onto that group's attributes. ``epsilon`` (the privacy cost the
+    job asks for, ``None`` for none) and ``columns`` (the columns it uses) become
+    ``context.job``. Raises :class:`PolicyError` on a malformed value.
     """
 
     enterprise: str
@@ -52,6 +84,9 @@ class AccessRequest:
     time: datetime
     enterprise_attrs: Mapping[str, Any] = field(default_factory=dict, hash=False)
     dataset_attrs: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    dataset_groups: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
+    epsilon: Decimal | None = None
+    columns: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("enterprise", "computation", "dataset", "purpose"):
@@ -66,6 +101,26 @@ class AccessRequest:
         object.__setattr__(
             self, "dataset_attrs", _frozen_mapping(self.dataset_attrs, "dataset_attrs")
         )
+        groups = _frozen_mapping(self.dataset_groups, "dataset_groups")
+        object.__setattr__(
+            self,
+            "dataset_groups",
+            MappingProxyType(
+                {g: _frozen_mapping(a, f"dataset_groups[{g!r}]") for g, a in groups.items()}
+            ),
+        )
+        if self.epsilon is not None:
+            try:
+                epsilon = Decimal(self.epsilon)
+            except (InvalidOperation, TypeError, ValueError) as exc:
+                raise PolicyError("AccessRequest.epsilon must be a decimal number") from exc
+            if not epsilon.is_finite() or epsilon < 0:
+                raise PolicyError("AccessRequest.epsilon must be finite and not negative")
+            object.__setattr__(self, "epsilon", epsilon)
+        columns = tuple(self.columns)
+        if not all(isinstance(c, str) for c in columns):
+            raise PolicyError("AccessRequest.columns must be column names (str)")
+        object.__setattr__(self, "columns", tuple(sorted(set(columns))))
 
 
 @dataclass(frozen=True)
@@ -76,7 +131,10 @@ class Decision:
     permits for an allow, the forbids for an explicit deny; empty for a default deny).
     ``errors`` are Cedar's messages when the request could not be fully evaluated; any
     error means a deny. ``policy_version`` is the set's version, or ``""`` when there was
-    no policy set. Raises :class:`PolicyError` if the fields contradict each other.
+    no policy set. ``obligations`` are the merged obligations of an allow (always empty
+    for a deny). ``code`` is the stable message id of the outcome (one of
+    ``DECISION_CODES``); ``details`` fill its message in any language. Raises
+    :class:`PolicyError` if the fields contradict each other.
     """
 
     allowed: bool
@@ -84,10 +142,27 @@ class Decision:
     reason: str
     errors: tuple[str, ...]
     policy_version: str
+    obligations: Mapping[str, str] = field(default_factory=dict, hash=False)
+    code: str = ""
+    details: Mapping[str, str] = field(default_factory=dict, hash=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "determining_policies", tuple(self.determining_policies))
         object.__setattr__(self, "errors", tuple(self.errors))
+        object.__setattr__(
+            self,
+            "obligations",
+            MappingProxyType(dict(_frozen_mapping(self.obligations, "obligations"))),
+        )
+        object.__setattr__(self, "details", MappingProxyType(dict(self.details)))
+        if not self.code:
+            object.__setattr__(self, "code", ALLOWED if self.allowed else NO_PERMIT)
+        if self.code not in DECISION_CODES:
+            raise PolicyError(f"Decision.code must be one of {DECISION_CODES}")
+        if (self.code == ALLOWED) != (self.allowed is True):
+            raise PolicyError("Decision.code must be 'allowed' exactly when allowed")
+        if not self.allowed and self.obligations:
+            raise PolicyError("a deny carries no obligations")
         if not isinstance(self.allowed, bool):
             raise PolicyError("Decision.allowed must be a bool")
         if not self.reason:
@@ -114,8 +189,12 @@ def decide(policy_set: PolicySet | None, request: AccessRequest) -> Decision:
             reason="denied: no policy set is applied",
             errors=(),
             policy_version="",
+            code=NO_POLICY_SET,
         )
     version = policy_set.version
+    guard = _licence_guard(request, version)
+    if guard is not None:
+        return guard
     try:
         handles = policy_set._handles()
         result = cedarpy.is_authorized(
@@ -129,13 +208,21 @@ def decide(policy_set: PolicySet | None, request: AccessRequest) -> Decision:
         return _refusal(request, version, (f"request could not be evaluated: {exc}",))
 
     determining = tuple(str(annotations.get(r, r)) for r in reasons)
+    named = ", ".join(determining)
     if verdict is cedarpy.Decision.Allow and determining and not errors:
+        try:
+            obligations = merge_obligations(handles.obligations[p] for p in determining)
+        except KeyError:  # a reason we cannot map to a policy: never allow on a guess
+            return _refusal(request, version, ("determining policy not in the set",))
         return Decision(
             allowed=True,
             determining_policies=determining,
             reason=f"allowed by {_name_policies(determining)}",
             errors=(),
             policy_version=version,
+            obligations=obligations,
+            code=ALLOWED,
+            details={"policies": named},
         )
     if verdict is cedarpy.Decision.Deny and determining:
         return Decision(
@@ -144,6 +231,8 @@ def decide(policy_set: PolicySet | None, request: AccessRequest) -> Decision:
             reason=f"denied by {_name_policies(determining)}",
             errors=errors,
             policy_version=version,
+            code=FORBIDDEN,
+            details={"policies": named},
         )
     if errors:
         return _refusal(request, version, errors)
@@ -153,7 +242,55 @@ def decide(policy_set: PolicySet | None, request: AccessRequest) -> Decision:
         reason=f"denied: no policy permits {_describe(request)}",
         errors=(),
         policy_version=version,
+        code=NO_PERMIT,
+        details=_describe_details(request),
     )
+
+
+def _licence_guard(request: AccessRequest, version: str) -> Decision | None:
+    """Deny a suspended, unknown or expired licence before any policy is consulted."""
+    status = request.enterprise_attrs.get("status")
+    details = {**_describe_details(request), "status": str(status)}
+    if status != ACTIVE:
+        return Decision(
+            allowed=False,
+            determining_policies=(),
+            reason=(
+                f"denied: the licence of {PRINCIPAL_TYPE} {_quote(request.enterprise)} is "
+                f"{_quote(str(status)) if status is not None else 'not registered'}, not active"
+            ),
+            errors=(),
+            policy_version=version,
+            code=LICENCE_INACTIVE,
+            details=details,
+        )
+    expires = request.enterprise_attrs.get("licence_expires")
+    if expires is not None:
+        if not isinstance(expires, datetime) or expires.utcoffset() is None:
+            return _refusal(request, version, ("licence_expires must be an aware datetime",))
+        if request.time >= expires:
+            return Decision(
+                allowed=False,
+                determining_policies=(),
+                reason=(
+                    f"denied: the licence of {PRINCIPAL_TYPE} {_quote(request.enterprise)} "
+                    f"expired at {expires.astimezone(UTC).isoformat()}"
+                ),
+                errors=(),
+                policy_version=version,
+                code=LICENCE_EXPIRED,
+                details={**details, "expires": expires.astimezone(UTC).isoformat()},
+            )
+    return None
+
+
+def _describe_details(request: AccessRequest) -> dict[str, str]:
+    return {
+        "enterprise": request.enterprise,
+        "computation": request.computation,
+        "dataset": request.dataset,
+        "purpose": request.purpose,
+    }
 
 
 def _refusal(request: AccessRequest, version: str, errors: tuple[str, ...]) -> Decision:
@@ -167,6 +304,8 @@ def _refusal(request: AccessRequest, version: str, errors: tuple[str, ...]) -> D
         ),
         errors=errors,
         policy_version=version,
+        code=NOT_EVALUATED,
+        details={**_describe_details(request), "error": errors[0]},
     )
 
 
@@ -217,19 +356,33 @@ def _cedar_value(value: Any) -> Any:
         if value.utcoffset() is None:
             raise PolicyError("entity attribute datetimes must be timezone-aware")
         return _cedar_datetime(value)
+    if isinstance(value, Decimal):
+        return _cedar_decimal(value)
     if isinstance(value, Mapping):
-        return {str(k): _cedar_value(v) for k, v in value.items()}
+        return {str(k): _cedar_value(v) for k, v in value.items() if v is not None}
     if isinstance(value, list | tuple | set | frozenset):
         return [_cedar_value(v) for v in value]
     raise PolicyError(f"entity attribute of type {type(value).__name__} has no Cedar form")
 
 
+def _cedar_decimal(value: Decimal) -> dict[str, Any]:
+    """Cedar ``decimal`` (at most 4 places), rounded *up*: a job asking epsilon 0.50001
+    must not pass a ``lessThanOrEqual(decimal("0.5"))`` test."""
+    rounded = value.quantize(Decimal("0.0001"), rounding=ROUND_CEILING)
+    return {"__extn": {"fn": "decimal", "arg": f"{rounded:f}"}}
+
+
 def _cedar_request(request: AccessRequest) -> dict[str, Any]:
+    epsilon = request.epsilon if request.epsilon is not None else Decimal(0)
     return {
         "principal": _uid(PRINCIPAL_TYPE, request.enterprise),
         "action": _uid(ACTION_TYPE, request.computation),
         "resource": _uid(RESOURCE_TYPE, request.dataset),
-        "context": {"purpose": request.purpose, "now": _cedar_datetime(request.time)},
+        "context": {
+            "purpose": request.purpose,
+            "now": _cedar_datetime(request.time),
+            "job": {"epsilon": _cedar_decimal(epsilon), "columns": list(request.columns)},
+        },
     }
 
 
@@ -243,6 +396,10 @@ def _entities(request: AccessRequest) -> list[dict[str, Any]]:
         {
             "uid": _uid(RESOURCE_TYPE, request.dataset),
             "attrs": _cedar_value(request.dataset_attrs),
-            "parents": [],
+            "parents": [_uid(GROUP_TYPE, g) for g in request.dataset_groups],
         },
+        *(
+            {"uid": _uid(GROUP_TYPE, g), "attrs": _cedar_value(attrs), "parents": []}
+            for g, attrs in request.dataset_groups.items()
+        ),
     ]

@@ -7,7 +7,22 @@ import inspect
 import policies
 from indomain.errors import IndomainError
 
-EXPECTED = {"AccessRequest", "Decision", "PolicyError", "PolicyInvalid", "PolicySet", "decide"}
+EXPECTED = {
+    "AccessRequest",
+    "ConditionCheck",
+    "Decision",
+    "Explanation",
+    "LintFinding",
+    "PolicyCheck",
+    "PolicyError",
+    "PolicyInvalid",
+    "PolicySet",
+    "decide",
+    "explain",
+    "lint",
+    "merge_obligations",
+    "message",
+}
 
 
 def test_all_is_the_public_api() -> None:

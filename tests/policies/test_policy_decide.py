@@ -21,6 +21,11 @@ BEFORE_EXPIRY = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
 EXPIRY = datetime(2027, 6, 30, tzinfo=UTC)
 
 
+# What the sandbox's registry supplies for a licensed enterprise and a classified dataset.
+LICENSED = {"status": "active", "licence_number": "L-2026-001", "licence_expires": None}
+CLASSIFIED = {"sensitivity": 2}
+
+
 def request(**changes: object) -> AccessRequest:
     fields: dict[str, object] = {
         "enterprise": "Acme Credit",
@@ -29,6 +34,10 @@ def request(**changes: object) -> AccessRequest:
         "purpose": "credit_risk_model",
         "time": BEFORE_EXPIRY,
     }
+    extra_enterprise = changes.pop("enterprise_attrs", {})
+    extra_dataset = changes.pop("dataset_attrs", {})
+    fields["enterprise_attrs"] = {**LICENSED, **extra_enterprise}  # type: ignore[dict-item]
+    fields["dataset_attrs"] = {**CLASSIFIED, **extra_dataset}  # type: ignore[dict-item]
     fields.update(changes)
     return AccessRequest(**fields)  # type: ignore[arg-type]
 
@@ -188,8 +197,10 @@ def test_attributes_without_a_cedar_form_deny_with_an_error() -> None:
 
 def test_declared_attributes_are_passed_to_cedar() -> None:
     schema = SCHEMA.replace(
-        "entity Dataset;", "entity Dataset { classification?: String, opened?: datetime };"
+        "entity Dataset in [DatasetGroup] {\n",
+        "entity Dataset in [DatasetGroup] {\n  classification?: String,\n  opened?: datetime,\n",
     )
+    assert schema != SCHEMA
     policy_set = PolicySet.from_files(
         {
             "schema.cedarschema": schema,
@@ -209,7 +220,7 @@ def test_declared_attributes_are_passed_to_cedar() -> None:
     assert allowed.allowed and allowed.determining_policies == ("open-data",)
     closed = decide(policy_set, request(dataset_attrs={"classification": "restricted"}))
     assert not closed.allowed
-    # The skeleton needs no attributes at all.
+    # Optional attributes left out make `has` false.
     assert not decide(policy_set, request()).allowed
 
 
@@ -295,7 +306,7 @@ def test_no_other_enterprise_is_ever_allowed(name: str) -> None:
 def test_demo_allows_exactly_its_grant(
     enterprise: str, computation: str, dataset: str, purpose: str, time: datetime
 ) -> None:
-    req = AccessRequest(enterprise, computation, dataset, purpose, time)
+    req = AccessRequest(enterprise, computation, dataset, purpose, time, LICENSED, CLASSIFIED)
     expected = (
         enterprise == "Acme Credit"
         and computation == "aggregate"

@@ -1,0 +1,88 @@
+"""From a job and the bureau's registry to a policy request, and from a decision back to
+the plan: the glue between :mod:`policies` and the sandbox, kept pure and small.
+
+The stricter of the dataset manifest's ``min_group_size`` and the decision's
+``min_group_size`` obligation applies to the plan, so a grant can only tighten
+suppression, never loosen it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import policies
+from computations import DatasetSpec
+from gateway import JobDocument
+from indomain.registry import Registry
+
+
+def epsilon_of(params: Mapping[str, Any]) -> Decimal | None:
+    """The epsilon a job asks for (``params["epsilon"]``), or ``None`` if it asks none.
+
+    Raises :class:`policies.PolicyError` for an epsilon that is not a plain number: a
+    malformed privacy cost must deny, not read as zero.
+    """
+    if "epsilon" not in params:
+        return None
+    value = params["epsilon"]
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise policies.PolicyError("job parameter epsilon must be a number")
+    try:
+        epsilon = Decimal(str(value))
+    except InvalidOperation:
+        raise policies.PolicyError("job parameter epsilon must be a number") from None
+    if not epsilon.is_finite() or epsilon < 0:
+        raise policies.PolicyError("job parameter epsilon must be finite and not negative")
+    return epsilon
+
+
+def columns_of(plan: Any) -> tuple[str, ...]:
+    """The dataset columns a checked plan uses (group columns and aggregated columns)."""
+    body = getattr(plan, "body", {})
+    used: set[str] = set()
+    for column in body.get("group_by", ()) if isinstance(body, Mapping) else ():
+        used.add(str(column))
+    for out in body.get("outputs", ()) if isinstance(body, Mapping) else ():
+        column = out.get("column") if isinstance(out, Mapping) else None
+        if isinstance(column, str) and column != "*":
+            used.add(column)
+    return tuple(sorted(used))
+
+
+def build_request(
+    registry: Registry, job: JobDocument, *, columns: tuple[str, ...], when: datetime
+) -> policies.AccessRequest:
+    """The access request for ``job`` at ``when``; raises :class:`policies.PolicyError`."""
+    licence = registry.licence(job.enterprise)
+    dataset = registry.dataset_class(job.dataset)
+    return policies.AccessRequest(
+        enterprise=job.enterprise,
+        computation=job.computation,
+        dataset=job.dataset,
+        purpose=job.purpose,
+        time=when,
+        enterprise_attrs=licence.attrs(),
+        dataset_attrs=dataset.attrs(),
+        dataset_groups=dataset.group_attrs(),
+        epsilon=epsilon_of(job.params),
+        columns=columns,
+    )
+
+
+def spec_with_obligations(spec: DatasetSpec, obligations: Mapping[str, str]) -> DatasetSpec:
+    """``spec`` with the stricter of its and the obligations' minimum group size."""
+    raw = obligations.get("min_group_size")
+    if raw is None:
+        return spec
+    required = int(raw)
+    if required <= spec.min_group_size:
+        return spec
+    return spec.model_copy(update={"min_group_size": required})
+
+
+def with_obligations(spec: DatasetSpec, decision: policies.Decision) -> DatasetSpec:
+    """:func:`spec_with_obligations` for an allow's obligations."""
+    return spec_with_obligations(spec, getattr(decision, "obligations", {}))

@@ -1,0 +1,199 @@
+"""The bureau's registry of licences and dataset classes, read at every decision.
+
+It lives in ``state.sqlite`` beside the gateway's tables, in its own tables, so a
+suspension or an expiry written by ``indomain enterprise suspend`` in one process is
+seen by the very next decision of a running gateway: nothing is cached.
+
+Fail closed: an enterprise with no licence row has status ``"unlicensed"`` (denied by the
+licence guard); a dataset nobody classified has sensitivity 4 (restricted), no group.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from indomain.errors import ConfigError
+
+STATUSES = ("active", "suspended")
+UNLICENSED = "unlicensed"
+RESTRICTED = 4
+SENSITIVITY_LEVELS = {1: "public", 2: "internal", 3: "confidential", 4: "restricted"}
+
+_GROUP = re.compile(r"[a-z][a-z0-9_]{0,62}")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS licences (
+    enterprise TEXT PRIMARY KEY,
+    licence_number TEXT NOT NULL,
+    licence_expires TEXT,
+    status TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dataset_classes (
+    dataset TEXT PRIMARY KEY,
+    sensitivity INTEGER NOT NULL,
+    groups TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Licence:
+    """An enterprise's licence as policies see it (``Enterprise`` entity attributes)."""
+
+    enterprise: str
+    licence_number: str
+    licence_expires: datetime | None
+    status: str
+
+    def attrs(self) -> dict[str, Any]:
+        return {
+            "licence_number": self.licence_number,
+            "licence_expires": self.licence_expires,
+            "status": self.status,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "enterprise": self.enterprise,
+            "licence_number": self.licence_number,
+            "licence_expires": _iso(self.licence_expires),
+            "status": self.status,
+        }
+
+
+@dataclass(frozen=True)
+class DatasetClass:
+    """A dataset's sensitivity and groups (``Dataset`` / ``DatasetGroup`` entities)."""
+
+    dataset: str
+    sensitivity: int
+    groups: tuple[str, ...]
+
+    def attrs(self) -> dict[str, Any]:
+        return {"sensitivity": self.sensitivity}
+
+    def group_attrs(self) -> dict[str, dict[str, Any]]:
+        # A group is as sensitive as its most sensitive member the bureau classified.
+        return {g: {"sensitivity": self.sensitivity} for g in self.groups}
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_expiry(text: str) -> datetime:
+    """``2027-06-30`` (midnight UTC, start of that day) or a full RFC 3339 time.
+
+    Raises :class:`ConfigError`.
+    """
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"{text!r} is not a date (YYYY-MM-DD) or RFC 3339 time") from None
+    if moment.utcoffset() is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+class Registry:
+    """Licences and dataset classes in ``state.sqlite``; safe across threads and processes."""
+
+    def __init__(self, path: Path) -> None:
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA busy_timeout = 5000")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # licences ---------------------------------------------------------------------------
+
+    def licence(self, enterprise: str) -> Licence:
+        """The enterprise's licence, or an ``"unlicensed"`` one if none is registered."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT licence_number, licence_expires, status FROM licences WHERE enterprise=?",
+                (enterprise,),
+            ).fetchone()
+        if row is None:
+            return Licence(enterprise, "", None, UNLICENSED)
+        expires = parse_expiry(row[1]) if row[1] else None
+        return Licence(enterprise, row[0], expires, row[2])
+
+    def licences(self) -> list[Licence]:
+        with self._lock:
+            names = [r[0] for r in self._db.execute("SELECT enterprise FROM licences ORDER BY 1")]
+        return [self.licence(n) for n in names]
+
+    def set_licence(
+        self,
+        enterprise: str,
+        *,
+        licence_number: str | None = None,
+        expires: datetime | None = None,
+        status: str | None = None,
+    ) -> Licence:
+        """Create or update a licence; unspecified fields keep their value (new: active)."""
+        if status is not None and status not in STATUSES:
+            raise ConfigError(f"licence status must be one of {', '.join(STATUSES)}")
+        if expires is not None and expires.utcoffset() is None:
+            raise ConfigError("licence expiry must be timezone-aware")
+        current = self.licence(enterprise)
+        new = Licence(
+            enterprise=enterprise,
+            licence_number=licence_number if licence_number is not None else current.licence_number,
+            licence_expires=expires if expires is not None else current.licence_expires,
+            status=status or (current.status if current.status != UNLICENSED else "active"),
+        )
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO licences VALUES (?,?,?,?,?) ON CONFLICT(enterprise) DO UPDATE SET "
+                "licence_number=excluded.licence_number, licence_expires=excluded.licence_expires,"
+                " status=excluded.status, updated_at=excluded.updated_at",
+                (
+                    enterprise,
+                    new.licence_number,
+                    _iso(new.licence_expires),
+                    new.status,
+                    _iso(datetime.now(UTC)),
+                ),
+            )
+        return new
+
+    # datasets ---------------------------------------------------------------------------
+
+    def dataset_class(self, dataset: str) -> DatasetClass:
+        """The dataset's class, or restricted with no group if the bureau set none."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT sensitivity, groups FROM dataset_classes WHERE dataset=?", (dataset,)
+            ).fetchone()
+        if row is None:
+            return DatasetClass(dataset, RESTRICTED, ())
+        return DatasetClass(dataset, int(row[0]), tuple(json.loads(row[1])))
+
+    def classify(self, dataset: str, *, sensitivity: int, groups: tuple[str, ...]) -> DatasetClass:
+        if sensitivity not in SENSITIVITY_LEVELS:
+            raise ConfigError("sensitivity must be 1 (public) to 4 (restricted)")
+        for group in groups:
+            if not _GROUP.fullmatch(group):
+                raise ConfigError(f"group {group!r}: lower case letters, digits and _ only")
+        value = DatasetClass(dataset, sensitivity, tuple(sorted(set(groups))))
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO dataset_classes VALUES (?,?,?,?) ON CONFLICT(dataset) DO UPDATE SET "
+                "sensitivity=excluded.sensitivity, groups=excluded.groups, "
+                "updated_at=excluded.updated_at",
+                (dataset, sensitivity, json.dumps(list(value.groups)), _iso(datetime.now(UTC))),
+            )
+        return value
