@@ -1,39 +1,275 @@
-"""Policy author commands."""
+"""Policy author commands: validate (with lint), test, check --explain, diff, apply."""
 
 from __future__ import annotations
 
+import getpass
+import json
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from indomain.commands.common import (
+    EXIT_DENIED,
+    EXIT_FAILED,
+    EXIT_USAGE,
     HomeOpt,
     console,
+    err,
     errors,
     open_sandbox,
 )
 
 policy_app = typer.Typer(
-    help="Policy author: validate and apply Cedar policies.", no_args_is_help=True
+    help="Policy author: validate, test, explain, diff and apply Cedar policies.",
+    no_args_is_help=True,
 )
 
+DirArg = Annotated[Path, typer.Argument(help="Policy folder")]
+LangOpt = Annotated[str, typer.Option("--lang", help="Message language: en or zh")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
 
-@policy_app.command("validate")
-def policy_validate(directory: Annotated[Path, typer.Argument(help="Policy folder")]) -> None:
-    """Check a policy folder against its Cedar schema; prints every problem."""
+_TEXT = {
+    "valid": {"en": "valid: {n} policies, version {v}", "zh": "有效：{n} 条策略，版本 {v}"},
+    "lint": {"en": "warning", "zh": "警告"},
+    "strict": {
+        "en": "refused: {n} lint findings (--strict)",
+        "zh": "已拒绝：{n} 条检查警告（--strict）",
+    },
+    "pass": {"en": "pass", "zh": "通过"},
+    "fail": {"en": "FAIL", "zh": "失败"},
+    "summary": {"en": "{p} passed, {f} failed", "zh": "{p} 个通过，{f} 个失败"},
+    "failed_cond": {"en": "failed condition", "zh": "未满足的条件"},
+    "applied": {
+        "en": "applied policy version {v} (ledger entry {i})",
+        "zh": "已应用策略版本 {v}（账本条目 {i}）",
+    },
+}
+
+
+def _t(key: str, lang: str, **values: object) -> str:
+    return _TEXT[key].get(lang, _TEXT[key]["en"]).format(**values)
+
+
+def _check_lang(lang: str) -> None:
     import policies
 
     with errors():
+        policies.message("allowed", {}, lang=lang)  # raises for an unknown language
+
+
+@policy_app.command("validate")
+def policy_validate(
+    directory: DirArg,
+    strict: Annotated[bool, typer.Option(help="Treat lint findings as errors")] = False,
+    lang: LangOpt = "en",
+) -> None:
+    """Check a policy folder: schema, @id, annotations (every problem printed), then lint:
+    unreachable permits, permits without a purpose condition, grants without expiry."""
+    import policies
+
+    _check_lang(lang)
+    with errors():
         policy_set = policies.PolicySet.load(directory)
-        console.print(f"valid: {len(policy_set.policy_ids)} policies, version {policy_set.version}")
+        findings = policies.lint(policy_set)
+        for finding in findings:
+            err.print(f"[yellow]{_t('lint', lang)}:[/] {finding}", highlight=False)
+        if strict and findings:
+            err.print(_t("strict", lang, n=len(findings)))
+            raise typer.Exit(EXIT_USAGE)
+        console.print(_t("valid", lang, n=len(policy_set.policy_ids), v=policy_set.version))
+
+
+@policy_app.command("test")
+def policy_test(
+    directory: DirArg,
+    cases: Annotated[
+        list[Path] | None,
+        typer.Option("--cases", help="YAML case files [default: DIR/tests/*.yaml]"),
+    ] = None,
+    lang: LangOpt = "en",
+) -> None:
+    """Run the author's YAML cases (request -> expected decision and obligations)."""
+    import yaml
+
+    import policies
+    from policies._cases import run_cases
+
+    _check_lang(lang)
+    with errors():
+        policy_set = policies.PolicySet.load(directory)
+        files = cases or sorted((directory / "tests").glob("*.yaml"))
+        if not files:
+            raise policies.PolicyError(f"no test cases: expected YAML files in {directory}/tests")
+        passed = failed = 0
+        for file in files:
+            try:
+                document = yaml.safe_load(file.read_text(encoding="utf-8"))
+            except (OSError, yaml.YAMLError) as exc:
+                raise policies.PolicyError(f"{file}: cannot read cases: {exc}") from None
+            for result in run_cases(policy_set, document):
+                mark = _t("pass", lang) if result.passed else f"[red]{_t('fail', lang)}[/]"
+                console.print(f"{mark}  {result.name}", highlight=False)
+                for problem in result.problems:
+                    console.print(f"      {problem}", highlight=False)
+                passed += result.passed
+                failed += not result.passed
+        console.print(_t("summary", lang, p=passed, f=failed))
+        if failed:
+            raise typer.Exit(EXIT_FAILED)
+
+
+@policy_app.command("check")
+def policy_check(
+    enterprise: Annotated[str, typer.Option(help="Enterprise (principal)")],
+    dataset: Annotated[str, typer.Option(help="Dataset (resource)")],
+    purpose: Annotated[str, typer.Option(help="Declared purpose")],
+    computation: Annotated[str, typer.Option(help="Computation (action)")] = "aggregate",
+    policies_dir: Annotated[
+        Path | None,
+        typer.Option("--policies", help="Policy folder [default: the home's applied policies]"),
+    ] = None,
+    at: Annotated[str | None, typer.Option("--at", help="Decision time [default: now]")] = None,
+    epsilon: Annotated[str | None, typer.Option(help="Epsilon the job asks for")] = None,
+    column: Annotated[
+        list[str] | None, typer.Option("--column", help="A column the job uses (repeat)")
+    ] = None,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Show which conditions failed")
+    ] = False,
+    home: HomeOpt = None,
+    lang: LangOpt = "en",
+    as_json: JsonOpt = False,
+) -> None:
+    """Dry run of one job: decision, determining policies, merged obligations and, with
+    --explain, every condition of the policies in scope. Licence and dataset facts come
+    from the home's registry. Exits 3 for a denial."""
+    from decimal import Decimal, InvalidOperation
+
+    import policies
+    from indomain.registry import parse_expiry
+
+    _check_lang(lang)
+    with errors(), open_sandbox(home) as sandbox:
+        policy_set = policies.PolicySet.load(policies_dir) if policies_dir else sandbox.policy_set
+        when = parse_expiry(at) if at else datetime.now(UTC)
+        try:
+            eps = Decimal(epsilon) if epsilon is not None else None
+        except InvalidOperation:
+            raise policies.PolicyError("--epsilon must be a number") from None
+        licence = sandbox.registry.licence(enterprise)
+        dclass = sandbox.registry.dataset_class(dataset)
+        request = policies.AccessRequest(
+            enterprise=enterprise,
+            computation=computation,
+            dataset=dataset,
+            purpose=purpose,
+            time=when,
+            enterprise_attrs=licence.attrs(),
+            dataset_attrs=dclass.attrs(),
+            dataset_groups=dclass.group_attrs(),
+            epsilon=eps,
+            columns=tuple(column or ()),
+        )
+        if policy_set is None:
+            explanation = None
+            decision = policies.decide(None, request)
+        else:
+            explanation = policies.explain(policy_set, request)
+            decision = explanation.decision
+        _print_decision(decision, explanation if explain else None, lang=lang, as_json=as_json)
+        if not decision.allowed:
+            raise typer.Exit(EXIT_DENIED)
+
+
+def _print_decision(decision: Any, explanation: Any, *, lang: str, as_json: bool) -> None:
+    import policies
+
+    text = policies.message(decision.code, decision.details, lang=lang)
+    if as_json:
+        body = explanation.to_json() if explanation is not None else {}
+        body.update(
+            {
+                "allowed": decision.allowed,
+                "code": decision.code,
+                "message": text,
+                "determining_policies": list(decision.determining_policies),
+                "obligations": dict(decision.obligations),
+                "policy_version": decision.policy_version,
+            }
+        )
+        print(json.dumps(body, indent=2, ensure_ascii=False))
+        return
+    colour = "green" if decision.allowed else "red"
+    console.print(f"[{colour}]{decision.code}[/]: {text}", highlight=False)
+    console.print(f"policy version {decision.policy_version or '-'}", highlight=False)
+    for name, value in sorted(decision.obligations.items()):
+        console.print(f"obligation {name} = {value}", highlight=False)
+    if explanation is None:
+        return
+    for check in explanation.matched:
+        mark = "✓" if check.satisfied else "✗"
+        console.print(f"{mark} {check.effect} {check.policy}", highlight=False)
+        for cond in check.conditions:
+            state = {True: "true", False: "false", None: "error"}[cond.holds]
+            label = f"  {_t('failed_cond', lang)}: " if cond.holds is not True else "  ok: "
+            console.print(f"{label}{cond.text} ({state})", highlight=False)
+
+
+@policy_app.command("diff")
+def policy_diff(
+    old: Annotated[Path, typer.Argument(help="Current policy folder")],
+    new: Annotated[Path, typer.Argument(help="Proposed policy folder")],
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Which past decisions on the ledger the NEW folder would change, and which policies
+    were added, removed or changed."""
+    import policies
+    from indomain.policy_diff import policy_changes, replay
+
+    with errors(), open_sandbox(home) as sandbox:
+        before = policies.PolicySet.load(old)
+        after = policies.PolicySet.load(new)
+        replayed, changed = replay(sandbox, before, after)
+        changes = policy_changes(before, after)
+        if as_json:
+            body = {**changes, "replayed": replayed, "changed": [c.to_json() for c in changed]}
+            print(json.dumps(body, indent=2, ensure_ascii=False))
+            return
+        for kind in ("added", "removed", "changed"):
+            for pid in changes[kind]:
+                console.print(f"{kind:8} {pid}", highlight=False)
+        for c in changed:
+            console.print(
+                f"entry {c.ledger_index}: {c.enterprise} {c.computation} {c.dataset} "
+                f"({c.purpose}): {c.old} -> {c.new}",
+                highlight=False,
+            )
+        console.print(f"{len(changed)} of {replayed} past decisions would change")
 
 
 @policy_app.command("apply")
 def policy_apply(
-    directory: Annotated[Path, typer.Argument(help="Policy folder")], home: HomeOpt = None
+    directory: DirArg,
+    author: Annotated[
+        str | None, typer.Option(help="Who applies it [default: your login name]")
+    ] = None,
+    home: HomeOpt = None,
+    lang: LangOpt = "en",
 ) -> None:
-    """Validate and install a policy folder; its version is appended to the ledger."""
+    """Validate and install a policy folder; its version, author and a diff summary are
+    appended to the ledger. An invalid folder is never applied."""
+    _check_lang(lang)
     with errors(), open_sandbox(home) as sandbox:
-        policy_set, index = sandbox.apply_policies(directory)
-        console.print(f"applied policy version {policy_set.version} (ledger entry {index})")
+        who = author if author is not None else _login_name()
+        policy_set, index = sandbox.apply_policies(directory, author=who)
+        console.print(_t("applied", lang, v=policy_set.version, i=index))
+
+
+def _login_name() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "unknown"
