@@ -162,6 +162,10 @@ def main() -> None:
         "ratio: for jobs, indomain's time over the baseline's (lower is better); for the "
         f"ledger, indomain's throughput over the baseline's. Jobs: best of {args.repeat} runs."
     )
+    from bench.policy_bench import policy_table
+
+    with console.status("benchmarking policy decisions"):
+        console.print(policy_table(2_000))
 
 
 if __name__ == "__main__":

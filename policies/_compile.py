@@ -15,7 +15,7 @@ import functools
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -31,6 +31,8 @@ POLICY_SUFFIX = ".cedar"
 # (``from_files`` then ``__init__``) or reloading an unchanged folder parses once.
 _CACHE_SIZE = 16
 
+_PRINCIPAL_CACHE = 4096
+
 _POSITIONAL_ID = re.compile(r"policy(\d+)")
 
 
@@ -45,6 +47,36 @@ class Compiled:
     bodies: Mapping[str, Mapping[str, Any]]
     # @id -> its normalised obligations (see policies._obligations)
     obligations: Mapping[str, Mapping[str, str]]
+    # principal uid -> the policies that can match it (see for_principal)
+    _by_principal: dict[tuple[str, str], cedarpy.PolicySet] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def for_principal(self, entity_type: str, entity_id: str) -> cedarpy.PolicySet:
+        """The policies whose principal scope can match ``entity_type::entity_id``.
+
+        A policy scoped ``principal == X`` can never match another principal, so Cedar
+        need not evaluate it: dropping it changes no decision, no reason and no error
+        (Cedar does not evaluate the condition of a policy whose scope does not match).
+        With one grant per enterprise this keeps a decision's cost flat in the number of
+        enterprises. Cached per principal; a bounded cache, cleared when full.
+        """
+        key = (entity_type, entity_id)
+        cached = self._by_principal.get(key)
+        if cached is not None:
+            return cached
+        uid = {"type": entity_type, "id": entity_id}
+        subset = {
+            pid: body
+            for pid, body in self.bodies.items()
+            if body.get("principal", {}).get("op") != "==" or body["principal"].get("entity") == uid
+        }
+        document = {"staticPolicies": subset, "templates": {}, "templateLinks": []}
+        policy_set = cedarpy.PolicySet.from_json_str(json.dumps(document))
+        if len(self._by_principal) >= _PRINCIPAL_CACHE:
+            self._by_principal.clear()
+        self._by_principal[key] = policy_set
+        return policy_set
 
 
 @dataclass

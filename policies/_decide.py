@@ -198,7 +198,10 @@ def decide(policy_set: PolicySet | None, request: AccessRequest) -> Decision:
     try:
         handles = policy_set._handles()
         result = cedarpy.is_authorized(
-            _cedar_request(request), handles.policies, _entities(request), schema=handles.schema
+            _cedar_request(request),
+            handles.for_principal(PRINCIPAL_TYPE, request.enterprise),
+            _entities(request),
+            schema=handles.schema,
         )
         verdict = result.decision
         reasons = result.diagnostics.reasons
