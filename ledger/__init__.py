@@ -10,7 +10,8 @@ stored-hash layout of Go's ``sumdb/tlog``; :class:`Ledger` is the SQLite-backed 
 """
 
 from ledger._entry import LedgerEntry
-from ledger._errors import LedgerError, LedgerVerificationError
+from ledger._errors import LedgerError, LedgerForkError, LedgerVerificationError
+from ledger._export import export_ledger, verify_export
 from ledger._ledger import Ledger
 from ledger._merkle import (
     HashReader,
@@ -26,7 +27,9 @@ from ledger._merkle import (
 from ledger._note import Checkpoint, open_checkpoint, sign_checkpoint, verifier_key
 from ledger._proofs import verify_consistency, verify_inclusion
 from ledger._receipt import Receipt, verify_receipt
-from ledger._verify import VerificationReport, verify_ledger
+from ledger._scan import VerificationReport, verify_entries
+from ledger._tlogproof import TlogProof, tlog_proof, verify_tlog_proof
+from ledger._verify import verify_ledger
 
 __all__ = [
     "Checkpoint",
@@ -34,10 +37,13 @@ __all__ = [
     "Ledger",
     "LedgerEntry",
     "LedgerError",
+    "LedgerForkError",
     "LedgerVerificationError",
     "Receipt",
+    "TlogProof",
     "VerificationReport",
     "consistency_proof",
+    "export_ledger",
     "inclusion_proof",
     "leaf_hash",
     "node_hash",
@@ -46,10 +52,14 @@ __all__ = [
     "sign_checkpoint",
     "stored_hash_index",
     "stored_hashes",
+    "tlog_proof",
     "tree_root",
     "verifier_key",
     "verify_consistency",
+    "verify_entries",
+    "verify_export",
     "verify_inclusion",
     "verify_ledger",
     "verify_receipt",
+    "verify_tlog_proof",
 ]

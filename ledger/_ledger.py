@@ -250,6 +250,25 @@ class Ledger:
 
         return self._run(read)
 
+    def raw_entries(self, start: int, end: int) -> list[bytes]:
+        """Return the stored bytes of entries ``start`` (inclusive) to ``end`` (exclusive).
+
+        Raises :class:`LedgerError` unless ``start <= end <= size``.
+        """
+        _check_index("start", start)
+        _check_index("end", end)
+
+        def read(connection: sqlite3.Connection) -> list[bytes]:
+            n = _store.size(connection)
+            if not start <= end <= n:
+                raise LedgerError(f"entries [{start}, {end}) are not within the size {n}")
+            rows = _store.raw_entries(connection, start, end)
+            if [i for i, _ in rows] != list(range(start, end)):
+                raise LedgerError("ledger storage is corrupt: entries are missing")
+            return [data for _, data in rows]
+
+        return self._run(read)
+
     def entry(self, index: int) -> LedgerEntry:
         """Return entry ``index``; raises :class:`LedgerError` if absent or not canonical."""
         return LedgerEntry.parse(self.raw_entry(index))
@@ -295,6 +314,18 @@ class Ledger:
 
         return self._run(read)
 
+    def checkpoint_at(self, size: int) -> str:
+        """Return the signed checkpoint note for tree ``size`` (one is signed per append)."""
+        _check_index("size", size)
+
+        def read(connection: sqlite3.Connection) -> str:
+            note = _store.checkpoint_note(connection, size)
+            if note is None:
+                raise LedgerError(f"there is no signed checkpoint for size {size}")
+            return note
+
+        return self._run(read)
+
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         """Return the inclusion proof of entry ``index`` in the tree of ``size`` entries."""
         _check_index("size", size)
@@ -319,22 +350,35 @@ class Ledger:
 
         return self._run(read)
 
-    def receipt(self, index: int) -> Receipt:
-        """Return a receipt for entry ``index`` against the latest signed checkpoint."""
+    def receipt(self, index: int, size: int | None = None) -> Receipt:
+        """Return a receipt for entry ``index`` against the signed checkpoint for ``size``.
+
+        ``size`` defaults to the latest checkpoint's. Raises :class:`LedgerError` when the
+        entry is not covered or there is no checkpoint for that size.
+        """
         _check_index("index", index)
+        if size is not None:
+            _check_index("size", size)
 
         def read(connection: sqlite3.Connection) -> Receipt:
-            latest = _store.latest_checkpoint(connection)
-            if latest is None:
-                raise LedgerError("ledger storage is corrupt: no signed checkpoint")
-            size, note = latest
-            if index >= size:
-                raise LedgerError(f"entry {index} is not covered by the latest checkpoint")
+            if size is None:
+                latest = _store.latest_checkpoint(connection)
+                if latest is None:
+                    raise LedgerError("ledger storage is corrupt: no signed checkpoint")
+                tree_size, note = latest
+            else:
+                found = _store.checkpoint_note(connection, size)
+                if found is None:
+                    raise LedgerError(f"there is no signed checkpoint for size {size}")
+                tree_size, note = size, found
+            if index >= tree_size:
+                raise LedgerError(f"entry {index} is not covered by the checkpoint")
             data = _store.raw_entry(connection, index)
             if data is None:
                 raise LedgerError(f"ledger storage is corrupt: entry {index} is missing")
-            proof = _merkle.inclusion_proof(index, size, _store.SqliteHashReader(connection))
-            return Receipt(index, size, _merkle.leaf_hash(data), proof, note)
+            reader = _store.SqliteHashReader(connection)
+            proof = _merkle.inclusion_proof(index, tree_size, reader)
+            return Receipt(index, tree_size, _merkle.leaf_hash(data), proof, note)
 
         return self._run(read)
 

@@ -192,3 +192,10 @@ def latest_checkpoint(connection: sqlite3.Connection) -> tuple[int, str] | None:
             "SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1"
         ).fetchone()
     return None if row is None else (int(row[0]), str(row[1]))
+
+
+def checkpoint_note(connection: sqlite3.Connection, size: int) -> str | None:
+    """Return the signed note for tree ``size``, or ``None`` when there is none."""
+    with sql_errors("reading a checkpoint"):
+        row = connection.execute("SELECT note FROM checkpoints WHERE size = ?", (size,)).fetchone()
+    return None if row is None else str(row[0])

@@ -10,27 +10,15 @@ ledger signs one per append) locate the first altered entry by binary search.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 from ledger import _merkle, _store
-from ledger._entry import GENESIS_PREV, LedgerEntry
 from ledger._errors import LedgerError, LedgerVerificationError
 from ledger._note import Checkpoint, open_checkpoint, parse_verifier_key
+from ledger._scan import EntryScanner, Progress, VerificationReport, check_trusted
 
 _CHUNK = 1000  # rows fetched (and progress reported) at a time
-
-Progress = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class VerificationReport:
-    """What a successful :func:`verify_ledger` established."""
-
-    size: int
-    root_hash: bytes
-    checkpoint: Checkpoint
 
 
 def verify_ledger(
@@ -60,7 +48,7 @@ def verify_ledger(
     connection = _store.connect(Path(directory), read_only=True)
     try:
         with _store.transaction(connection, write=False), _store.sql_errors("verifying"):
-            return _verify(connection, verifier_key, progress, trusted)
+            return _verify(connection, verifier_key, progress, trusted, trusted_checkpoint)
     finally:
         connection.close()
 
@@ -70,6 +58,7 @@ def _verify(
     key: str,
     progress: Progress | None,
     trusted: Checkpoint | None,
+    trusted_note: str | None,
 ) -> VerificationReport:
     (total,) = connection.execute("SELECT COUNT(*) FROM entries").fetchone()
     leaves, failure = _scan_entries(connection, int(total), progress)
@@ -81,6 +70,7 @@ def _verify(
     n = len(leaves)
     root = _merkle.root_from_leaf_hashes(leaves)
     checkpoint, problem = _latest_checkpoint(connection, key)
+    latest_note = (_store.latest_checkpoint(connection) or (0, ""))[1]
     if checkpoint is not None:
         if checkpoint.size > n:
             problem = LedgerVerificationError(
@@ -103,8 +93,8 @@ def _verify(
             or problem
             or LedgerVerificationError("the ledger holds no signed checkpoint")
         )
-    if trusted is not None:
-        _check_trusted(trusted, leaves)
+    if trusted is not None and trusted_note is not None:
+        check_trusted(trusted, leaves, trusted_note=trusted_note, latest=latest_note)
     _check_stored_hashes(connection, leaves)
     return VerificationReport(size=n, root_hash=root, checkpoint=checkpoint)
 
@@ -129,36 +119,22 @@ def _scan_entries(
     Stops at the first bad entry and returns the error for it alongside the leaf hashes
     of the entries before it.
     """
-    leaves: list[bytes] = []
-    prev = GENESIS_PREV
+    scanner = EntryScanner()
     if progress is not None:
         progress(0, total)
     cursor = connection.execute("SELECT idx, data FROM entries ORDER BY idx")
     while rows := cursor.fetchmany(_CHUNK):
         for idx, data in rows:
-            position = len(leaves)
+            position = len(scanner.leaves)
             if idx != position:
-                return leaves, LedgerVerificationError("entry is missing", position)
+                return scanner.leaves, LedgerVerificationError("entry is missing", position)
             try:
-                entry = LedgerEntry.parse(data)
+                scanner.add(data)
             except LedgerVerificationError as exc:
-                return leaves, LedgerVerificationError(exc.reason, position)
-            if entry.index != position:
-                return leaves, LedgerVerificationError(
-                    f"entry says it is entry {entry.index} (moved or swapped)", position
-                )
-            if entry.prev != prev:
-                return leaves, LedgerVerificationError(
-                    f"leaf data does not match the chain (prev hash {entry.prev[:16]}… "
-                    f"but entry {position - 1} hashes to {prev[:16]}…)",
-                    position,
-                )
-            leaf = _merkle.leaf_hash(data)
-            leaves.append(leaf)
-            prev = leaf.hex()
+                return scanner.leaves, exc
         if progress is not None:
-            progress(len(leaves), total)
-    return leaves, None
+            progress(len(scanner.leaves), total)
+    return scanner.leaves, None
 
 
 def _locate(
@@ -215,20 +191,6 @@ def _matches(
     if checkpoint.size != size:
         return None
     return _merkle.root_from_leaf_hashes(leaves[:size]) == checkpoint.root_hash
-
-
-def _check_trusted(trusted: Checkpoint, leaves: list[bytes]) -> None:
-    if trusted.size > len(leaves):
-        raise LedgerVerificationError(
-            f"entry is missing: the trusted checkpoint covers {trusted.size} entries "
-            f"but {len(leaves)} are stored (truncated or rolled back)",
-            len(leaves),
-        )
-    if _merkle.root_from_leaf_hashes(leaves[: trusted.size]) != trusted.root_hash:
-        raise LedgerVerificationError(
-            f"the first {trusted.size} entries differ from the trusted checkpoint "
-            "(history was rewritten and re-signed)"
-        )
 
 
 def _expected_stored_hashes(leaves: list[bytes]) -> Iterator[bytes]:

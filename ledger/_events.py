@@ -1,0 +1,155 @@
+"""The signatures an entry carries inside it, checked against keys the ledger itself recorded.
+
+The tree and the checkpoint prove an entry was not changed after it was logged; they say
+nothing about whether the operator logged a *true* event. So the sandbox's entries embed
+evidence signed by someone other than the ledger key:
+
+- ``job.accepted`` / ``job.denied`` / ``job.refused``: the enterprise's Ed25519 signature
+  over the RFC 8785 bytes of ``request``, verified with the key of that enterprise's
+  latest earlier ``enterprise.registered`` entry;
+- ``run.completed``: the enclave's Ed25519 signature over the RFC 8785 bytes of
+  ``attestation``, verified with the key of the ``sandbox.created`` entry (entry 0 of a
+  sandbox ledger), and the attestation must be for the job the run names.
+
+An auditor therefore needs nothing but the ledger's verifier key: every other key is on
+the ledger, before the entries it verifies. Entry types not named here carry no embedded
+signature and pass (the ledger also serves other applications and the tests).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+import rfc8785
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from ledger._entry import LedgerEntry
+
+SANDBOX_CREATED = "sandbox.created"
+ENTERPRISE_REGISTERED = "enterprise.registered"
+JOB_TYPES = frozenset({"job.accepted", "job.denied", "job.refused"})
+RUN_COMPLETED = "run.completed"
+
+
+def thaw(value: Any) -> Any:
+    """Return frozen entry fields (read-only mappings, tuples) as plain dicts and lists."""
+    if isinstance(value, Mapping):
+        return {key: thaw(item) for key, item in value.items()}
+    if isinstance(value, tuple | list):
+        return [thaw(item) for item in value]
+    return value
+
+
+def _b64(text: Any) -> bytes | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (UnicodeEncodeError, binascii.Error, ValueError):
+        return None
+
+
+def _public_key(text: Any) -> Ed25519PublicKey | None:
+    raw = _b64(text)
+    if raw is None or len(raw) != 32:
+        return None
+    try:
+        return Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError:
+        return None
+
+
+def _signed_by(key: Ed25519PublicKey, signature: Any, document: Any) -> bool:
+    raw = _b64(signature)
+    if raw is None or not isinstance(document, Mapping):
+        return False
+    try:
+        key.verify(raw, rfc8785.dumps(thaw(document)))
+    except (InvalidSignature, rfc8785.CanonicalizationError, ValueError):
+        return False
+    return True
+
+
+class EventChecker:
+    """Walks entries in order, learning keys and checking the signatures entries embed.
+
+    :meth:`check` returns ``None`` when the entry is fine, else the reason it is not.
+    """
+
+    def __init__(self) -> None:
+        self._enclave_key: Ed25519PublicKey | None = None
+        self._enterprises: dict[str, Ed25519PublicKey] = {}
+        self._accepted: dict[str, tuple[int, Mapping[str, Any]]] = {}
+
+    def check(self, entry: LedgerEntry) -> str | None:
+        """Check ``entry`` against what earlier entries recorded; remember what it records."""
+        fields = entry.fields
+        if entry.type == SANDBOX_CREATED:
+            return self._created(entry)
+        if entry.type == ENTERPRISE_REGISTERED:
+            key = _public_key(fields.get("public_key"))
+            name = fields.get("enterprise")
+            if key is None or not isinstance(name, str):
+                return "enterprise.registered needs an enterprise name and a raw Ed25519 key"
+            self._enterprises[name] = key
+            return None
+        if entry.type in JOB_TYPES:
+            return self._job(entry)
+        if entry.type == RUN_COMPLETED:
+            return self._run(entry)
+        return None
+
+    def _created(self, entry: LedgerEntry) -> str | None:
+        if entry.index != 0:
+            return "sandbox.created may only be entry 0"
+        key = _public_key(entry.fields.get("enclave_public_key"))
+        if key is None:
+            return "sandbox.created needs the enclave's raw Ed25519 public key"
+        self._enclave_key = key
+        return None
+
+    def _job(self, entry: LedgerEntry) -> str | None:
+        fields = entry.fields
+        request = fields.get("request")
+        name = fields.get("enterprise")
+        if not isinstance(request, Mapping) or request.get("enterprise") != name:
+            return "the signed request is missing or names another enterprise"
+        key = self._enterprises.get(name) if isinstance(name, str) else None
+        if key is None:
+            return f"enterprise {name!r} has no earlier enterprise.registered entry"
+        if not _signed_by(key, fields.get("request_signature"), request):
+            return f"request signature does not verify with {name!r}'s registered key"
+        digest = "sha256:" + hashlib.sha256(rfc8785.dumps(thaw(request))).hexdigest()
+        if fields.get("request_digest") != digest:
+            return "request_digest is not the SHA-256 of the signed request"
+        for key_name in ("computation", "dataset", "purpose"):
+            if fields.get(key_name) != request.get(key_name):
+                return f"{key_name} differs from the signed request"
+        if entry.type == "job.accepted" and isinstance(fields.get("job_id"), str):
+            self._accepted[fields["job_id"]] = (entry.index, fields)
+        return None
+
+    def _run(self, entry: LedgerEntry) -> str | None:
+        fields = entry.fields
+        if self._enclave_key is None:
+            return "no enclave key on the ledger (no sandbox.created entry 0)"
+        attestation = fields.get("attestation")
+        if not isinstance(attestation, Mapping) or not _signed_by(
+            self._enclave_key, fields.get("attestation_signature"), attestation
+        ):
+            return "run attestation signature does not verify with the enclave key"
+        job_id = fields.get("job_id")
+        if attestation.get("job_id") != job_id:
+            return "the run attestation is for another job"
+        accepted = self._accepted.get(job_id) if isinstance(job_id, str) else None
+        if accepted is None or fields.get("accepted_at_index") != accepted[0]:
+            return "accepted_at_index does not name this job's earlier job.accepted entry"
+        for key_name in ("code_hash", "params_digest"):
+            if attestation.get(key_name) != accepted[1].get(key_name):
+                return f"the attested {key_name} differs from the one accepted"
+        return None

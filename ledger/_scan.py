@@ -1,0 +1,143 @@
+"""Verification that needs only entry bytes in order and a signed checkpoint.
+
+This is the whole of what an auditor must trust: :class:`EntryScanner` checks each entry
+on its own (canonical bytes, its index, its ``prev`` hash, the signatures it embeds) and
+collects its leaf hash; :func:`verify_entries` recomputes the RFC 9162 root and compares
+it with the checkpoint the ledger key signed, and with a checkpoint the auditor kept.
+The source of the bytes (a ledger folder, an export, the HTTP API) does not matter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from ledger import _merkle
+from ledger._entry import GENESIS_PREV, LedgerEntry
+from ledger._errors import LedgerForkError, LedgerVerificationError
+from ledger._events import EventChecker
+from ledger._note import Checkpoint, open_checkpoint, parse_verifier_key
+
+Progress = Callable[[int, int], None]
+PROGRESS_EVERY = 1000  # entries between progress calls
+
+
+@dataclass(frozen=True)
+class VerificationReport:
+    """What a successful verification established."""
+
+    size: int
+    root_hash: bytes
+    checkpoint: Checkpoint
+
+
+class EntryScanner:
+    """Checks entries in log order; :attr:`leaves` holds the leaf hashes of those that passed."""
+
+    def __init__(self) -> None:
+        self.leaves: list[bytes] = []
+        self._prev = GENESIS_PREV
+        self._events = EventChecker()
+
+    def add(self, data: bytes) -> None:
+        """Check the next entry; raise :class:`LedgerVerificationError` naming its index."""
+        position = len(self.leaves)
+        try:
+            entry = LedgerEntry.parse(data)
+        except LedgerVerificationError as exc:
+            raise LedgerVerificationError(exc.reason, position) from None
+        if entry.index != position:
+            raise LedgerVerificationError(
+                f"entry says it is entry {entry.index} (moved or swapped)", position
+            )
+        if entry.prev != self._prev:
+            raise LedgerVerificationError(
+                f"leaf data does not match the chain (prev hash {entry.prev[:16]}… "
+                f"but entry {position - 1} hashes to {self._prev[:16]}…)",
+                position,
+            )
+        problem = self._events.check(entry)
+        if problem is not None:
+            raise LedgerVerificationError(problem, position)
+        leaf = _merkle.leaf_hash(data)
+        self.leaves.append(leaf)
+        self._prev = leaf.hex()
+
+
+def check_trusted(
+    trusted: Checkpoint, leaves: list[bytes], *, trusted_note: str, latest: str
+) -> None:
+    """Raise :class:`LedgerForkError` unless ``leaves`` extend the ``trusted`` checkpoint.
+
+    The error carries both signed notes (the one kept and the ledger's latest) as evidence.
+    """
+    if trusted.size > len(leaves):
+        raise LedgerForkError(
+            f"entry is missing: the trusted checkpoint covers {trusted.size} entries "
+            f"but {len(leaves)} are stored (truncated or rolled back)",
+            len(leaves),
+            trusted_note,
+            latest,
+        )
+    if _merkle.root_from_leaf_hashes(leaves[: trusted.size]) != trusted.root_hash:
+        raise LedgerForkError(
+            f"the first {trusted.size} entries differ from the trusted checkpoint "
+            "(history was rewritten and re-signed: a fork)",
+            None,
+            trusted_note,
+            latest,
+        )
+
+
+def verify_entries(
+    entries: Iterable[bytes],
+    checkpoint: str,
+    verifier_key: str,
+    *,
+    trusted_checkpoint: str | None = None,
+    progress: Progress | None = None,
+) -> VerificationReport:
+    """Verify ``entries`` (canonical bytes, from index 0, in order) against a signed checkpoint.
+
+    Every entry must pass :class:`EntryScanner`; there must be exactly as many as the
+    checkpoint (signed by ``verifier_key``) covers, with the same root; the ledger must
+    extend ``trusted_checkpoint`` when one is given. ``progress(done, total)`` is called
+    as entries are checked. Returns a :class:`VerificationReport`; raises
+    :class:`LedgerVerificationError` naming the first bad entry (:class:`LedgerForkError`
+    for a rollback or fork), :class:`~ledger.LedgerError` for a malformed key.
+    """
+    parse_verifier_key(verifier_key)
+    trusted = (
+        None if trusted_checkpoint is None else open_checkpoint(trusted_checkpoint, verifier_key)
+    )
+    try:
+        signed = open_checkpoint(checkpoint, verifier_key)
+    except LedgerVerificationError as exc:
+        raise LedgerVerificationError(f"latest checkpoint: {exc.reason}") from None
+    scanner = EntryScanner()
+    total = signed.size
+    if progress is not None:
+        progress(0, total)
+    for data in entries:
+        if len(scanner.leaves) >= total:
+            raise LedgerVerificationError(
+                f"entry is not covered by the signed checkpoint (it covers {total})", total
+            )
+        scanner.add(data)
+        if progress is not None and len(scanner.leaves) % PROGRESS_EVERY == 0:
+            progress(len(scanner.leaves), total)
+    leaves = scanner.leaves
+    if progress is not None:
+        progress(len(leaves), total)
+    if len(leaves) < total:
+        raise LedgerVerificationError(
+            f"entry is missing: the signed checkpoint covers {total} entries but "
+            f"{len(leaves)} were given (truncated)",
+            len(leaves),
+        )
+    root = _merkle.root_from_leaf_hashes(leaves)
+    if root != signed.root_hash:
+        raise LedgerVerificationError("recomputed root does not match the signed checkpoint")
+    if trusted is not None and trusted_checkpoint is not None:
+        check_trusted(trusted, leaves, trusted_note=trusted_checkpoint, latest=checkpoint)
+    return VerificationReport(size=len(leaves), root_hash=root, checkpoint=signed)
