@@ -30,6 +30,7 @@ from gateway._jobs import (
     sign_job,
     sign_request,
 )
+from gateway._ledger_routes import LedgerFeed
 from gateway._processor import Admission, Execution, JobProcessor
 from gateway._store import Enterprise, JobRecord, StateStore
 
@@ -48,6 +49,7 @@ __all__ = [
     "JobProcessor",
     "JobRecord",
     "JobResult",
+    "LedgerFeed",
     "MalformedRequest",
     "NotFound",
     "NotReady",

@@ -1,60 +1,194 @@
-"""Auditor commands: verify and inspect the audit ledger."""
+"""Auditor commands: export, verify, inspect and prove entries of the audit ledger.
+
+``indomain ledger verify`` exit codes: 0 the ledger verifies; 4 it does not (the message
+names the first bad entry, or prints both checkpoints of a rollback or fork); 2 bad input
+(no ledger there, malformed key or checkpoint file, more than one source, gateway
+unreachable).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from indomain.commands.common import (
+    EXIT_LEDGER,
+    EXIT_USAGE,
     HomeOpt,
     console,
     err,
     errors,
 )
 
-ledger_app = typer.Typer(help="Auditor: verify and inspect the audit ledger.", no_args_is_help=True)
+ledger_app = typer.Typer(
+    help="Auditor: export, verify and inspect the audit ledger.", no_args_is_help=True
+)
+
+KeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--key",
+        envvar="INDOMAIN_LEDGER_KEY",
+        help="The ledger's verifier key (or a file holding it), as the bureau published it "
+        "[default: the key stored with the ledger or export]",
+    ),
+]
+_TIME_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.%fZ"]
 
 
-@ledger_app.command("verify")
-def ledger_verify(
+@contextmanager
+def _verifying() -> Iterator[None]:
+    """Exit 4 when evidence does not verify (printing fork evidence), 2 for any bad input."""
+    from indomain.errors import IndomainError
+    from ledger import LedgerForkError, LedgerVerificationError
+
+    try:
+        yield
+    except LedgerForkError as exc:
+        err.print(f"[bold red]ledger does not verify:[/] {exc}", highlight=False)
+        print("# the checkpoint you trusted:")
+        print(exc.trusted, end="" if exc.trusted.endswith("\n") else "\n")
+        print("# the ledger's latest checkpoint (both are signed by the ledger key):")
+        print(exc.latest, end="" if exc.latest.endswith("\n") else "\n")
+        raise typer.Exit(EXIT_LEDGER) from None
+    except LedgerVerificationError as exc:
+        err.print(f"[bold red]ledger does not verify:[/] {exc}", highlight=False)
+        raise typer.Exit(EXIT_LEDGER) from None
+    except IndomainError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+def _read_text(path: Path, what: str) -> str:
+    from indomain.errors import ConfigError
+
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the {what} {path}: {exc}") from None
+
+
+def _key(option: str | None, default: Path | None) -> str:
+    from indomain.errors import ConfigError
+
+    if option is not None:
+        path = Path(option)
+        return _read_text(path, "key file").strip() if path.is_file() else option.strip()
+    if default is None:
+        raise ConfigError("--key is required with --url: use the key the bureau published")
+    return _read_text(default, "verifier key file").strip()
+
+
+@ledger_app.command("export")
+def ledger_export(
+    out: Annotated[Path, typer.Argument(help="New or empty folder to write the export to")],
     home: HomeOpt = None,
-    trusted: Annotated[
-        Path | None,
-        typer.Option(help="A checkpoint you kept earlier: the ledger must extend it"),
-    ] = None,
 ) -> None:
-    """Recompute every hash, the chain and the tree; check the signed checkpoint.
-
-    Exits 4 naming the first bad entry if anything was changed, or if the ledger does not
-    extend the --trusted checkpoint (truncation, rollback or a rewritten history).
-    """
-    from rich.progress import Progress
-
+    """Write checkpoint, entries.jsonl and ledger.pub: all an auditor needs, as flat files."""
     import ledger
     from indomain.home import Home, resolve_home
 
     with errors():
         h = Home.open(resolve_home(home))
-        key = (h.keys / "ledger.pub").read_text().strip()
-        with Progress(console=err, transient=True) as progress:
-            task = progress.add_task("verifying ledger", total=None)
+        size = ledger.export_ledger(h.ledger, out)
+        console.print(f"exported {size} entries to [bold]{out}[/]")
+
+
+@ledger_app.command("verify")
+def ledger_verify(
+    home: HomeOpt = None,
+    url: Annotated[str | None, typer.Option("--url", help="Verify a gateway's ledger")] = None,
+    export: Annotated[Path | None, typer.Option("--export", help="Verify an export folder")] = None,
+    trusted: Annotated[
+        Path | None,
+        typer.Option(help="A checkpoint you kept earlier: the ledger must extend it"),
+    ] = None,
+    key: KeyOpt = None,
+) -> None:
+    """Recompute every entry, the chain and the tree; check signatures and checkpoints.
+
+    Exits 4 naming the first bad entry if anything was changed, or if the ledger does not
+    extend the --trusted checkpoint (rollback or fork: both checkpoints are printed).
+    Exits 2 on bad input.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    import ledger
+    from indomain.errors import ConfigError
+    from indomain.home import Home, resolve_home
+
+    with _verifying():
+        if sum(x is not None for x in (home, url, export)) > 1:
+            raise ConfigError("give one of --home, --url or --export")
+        trusted_note = _read_text(trusted, "trusted checkpoint") if trusted else None
+        with Progress(
+            *Progress.get_default_columns()[:1],
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("verifying ledger", total=None)
 
             def tick(done: int, total: int) -> None:
-                progress.update(task, completed=done, total=total)
+                bar.update(task, completed=done, total=total)
 
-            report = ledger.verify_ledger(
-                h.ledger,
-                key,
-                progress=tick,
-                trusted_checkpoint=trusted.read_text() if trusted else None,
-            )
+            if url is not None:
+                from gateway import LedgerFeed
+
+                verifier = _key(key, None)
+                with LedgerFeed(url) as feed:
+                    note = feed.checkpoint()
+                    size = ledger.open_checkpoint(note, verifier).size
+                    report = ledger.verify_entries(
+                        feed.entries(0, size),
+                        note,
+                        verifier,
+                        trusted_checkpoint=trusted_note,
+                        progress=tick,
+                    )
+                source = url
+            elif export is not None:
+                verifier = _key(key, export / "ledger.pub")
+                report = ledger.verify_export(
+                    export, verifier, trusted_checkpoint=trusted_note, progress=tick
+                )
+                source = str(export)
+            else:
+                h = Home.open(resolve_home(home))
+                verifier = _key(key, h.keys / "ledger.pub")
+                report = ledger.verify_ledger(
+                    h.ledger, verifier, progress=tick, trusted_checkpoint=trusted_note
+                )
+                source = str(h.root)
         console.print(
-            f"[green]ledger verified[/]: {report.size} entries, root "
-            f"{report.root_hash.hex()}, checkpoint signed by {key.split('+')[0]}"
+            f"[green]ledger verified[/]: {report.size} entries from {source}, root "
+            f"{report.root_hash.hex()}, checkpoint signed by {verifier.split('+')[0]}"
+            + (", extends the trusted checkpoint" if trusted_note else "")
         )
+
+
+def _time(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _about(fields: Mapping[str, Any], key: str) -> Any:
+    """The enterprise or dataset an entry is about, wherever its type keeps it."""
+    for holder in (fields, fields.get("request"), fields.get("attestation")):
+        if isinstance(holder, Mapping) and key in holder:
+            return holder[key]
+    return None
 
 
 @ledger_app.command("show")
@@ -62,15 +196,42 @@ def ledger_show(
     home: HomeOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON entry per line")] = False,
     type_: Annotated[str | None, typer.Option("--type", help="Only entries of this type")] = None,
+    enterprise: Annotated[
+        str | None, typer.Option(help="Only entries about this enterprise")
+    ] = None,
+    dataset: Annotated[str | None, typer.Option(help="Only entries about this dataset")] = None,
+    since: Annotated[
+        datetime | None, typer.Option(formats=_TIME_FORMATS, help="From this UTC time on")
+    ] = None,
+    until: Annotated[
+        datetime | None, typer.Option(formats=_TIME_FORMATS, help="Before this UTC time")
+    ] = None,
 ) -> None:
-    """List ledger entries."""
+    """List ledger entries, filtered by type, enterprise, dataset and time (UTC)."""
     import ledger
     from indomain.home import Home, resolve_home
+
+    lo, hi = _time(since), _time(until)
+
+    def wanted(e: ledger.LedgerEntry) -> bool:
+        return (
+            type_ in (None, e.type)
+            and enterprise in (None, _about(e.fields, "enterprise"))
+            and dataset in (None, _about(e.fields, "dataset"))
+            and (lo is None or e.time >= lo)
+            and (hi is None or e.time < hi)
+        )
 
     with errors():
         h = Home.open(resolve_home(home))
         with ledger.Ledger.open(h.ledger) as log:
-            entries = [e for e in log.entries(0, log.size) if type_ in (None, e.type)]
+            size = log.size
+            entries = [
+                e
+                for start in range(0, size, 1000)
+                for e in log.entries(start, min(start + 1000, size))
+                if wanted(e)
+            ]
         if as_json:
             for e in entries:
                 print(e.canonical().decode())
@@ -78,9 +239,28 @@ def ledger_show(
         table = Table("#", "time", "type", "who", "what")
         for e in entries:
             f = e.fields
-            who = str(f.get("enterprise", ""))
+            who = str(_about(f, "enterprise") or "")
             what = str(f.get("dataset") or f.get("policy_version") or f.get("job_id") or "")
             if e.type in ("job.denied", "job.refused"):
                 what += f" ({(f.get('decision') or f.get('refusal') or {}).get('reason', '')})"
             table.add_row(str(e.index), e.time, e.type, who, what)
         console.print(table)
+
+
+@ledger_app.command("proof")
+def ledger_proof(
+    index: Annotated[int, typer.Argument(help="The entry to prove", min=0)],
+    home: HomeOpt = None,
+    size: Annotated[
+        int | None, typer.Option(help="Tree size to prove it in [default: latest]", min=1)
+    ] = None,
+) -> None:
+    """Print a C2SP tlog-proof that entry INDEX is in the ledger, for offline checking."""
+    import ledger
+    from indomain.home import Home, resolve_home
+
+    with errors():
+        h = Home.open(resolve_home(home))
+        with ledger.Ledger.open(h.ledger) as log:
+            receipt = log.receipt(index, size)
+        print(ledger.tlog_proof(receipt.index, receipt.proof, receipt.checkpoint), end="")

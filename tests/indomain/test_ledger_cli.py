@@ -1,0 +1,195 @@
+"""The auditor's commands: export, verify from a home, an export or a gateway, show, proof.
+
+Exit codes are part of the interface: 0 verified, 4 does not verify, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from typer.testing import CliRunner
+
+import ledger
+from gateway import Client, GatewayError, LedgerFeed
+from indomain.cli import app
+from tests.conftest import write_public_key
+
+runner = CliRunner()
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args), env={"INDOMAIN_LEDGER_KEY": None})
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture(scope="module")
+def sandbox_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    """A fresh home with one enterprise whose signed jobs are refused (unknown dataset)."""
+    from indomain.sandbox import Sandbox
+    from indomain.server import serve_in_thread
+
+    base = tmp_path_factory.mktemp("ledger-cli")
+    root = base / "home"
+    acme = Ed25519PrivateKey.generate()
+    sandbox = Sandbox.init(root, origin="cli.indomain.example/ledger")
+    sandbox.register_enterprise("Acme", write_public_key(base / "acme.pub", acme))
+    with serve_in_thread(sandbox.app()) as url:
+        with Client(url, enterprise="Acme", private_key=acme) as client:
+            for dataset in ("nope", "missing"):
+                with pytest.raises(GatewayError):
+                    client.submit(
+                        computation="aggregate",
+                        dataset=dataset,
+                        purpose="research",
+                        params={"sql": "SELECT 1"},
+                    )
+        yield {"root": root, "url": url, "key": sandbox.verifier_key, "sandbox": sandbox}
+    sandbox.close()
+
+
+def test_the_first_entries_put_the_enclave_key_and_the_enterprise_on_the_ledger(
+    sandbox_home: dict[str, object],
+):
+    code, out, _ = run("ledger", "show", "--home", str(sandbox_home["root"]), "--json")
+    assert code == 0
+    types = [json.loads(line)["type"] for line in out.splitlines()]
+    assert types == ["sandbox.created", "enterprise.registered", "job.refused", "job.refused"]
+    first = json.loads(out.splitlines()[0])["fields"]
+    assert first["ledger_verifier_key"] == sandbox_home["key"]
+
+
+def test_verify_a_home(sandbox_home: dict[str, object]):
+    code, out, _ = run("ledger", "verify", "--home", str(sandbox_home["root"]))
+    assert code == 0
+    assert "ledger verified: 4 entries" in out
+
+
+def test_export_then_verify_the_export(sandbox_home: dict[str, object], tmp_path: Path):
+    out_dir = tmp_path / "export"
+    code, out, _ = run("ledger", "export", str(out_dir), "--home", str(sandbox_home["root"]))
+    assert code == 0 and "exported 4 entries" in out
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "checkpoint",
+        "entries.jsonl",
+        "ledger.pub",
+    ]
+    code, out, _ = run(
+        "ledger", "verify", "--export", str(out_dir), "--key", str(sandbox_home["key"])
+    )
+    assert code == 0, out
+
+
+def test_a_forged_request_in_an_export_exits_4_naming_the_entry(
+    sandbox_home: dict[str, object], tmp_path: Path
+):
+    out_dir = tmp_path / "export"
+    run("ledger", "export", str(out_dir), "--home", str(sandbox_home["root"]))
+    lines = (out_dir / "entries.jsonl").read_bytes().split(b"\n")
+    lines[2] = lines[2].replace(b'"purpose":"research"', b'"purpose":"marketin"')
+    (out_dir / "entries.jsonl").write_bytes(b"\n".join(lines))
+    code, _, err = run("ledger", "verify", "--export", str(out_dir))
+    assert code == 4
+    # The enterprise's signature catches it at the entry itself, before the chain does.
+    assert "entry 2: request signature does not verify" in " ".join(err.split())
+
+
+def test_verify_a_gateway_over_http(sandbox_home: dict[str, object]):
+    url, key = str(sandbox_home["url"]), str(sandbox_home["key"])
+    code, out, err = run("ledger", "verify", "--url", url, "--key", key)
+    assert code == 0, err
+    assert "4 entries" in out
+
+
+def test_verify_over_http_needs_the_published_key(sandbox_home: dict[str, object]):
+    code, _, err = run("ledger", "verify", "--url", str(sandbox_home["url"]))
+    assert code == 2
+    assert "--key" in err
+
+
+def test_a_gateway_serving_an_altered_entry_is_caught(sandbox_home: dict[str, object]):
+    real = httpx.Client(base_url=str(sandbox_home["url"]))
+
+    def lying(request: httpx.Request) -> httpx.Response:
+        answer = real.get(request.url.path, params=request.url.params)
+        body = answer.content.replace(b'"dataset":"missing"', b'"dataset":"mislaid"')
+        return httpx.Response(answer.status_code, content=body)
+
+    with LedgerFeed("http://gateway", transport=httpx.MockTransport(lying)) as feed:
+        note = feed.checkpoint()
+        with pytest.raises(ledger.LedgerVerificationError) as caught:
+            ledger.verify_entries(feed.entries(0, 4), note, str(sandbox_home["key"]))
+    real.close()
+    assert caught.value.index == 3
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--home", "H", "--export", "E"],
+        ["--home", "/nonexistent/home"],
+        ["--export", "/nonexistent/export", "--key", "k+00000000+AA=="],
+        ["--url", "http://127.0.0.1:9", "--key", "not a key"],
+    ],
+)
+def test_bad_input_exits_2(args: list[str]):
+    code, _, _ = run("ledger", "verify", *args)
+    assert code == 2
+
+
+def test_rollback_against_a_kept_checkpoint_exits_4_and_prints_both_checkpoints(
+    sandbox_home: dict[str, object], tmp_path: Path
+):
+    root = Path(str(sandbox_home["root"]))
+    old = tmp_path / "old"
+    run("ledger", "export", str(old), "--home", str(root))
+    kept = tmp_path / "kept"
+    with ledger.Ledger.open(root / "ledger") as log:
+        later = log.checkpoint()
+    # The auditor kept a checkpoint for one more entry than the operator now shows.
+    shutil.copytree(old, tmp_path / "served")
+    lines = (old / "entries.jsonl").read_bytes().split(b"\n")[:-1]
+    (tmp_path / "served" / "entries.jsonl").write_bytes(b"".join(x + b"\n" for x in lines[:3]))
+    with ledger.Ledger.open(root / "ledger") as log:
+        (tmp_path / "served" / "checkpoint").write_text(log.checkpoint_at(3))
+    kept.write_text(later)
+    code, out, err = run(
+        "ledger", "verify", "--export", str(tmp_path / "served"), "--trusted", str(kept)
+    )
+    assert code == 4
+    assert "rolled back" in err
+    assert later in out and (tmp_path / "served" / "checkpoint").read_text() in out
+
+
+def test_show_filters_by_type_enterprise_and_time(sandbox_home: dict[str, object]):
+    home = str(sandbox_home["root"])
+    _, out, _ = run("ledger", "show", "--home", home, "--json", "--type", "job.refused")
+    assert len(out.splitlines()) == 2
+    _, out, _ = run("ledger", "show", "--home", home, "--json", "--enterprise", "Acme")
+    assert len(out.splitlines()) == 3  # registered and its two jobs
+    _, out, _ = run("ledger", "show", "--home", home, "--json", "--dataset", "missing")
+    assert len(out.splitlines()) == 1
+    _, out, _ = run("ledger", "show", "--home", home, "--json", "--until", "2000-01-01")
+    assert out == ""
+    _, out, _ = run("ledger", "show", "--home", home, "--json", "--since", "2000-01-01")
+    assert len(out.splitlines()) == 4
+    code, out, _ = run("ledger", "show", "--home", home, "--enterprise", "Acme")
+    assert code == 0 and "job.refused" in out
+
+
+def test_proof_prints_a_tlog_proof_that_verifies_offline(sandbox_home: dict[str, object]):
+    root = Path(str(sandbox_home["root"]))
+    code, out, _ = run("ledger", "proof", "2", "--home", str(root))
+    assert code == 0
+    assert out.startswith("c2sp.org/tlog-proof@v1\nindex 2\n")
+    with ledger.Ledger.open(root / "ledger") as log:
+        entry = log.raw_entry(2)
+    checkpoint = ledger.verify_tlog_proof(out, entry, str(sandbox_home["key"]))
+    assert checkpoint.size == 4
+    with pytest.raises(ledger.LedgerVerificationError):
+        ledger.verify_tlog_proof(out, entry.replace(b"nope", b"nopf"), str(sandbox_home["key"]))
