@@ -1,0 +1,135 @@
+"""The approval workflow wired to the sandbox: policy for the reviewer count, the ledger
+for every proposal, vote and approved hash, and resolving a job that runs a proposal.
+
+See :mod:`indomain.reviews` for the rules; this module only connects them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import policies
+from indomain.reviews import Proposal, ProposalError, render, required_reviewers, runnable
+
+PROPOSAL_KEYS = frozenset({"proposal", "values"})
+
+
+def propose(
+    sandbox: Any,
+    *,
+    requester: str,
+    name: str,
+    template: str,
+    parameters: Mapping[str, str],
+    purpose: str,
+    datasets: list[str] | tuple[str, ...],
+    expected_epsilon: str,
+) -> Proposal:
+    """Store a proposal after checking that policies let ``requester`` run aggregates on
+    every dataset for ``purpose`` (and how many reviewers they require); recorded on the
+    ledger. Raises :class:`ProposalError`."""
+    if not isinstance(datasets, list | tuple) or not datasets:
+        raise ProposalError("datasets: name at least one dataset")
+    policy_set = sandbox.policy_set
+    obligations = []
+    for dataset in datasets:
+        licence = sandbox.registry.licence(requester)
+        dclass = sandbox.registry.dataset_class(str(dataset))
+        try:
+            request = policies.AccessRequest(
+                enterprise=requester,
+                computation="aggregate",
+                dataset=str(dataset),
+                purpose=str(purpose),
+                time=datetime.now(UTC),
+                enterprise_attrs=licence.attrs(),
+                dataset_attrs=dclass.attrs(),
+                dataset_groups=dclass.group_attrs(),
+                epsilon=Decimal(str(expected_epsilon)),
+            )
+        except (policies.PolicyError, ArithmeticError, ValueError):
+            raise ProposalError("the proposal's fields do not form a valid request") from None
+        decision = policies.decide(policy_set, request)
+        if not decision.allowed:
+            raise ProposalError(f"no grant covers this proposal: {decision.reason}")
+        obligations.append(decision.obligations)
+    merged = policies.merge_obligations(obligations)
+    proposal: Proposal = sandbox.reviews.add(
+        requester=requester,
+        name=name,
+        template=template,
+        parameters=parameters,
+        purpose=purpose,
+        datasets=tuple(datasets),
+        expected_epsilon=str(expected_epsilon),
+        required_reviewers=required_reviewers(merged),
+    )
+    sandbox.ledger.append(
+        "proposal.submitted",
+        {
+            "proposal": proposal.id,
+            "requester": requester,
+            "name": proposal.name,
+            "code_hash": proposal.code_hash,
+            "purpose": proposal.purpose,
+            "datasets": list(proposal.datasets),
+            "columns": list(proposal.columns),
+            "expected_epsilon": proposal.expected_epsilon,
+            "required_reviewers": proposal.required_reviewers,
+            "policy_version": policy_set.version if policy_set is not None else "",
+        },
+    )
+    return proposal
+
+
+def review(
+    sandbox: Any, proposal_id: str, *, reviewer: str, verdict: str, reason: str = ""
+) -> Proposal:
+    """Record a vote on the ledger; an approval that completes the count also records
+    ``proposal.approved`` with the approved code hash. Raises :class:`ProposalError`."""
+    proposal: Proposal = sandbox.reviews.vote(
+        proposal_id, reviewer=reviewer, verdict=verdict, reason=reason
+    )
+    sandbox.ledger.append(
+        "proposal.reviewed",
+        {
+            "proposal": proposal.id,
+            "reviewer": reviewer.strip(),
+            "verdict": verdict,
+            "reason": reason,
+            "code_hash": proposal.code_hash,
+        },
+    )
+    if proposal.status in ("approved", "rejected"):
+        sandbox.ledger.append(
+            f"proposal.{proposal.status}",
+            {
+                "proposal": proposal.id,
+                "code_hash": proposal.code_hash,
+                "approvals": list(proposal.approvals),
+                "rejections": list(proposal.rejections),
+                "required_reviewers": proposal.required_reviewers,
+            },
+        )
+    return proposal
+
+
+def resolve_params(sandbox: Any, job: Any) -> dict[str, Any]:
+    """The parameters to check for ``job``: unchanged, unless it runs a proposal, then
+    the approved template rendered with its values (plus any other parameters, such as
+    a privacy budget). Raises :class:`ProposalError` if the proposal may not run."""
+    params = dict(job.params)
+    if "proposal" not in params and "values" not in params:
+        return params
+    if job.computation != "aggregate":
+        raise ProposalError("only aggregate jobs can run a proposal")
+    if "sql" in params:
+        raise ProposalError("a job runs either its own sql or a proposal, not both")
+    proposal = sandbox.reviews.get(params.get("proposal"))
+    runnable(proposal, enterprise=job.enterprise, dataset=job.dataset, purpose=job.purpose)
+    sql = render(proposal, params.get("values"))
+    rest = {k: v for k, v in params.items() if k not in PROPOSAL_KEYS}
+    return {**rest, "sql": sql}

@@ -1,0 +1,131 @@
+"""Reviewer commands: list, show, approve and reject proposed computations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from indomain.commands.common import HomeOpt, console, errors, open_sandbox
+
+review_app = typer.Typer(
+    help="Reviewer: approve or reject proposed computations (two-person rule).",
+    no_args_is_help=True,
+)
+
+ReviewerOpt = Annotated[
+    str, typer.Option("--reviewer", envvar="INDOMAIN_REVIEWER", help="Your reviewer name")
+]
+
+
+@review_app.command("list")
+def review_list(
+    status: Annotated[
+        str | None, typer.Option(help="pending, approved or rejected [default: all]")
+    ] = None,
+    home: HomeOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List proposals with their requester, purpose, datasets and review state."""
+    with errors(), open_sandbox(home) as sandbox:
+        proposals = sandbox.reviews.list(status=status)
+        if as_json:
+            print(json.dumps([p.to_json() for p in proposals], indent=2, ensure_ascii=False))
+            return
+        table = Table("id", "name", "requester", "purpose", "datasets", "ε", "status", "approvals")
+        for p in proposals:
+            table.add_row(
+                p.id,
+                p.name,
+                p.requester,
+                p.purpose,
+                ", ".join(p.datasets),
+                p.expected_epsilon,
+                p.status,
+                f"{len(p.approvals)}/{p.required_reviewers}",
+            )
+        console.print(table)
+
+
+@review_app.command("show")
+def review_show(proposal: Annotated[str, typer.Argument()], home: HomeOpt = None) -> None:
+    """Everything a reviewer needs: template, parameters, columns, cost, code hash."""
+    with errors(), open_sandbox(home) as sandbox:
+        print(json.dumps(sandbox.reviews.get(proposal).to_json(), indent=2, ensure_ascii=False))
+
+
+@review_app.command("propose")
+def review_propose(
+    requester: Annotated[str, typer.Option(help="The enterprise proposing it")],
+    name: Annotated[str, typer.Option(help="Template name")],
+    template: Annotated[Path, typer.Option(help="File with the SQL template (:placeholders)")],
+    purpose: Annotated[str, typer.Option(help="Purpose it serves")],
+    dataset: Annotated[list[str], typer.Option("--dataset", help="Dataset (repeat)")],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="name:int|number|string (repeat)")
+    ] = None,
+    epsilon: Annotated[str, typer.Option(help="Expected privacy cost per run")] = "0",
+    home: HomeOpt = None,
+) -> None:
+    """Record a proposal on an enterprise's behalf (enterprises use POST /v1/proposals)."""
+    from indomain.approvals import propose
+    from indomain.reviews import ProposalError
+
+    with errors(), open_sandbox(home) as sandbox:
+        parameters = {}
+        for item in param or []:
+            pname, sep, ptype = item.partition(":")
+            if not sep:
+                raise ProposalError(f"--param {item!r}: write name:type")
+            parameters[pname] = ptype
+        try:
+            text = template.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ProposalError(f"cannot read {template}: {exc.strerror}") from None
+        p = propose(
+            sandbox,
+            requester=requester,
+            name=name,
+            template=text,
+            parameters=parameters,
+            purpose=purpose,
+            datasets=dataset,
+            expected_epsilon=epsilon,
+        )
+        console.print(f"proposal {p.id} ({p.code_hash}) needs {p.required_reviewers} reviewers")
+
+
+def _vote(proposal: str, reviewer: str, verdict: str, reason: str, home: Path | None) -> None:
+    from indomain.approvals import review
+
+    with errors(), open_sandbox(home) as sandbox:
+        p = review(sandbox, proposal, reviewer=reviewer, verdict=verdict, reason=reason)
+        console.print(
+            f"{p.id}: {p.status} ({len(p.approvals)}/{p.required_reviewers} approvals), "
+            f"code {p.code_hash}"
+        )
+
+
+@review_app.command("approve")
+def review_approve(
+    proposal: Annotated[str, typer.Argument()],
+    reviewer: ReviewerOpt,
+    reason: Annotated[str, typer.Option(help="Why")] = "",
+    home: HomeOpt = None,
+) -> None:
+    """Approve; the proposal becomes runnable once enough distinct reviewers approve."""
+    _vote(proposal, reviewer, "approve", reason, home)
+
+
+@review_app.command("reject")
+def review_reject(
+    proposal: Annotated[str, typer.Argument()],
+    reviewer: ReviewerOpt,
+    reason: Annotated[str, typer.Option(help="Why (shown to the requester)")],
+    home: HomeOpt = None,
+) -> None:
+    """Reject; one rejection is final."""
+    _vote(proposal, reviewer, "reject", reason, home)

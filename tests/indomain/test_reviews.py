@@ -1,0 +1,274 @@
+"""The approval workflow: two-person rule, code hashes, and runs of approved templates."""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+import indomain
+from gateway import JobDocument
+from indomain.approvals import propose, review
+from indomain.cli import app
+from indomain.reviews import Proposal, ProposalError, ReviewStore, code_hash, render
+from indomain.sandbox import Sandbox
+
+BUREAU = Path(indomain.__file__).parent / "demo" / "bureau"
+TEMPLATE = "SELECT district, COUNT(*) AS n FROM residents WHERE age_band = :band GROUP BY district"
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.conftest import build_home
+
+    base = tmp_path_factory.mktemp("reviews")
+    sandbox: Any
+    sandbox, _, _ = build_home(base / "home", base / "source", rows=500)
+    sandbox.apply_policies(BUREAU)
+    sandbox.close()
+    return base / "home"
+
+
+def proposal_in(sandbox: Sandbox, **changes: Any) -> Proposal:
+    fields: dict[str, Any] = {
+        "requester": "Acme Credit",
+        "name": "district_counts",
+        "template": TEMPLATE,
+        "parameters": {"band": "string"},
+        "purpose": "credit_risk_model",
+        "datasets": ["residents"],
+        "expected_epsilon": "0.5",
+    }
+    fields.update(changes)
+    return propose(sandbox, **fields)
+
+
+def job(proposal: str, **changes: Any) -> JobDocument:
+    fields: dict[str, Any] = {
+        "enterprise": "Acme Credit",
+        "computation": "aggregate",
+        "dataset": "residents",
+        "purpose": "credit_risk_model",
+        "params": {"proposal": proposal, "values": {"band": "30-39"}},
+        "nonce": secrets.token_urlsafe(24),
+        "issued_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    fields.update(changes)
+    return JobDocument(**fields)
+
+
+# --- pure rules ------------------------------------------------------------------------
+
+
+def test_one_changed_character_is_a_new_code_hash() -> None:
+    base = code_hash("t", TEMPLATE, {"band": "string"})
+    assert base != code_hash("t", TEMPLATE.replace("COUNT", "count"), {"band": "string"})
+    assert base != code_hash("t", TEMPLATE, {"band": "int"})
+    assert base != code_hash("u", TEMPLATE, {"band": "string"})
+
+
+def _approved(template: str = TEMPLATE, parameters: dict[str, str] | None = None) -> Proposal:
+    parameters = parameters or {"band": "string"}
+    return Proposal(
+        id="prop_" + "0" * 32,
+        name="t",
+        template=template,
+        parameters=parameters,
+        requester="A",
+        purpose="p",
+        datasets=("residents",),
+        columns=(),
+        expected_epsilon="0",
+        code_hash=code_hash("t", template, parameters),
+        required_reviewers=2,
+        status="approved",
+    )
+
+
+def test_a_value_is_substituted_as_a_literal_and_cannot_change_the_query() -> None:
+    import sqlglot
+    from sqlglot import exp
+
+    hostile = "x' OR 1=1 --"
+    tree = sqlglot.parse_one(render(_approved(), {"band": hostile}), read="duckdb")
+    where = tree.args["where"].this
+    assert isinstance(where, exp.EQ) and not list(tree.find_all(exp.Or))
+    assert isinstance(where.expression, exp.Literal) and where.expression.this == hostile
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{}, {"band": 3}, {"band": "a", "extra": 1}, {"band": None}, {"band": ["a"]}, "band"],
+)
+def test_missing_unknown_or_mistyped_values_are_refused(values: Any) -> None:
+    with pytest.raises(ProposalError):
+        render(_approved(), values)
+
+
+def test_numbers_must_be_finite_and_ints_not_bools() -> None:
+    p = _approved(TEMPLATE.replace("age_band = :band", "income > :n"), {"n": "int"})
+    assert "income > 5" in render(p, {"n": 5})
+    for bad in (True, 1.5, "5"):
+        with pytest.raises(ProposalError):
+            render(p, {"n": bad})
+
+
+# --- the store -------------------------------------------------------------------------
+
+
+def store_proposal(tmp_path: Path, required: int = 2) -> tuple[ReviewStore, Proposal]:
+    store = ReviewStore(tmp_path / "state.sqlite")
+    p = store.add(
+        requester="Acme Credit",
+        name="t",
+        template=TEMPLATE,
+        parameters={"band": "string"},
+        purpose="credit_risk_model",
+        datasets=("residents",),
+        expected_epsilon="0.5",
+        required_reviewers=required,
+    )
+    return store, p
+
+
+def test_two_distinct_reviewers_approve(tmp_path: Path) -> None:
+    store, p = store_proposal(tmp_path)
+    assert store.vote(p.id, reviewer="wang", verdict="approve").status == "pending"
+    assert store.vote(p.id, reviewer="zhao", verdict="approve").status == "approved"
+
+
+@pytest.mark.parametrize("second", ["wang", "WANG", " wang "])
+def test_one_reviewer_counts_once(tmp_path: Path, second: str) -> None:
+    store, p = store_proposal(tmp_path)
+    store.vote(p.id, reviewer="wang", verdict="approve")
+    with pytest.raises(ProposalError, match="already reviewed"):
+        store.vote(p.id, reviewer=second, verdict="approve")
+    assert store.get(p.id).status == "pending"
+
+
+@pytest.mark.parametrize("who", ["Acme Credit", "acme credit"])
+def test_the_requester_cannot_approve_their_own_proposal(tmp_path: Path, who: str) -> None:
+    store, p = store_proposal(tmp_path)
+    with pytest.raises(ProposalError, match="own proposal"):
+        store.vote(p.id, reviewer=who, verdict="approve")
+
+
+def test_one_rejection_is_final(tmp_path: Path) -> None:
+    store, p = store_proposal(tmp_path)
+    store.vote(p.id, reviewer="wang", verdict="approve")
+    assert store.vote(p.id, reviewer="li", verdict="reject").status == "rejected"
+    with pytest.raises(ProposalError, match="already rejected"):
+        store.vote(p.id, reviewer="zhao", verdict="approve")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"template": TEMPLATE.replace(":band", "'x'")},  # declared parameter never used
+        {"parameters": {"band": "sql"}},
+        {"datasets": ()},
+        {"name": "Bad Name"},
+        {"expected_epsilon": "-1"},
+        {"template": "SELECT 1; DROP TABLE residents"},
+    ],
+)
+def test_malformed_proposals_are_refused(tmp_path: Path, changes: dict[str, Any]) -> None:
+    store = ReviewStore(tmp_path / "state.sqlite")
+    fields: dict[str, Any] = {
+        "requester": "A",
+        "name": "t",
+        "template": TEMPLATE,
+        "parameters": {"band": "string"},
+        "purpose": "p",
+        "datasets": ("residents",),
+        "expected_epsilon": "0",
+        "required_reviewers": 2,
+    }
+    fields.update(changes)
+    with pytest.raises(ProposalError):
+        store.add(**fields)
+
+
+# --- in the sandbox ----------------------------------------------------------------------
+
+
+def test_a_proposal_runs_only_after_two_reviewers_and_only_for_its_requester(home: Path) -> None:
+    with Sandbox.open(home) as sandbox:
+        p = proposal_in(sandbox)
+        assert p.required_reviewers == 2  # the bureau's grant has no @review: default rule
+        before = sandbox.admit(job(p.id), job_id="r1", signature="s")
+        assert before.code == "proposal_not_approved"
+        review(sandbox, p.id, reviewer="wang", verdict="approve")
+        half = sandbox.admit(job(p.id), job_id="r2", signature="s")
+        assert half.code == "proposal_not_approved"
+        review(sandbox, p.id, reviewer="zhao", verdict="approve")
+        after = sandbox.admit(job(p.id), job_id="r3", signature="s")
+        assert after.code not in ("proposal_not_approved", "policy_denied"), after.reason
+
+        for attack in (
+            job(p.id, enterprise="Beta Analytics"),
+            job(p.id, purpose="fiscal_research"),
+            job(p.id, dataset="tax_records"),
+        ):
+            refused = sandbox.admit(attack, job_id="r4", signature="s")
+            assert refused.outcome in ("refused", "denied")
+            assert refused.code != "accepted"
+        both = job(p.id, params={"proposal": p.id, "values": {"band": "a"}, "sql": "SELECT 1"})
+        assert sandbox.admit(both, job_id="r5", signature="s").code == "proposal_not_approved"
+
+        entries = sandbox.ledger.entries(0, sandbox.ledger.size)
+        approved = [e for e in entries if e.type == "proposal.approved"]
+        assert approved and approved[-1].fields["code_hash"] == p.code_hash
+        assert sorted(approved[-1].fields["approvals"]) == ["wang", "zhao"]
+
+
+def test_a_template_changed_after_approval_no_longer_runs(home: Path) -> None:
+    with Sandbox.open(home) as sandbox:
+        p = proposal_in(sandbox, name="tampered")
+        review(sandbox, p.id, reviewer="wang", verdict="approve")
+        review(sandbox, p.id, reviewer="zhao", verdict="approve")
+    db = sqlite3.connect(home / "state.sqlite")
+    row = db.execute("SELECT document FROM proposals WHERE id=?", (p.id,)).fetchone()
+    db.execute(
+        "UPDATE proposals SET document=? WHERE id=?",
+        (row[0].replace("COUNT(*)", "SUM(income)"), p.id),
+    )
+    db.commit()
+    db.close()
+    with Sandbox.open(home) as sandbox:
+        refused = sandbox.admit(job(p.id), job_id="t1", signature="s")
+        assert refused.code == "proposal_not_approved"
+        assert "code hash" in refused.reason
+
+
+def test_a_proposal_no_grant_covers_is_refused(home: Path) -> None:
+    with Sandbox.open(home) as sandbox, pytest.raises(ProposalError, match="no grant"):
+        proposal_in(sandbox, purpose="direct_marketing")
+
+
+def test_review_cli_lists_shows_approves_and_rejects(home: Path) -> None:
+    runner = CliRunner()
+    with Sandbox.open(home) as sandbox:
+        p = proposal_in(sandbox, name="cli_counts")
+    args = ["review", "list", "--status", "pending", "--home", str(home)]
+    assert runner.invoke(app, args).exit_code == 0
+    listed = runner.invoke(app, [*args, "--json"])
+    assert listed.exit_code == 0 and p.id in listed.output
+    shown = runner.invoke(app, ["review", "show", p.id, "--home", str(home)])
+    assert shown.exit_code == 0 and p.code_hash in shown.output
+    own = runner.invoke(
+        app, ["review", "approve", p.id, "--reviewer", "Acme Credit", "--home", str(home)]
+    )
+    assert own.exit_code == 2 and "own proposal" in own.output
+    ok = runner.invoke(app, ["review", "approve", p.id, "--reviewer", "wang", "--home", str(home)])
+    assert ok.exit_code == 0 and "1/2" in ok.output
+    rejected = runner.invoke(
+        app,
+        ["review", "reject", p.id, "--reviewer", "li", "--reason", "too fine", "--home", str(home)],
+    )
+    assert rejected.exit_code == 0 and "rejected" in rejected.output
