@@ -10,9 +10,11 @@ action = the computation's name, context = ``{ purpose, now, job: { epsilon, col
 :class:`AccessRequest` to a :class:`Decision` naming the policies that determined it and
 the obligations they impose, merged strictest-first. :func:`explain` says which
 conditions failed; :func:`lint` finds grants without purpose or expiry and unreachable
-permits; :func:`message` renders a decision in English or Chinese by its stable id.
+permits; :func:`run_cases` runs an author's YAML cases; :func:`message` renders a
+decision in English or Chinese by its stable id.
 """
 
+from policies._cases import CaseResult, run_cases
 from policies._decide import AccessRequest, Decision, decide
 from policies._errors import PolicyError, PolicyInvalid
 from policies._explain import ConditionCheck, Explanation, PolicyCheck, explain
@@ -23,6 +25,7 @@ from policies._policy_set import PolicySet
 
 __all__ = [
     "AccessRequest",
+    "CaseResult",
     "ConditionCheck",
     "Decision",
     "Explanation",
@@ -36,4 +39,5 @@ __all__ = [
     "lint",
     "merge_obligations",
     "message",
+    "run_cases",
 ]

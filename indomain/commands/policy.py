@@ -94,7 +94,6 @@ def policy_test(
     import yaml
 
     import policies
-    from policies._cases import run_cases
 
     _check_lang(lang)
     with errors():
@@ -108,7 +107,7 @@ def policy_test(
                 document = yaml.safe_load(file.read_text(encoding="utf-8"))
             except (OSError, yaml.YAMLError) as exc:
                 raise policies.PolicyError(f"{file}: cannot read cases: {exc}") from None
-            for result in run_cases(policy_set, document):
+            for result in policies.run_cases(policy_set, document):
                 mark = _t("pass", lang) if result.passed else f"[red]{_t('fail', lang)}[/]"
                 console.print(f"{mark}  {result.name}", highlight=False)
                 for problem in result.problems:

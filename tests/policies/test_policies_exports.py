@@ -9,6 +9,7 @@ from indomain.errors import IndomainError
 
 EXPECTED = {
     "AccessRequest",
+    "CaseResult",
     "ConditionCheck",
     "Decision",
     "Explanation",
@@ -22,6 +23,7 @@ EXPECTED = {
     "lint",
     "merge_obligations",
     "message",
+    "run_cases",
 }
 
 
