@@ -133,3 +133,34 @@ def resolve_params(sandbox: Any, job: Any) -> dict[str, Any]:
     sql = render(proposal, params.get("values"))
     rest = {k: v for k, v in params.items() if k not in PROPOSAL_KEYS}
     return {**rest, "sql": sql}
+
+
+class ProposalDesk:
+    """What the gateway's proposal endpoints call (see gateway/_review_routes.py)."""
+
+    def __init__(self, sandbox: Any) -> None:
+        self._sandbox = sandbox
+
+    def propose(self, enterprise: str, proposal: dict[str, Any]) -> dict[str, Any]:
+        """Store the enterprise's proposal; raises :class:`ProposalError` if refused."""
+        try:
+            stored = propose(
+                self._sandbox,
+                requester=enterprise,
+                name=proposal["name"],
+                template=proposal["template"],
+                parameters=proposal["parameters"],
+                purpose=proposal["purpose"],
+                datasets=proposal["datasets"],
+                expected_epsilon=str(proposal["expected_epsilon"]),
+            )
+        except (KeyError, TypeError):
+            raise ProposalError(
+                "a proposal needs name, template, parameters, purpose, "
+                "datasets and expected_epsilon"
+            ) from None
+        return stored.to_json()
+
+    def proposals(self, enterprise: str) -> list[dict[str, Any]]:
+        """The enterprise's proposals, newest last."""
+        return [p.to_json() for p in self._sandbox.reviews.list(requester=enterprise)]

@@ -272,3 +272,81 @@ def test_review_cli_lists_shows_approves_and_rejects(home: Path) -> None:
         ["review", "reject", p.id, "--reviewer", "li", "--reason", "too fine", "--home", str(home)],
     )
     assert rejected.exit_code == 0 and "rejected" in rejected.output
+
+
+# --- over HTTP ---------------------------------------------------------------------------
+
+
+def test_enterprises_propose_over_http_with_a_signed_document(tmp_path: Path) -> None:
+    import base64
+
+    import httpx
+    import rfc8785
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from gateway import sign_request
+    from indomain.server import serve_in_thread
+    from tests.conftest import build_home
+
+    sandbox: Any
+    sandbox, acme, beta = build_home(tmp_path / "home", tmp_path / "src", rows=300)
+    sandbox.apply_policies(BUREAU)
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    proposal = {
+        "enterprise": "Acme Credit",
+        "name": "http_counts",
+        "template": TEMPLATE,
+        "parameters": {"band": "string"},
+        "purpose": "credit_risk_model",
+        "datasets": ["residents"],
+        "expected_epsilon": "0.5",
+        "issued_at": now,
+    }
+
+    def signed(doc: dict[str, Any], key: Ed25519PrivateKey) -> dict[str, Any]:
+        return {
+            "proposal": doc,
+            "signature": base64.b64encode(key.sign(rfc8785.dumps(doc))).decode(),
+        }
+
+    try:
+        with serve_in_thread(sandbox.app()) as url, httpx.Client(base_url=url) as client:
+            made = client.post("/v1/proposals", json=signed(proposal, acme))
+            assert made.status_code == 201, made.text
+            pid = made.json()["proposal"]["id"]
+            assert made.json()["proposal"]["status"] == "pending"
+
+            # Signed by another enterprise's key: refused, nothing stored.
+            forged = client.post("/v1/proposals", json=signed({**proposal, "name": "x"}, beta))
+            assert forged.status_code == 401
+            # The signature covers the template: changing it after signing fails.
+            body = signed(proposal, acme)
+            body["proposal"] = {**proposal, "template": TEMPLATE.replace("COUNT(*)", "SUM(income)")}
+            assert client.post("/v1/proposals", json=body).status_code == 401
+            # Unknown fields are refused, not ignored.
+            extra = client.post("/v1/proposals", json=signed({**proposal, "approved": True}, acme))
+            assert extra.status_code == 400
+            # A purpose no grant covers is refused with the reason.
+            marketing = signed({**proposal, "purpose": "direct_marketing"}, acme)
+            assert client.post("/v1/proposals", json=marketing).status_code == 422
+
+            path = "/v1/proposals"
+            mine = client.get(
+                path,
+                headers=sign_request(enterprise="Acme Credit", key=acme, method="GET", path=path),
+            )
+            assert [p["id"] for p in mine.json()["proposals"]] == [pid]
+            theirs = client.get(
+                path, headers=sign_request(enterprise=BETA_NAME, key=beta, method="GET", path=path)
+            )
+            assert theirs.json()["proposals"] == []
+            one = f"/v1/proposals/{pid}"
+            hidden = client.get(
+                one, headers=sign_request(enterprise=BETA_NAME, key=beta, method="GET", path=one)
+            )
+            assert hidden.status_code == 404
+    finally:
+        sandbox.close()
+
+
+BETA_NAME = "Beta Analytics"
