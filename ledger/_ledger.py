@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -15,10 +15,33 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ledger import _merkle, _store
 from ledger._entry import GENESIS_PREV, LedgerEntry, format_time
 from ledger._errors import LedgerError
+from ledger._group import GroupCommit
 from ledger._note import Checkpoint, open_checkpoint, sign_checkpoint, verifier_key
 from ledger._receipt import Receipt
 
 _T = TypeVar("_T")
+_Append = tuple[str, Mapping[str, Any], str | None]  # type, fields, formatted time or None
+MAX_BATCH = 4096  # appends per group commit: bounds one transaction's size and latency
+
+
+class _BatchReader:
+    """Stored hashes as they will be once the batch commits: stored ones plus new ones."""
+
+    def __init__(self, stored: _store.SqliteHashReader) -> None:
+        self.stored = stored
+        self._new: dict[int, bytes] = {}
+
+    def add(self, n: int, hashes: list[bytes]) -> None:
+        first = _merkle.stored_hash_index(0, n)
+        self._new.update((first + i, h) for i, h in enumerate(hashes))
+
+    def new_rows(self) -> list[tuple[int, bytes]]:
+        return sorted(self._new.items())
+
+    def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
+        old = [i for i in indexes if i not in self._new]
+        found = dict(zip(old, self.stored.read_hashes(old), strict=True)) if old else {}
+        return [self._new[i] if i in self._new else found[i] for i in indexes]
 
 
 class Ledger:
@@ -45,6 +68,9 @@ class Ledger:
         self._verifier_key = meta["verifier_key"]
         self._signing_key = signing_key
         self._lock = threading.Lock()
+        self._group: GroupCommit[_Append, LedgerEntry] = GroupCommit(
+            self._commit_batch, max_batch=MAX_BATCH
+        )
 
     @classmethod
     def create(
@@ -146,44 +172,59 @@ class Ledger:
     ) -> LedgerEntry:
         """Append one event and return its entry once it is durably committed.
 
-        In one transaction: the entry (chained to its predecessor), its stored hashes and
-        a newly signed checkpoint for the new size. ``time`` defaults to now (UTC).
-        Raises :class:`LedgerError` when read-only, on invalid input, or if the stored
-        tree no longer matches the last signed checkpoint (then nothing is written).
+        Concurrent appends from threads of this process share one transaction and one
+        fsync (group commit, see :mod:`ledger._group`). Each transaction writes the
+        entries (each chained to its predecessor), their stored hashes and one newly
+        signed checkpoint for the new size; a lone append therefore still gets a
+        checkpoint for its own size. ``time`` defaults to the commit time (UTC).
+        Raises :class:`LedgerError` when read-only, on invalid input, when storage fails
+        (then this append is not acknowledged and nothing of its batch is written), or
+        if the stored tree no longer matches the last signed checkpoint.
         """
+        if self._signing_key is None:
+            raise LedgerError("the ledger was opened read-only (no signing key)")
+        stamp = None if time is None else format_time(time)
+        return self._group.submit((type, fields, stamp))
+
+    def _commit_batch(self, requests: Sequence[_Append]) -> list[LedgerEntry | BaseException]:
+        """Write ``requests`` in one transaction; one outcome per request (leader thread)."""
         key = self._signing_key
         if key is None:
             raise LedgerError("the ledger was opened read-only (no signing key)")
-        stamp = None if time is None else format_time(time)
 
-        def write(connection: sqlite3.Connection) -> LedgerEntry:
+        def write(connection: sqlite3.Connection) -> list[LedgerEntry | BaseException]:
             n = _store.size(connection)
-            reader = _store.SqliteHashReader(connection)
-            self._check_head(connection, n, reader)
-            prev = GENESIS_PREV if n == 0 else self._previous_leaf(connection, n - 1, reader)
-            entry = LedgerEntry(
-                index=n,
-                type=type,
-                time=stamp or format_time(datetime.now(UTC)),
-                prev=prev,
-                fields=fields,
-            )
-            data = entry.canonical()
-            hashes = _merkle.stored_hashes(n, data, reader)
-            first = _merkle.stored_hash_index(0, n)
+            reader = _BatchReader(_store.SqliteHashReader(connection))
+            self._check_head(connection, n, reader.stored)
+            prev = GENESIS_PREV if n == 0 else self._previous_leaf(connection, n - 1, reader.stored)
+            now = format_time(datetime.now(UTC))
+            outcomes: list[LedgerEntry | BaseException] = []
+            rows: list[tuple[int, bytes]] = []
+            for type_, fields, stamp in requests:
+                try:
+                    entry = LedgerEntry(
+                        index=n, type=type_, time=stamp or now, prev=prev, fields=fields
+                    )
+                except Exception as exc:  # this request alone fails
+                    outcomes.append(exc)
+                    continue
+                data = entry.canonical()
+                reader.add(n, _merkle.stored_hashes(n, data, reader))
+                rows.append((n, data))
+                outcomes.append(entry)
+                prev = entry.leaf_hash.hex()
+                n += 1
+            if not rows:
+                return outcomes
             with _store.sql_errors("appending"):
-                connection.execute("INSERT INTO entries (idx, data) VALUES (?, ?)", (n, data))
+                connection.executemany("INSERT INTO entries (idx, data) VALUES (?, ?)", rows)
                 connection.executemany(
-                    "INSERT INTO hashes (idx, hash) VALUES (?, ?)",
-                    [(first + i, h) for i, h in enumerate(hashes)],
+                    "INSERT INTO hashes (idx, hash) VALUES (?, ?)", reader.new_rows()
                 )
-                root = _merkle.tree_root(n + 1, reader)
-                checkpoint = Checkpoint(self._origin, n + 1, root)
+                checkpoint = Checkpoint(self._origin, n, _merkle.tree_root(n, reader))
                 note = sign_checkpoint(checkpoint, key_name=self._key_name, private_key=key)
-                connection.execute(
-                    "INSERT INTO checkpoints (size, note) VALUES (?, ?)", (n + 1, note)
-                )
-            return entry
+                connection.execute("INSERT INTO checkpoints (size, note) VALUES (?, ?)", (n, note))
+            return outcomes
 
         return self._run(write, write=True)
 
