@@ -1,7 +1,7 @@
 """The audit ledger: an append-only, tamper-evident record of every run, refusal and change.
 
 Entries are canonical JSON (RFC 8785), each naming its predecessor's hash, and are the
-leaves of an RFC 9162 Merkle tree. After every append the ledger signs a C2SP checkpoint
+leaves of an RFC 9162 Merkle tree. After every commit the ledger signs a C2SP checkpoint
 (a signed note, Ed25519), so an auditor holding only the ledger's verifier key can check
 a receipt (:func:`verify_receipt`) or the whole folder (:func:`verify_ledger`) offline.
 

@@ -356,7 +356,7 @@ class Ledger:
         return self._run(read)
 
     def checkpoint_at(self, size: int) -> str:
-        """Return the signed checkpoint note for tree ``size`` (one is signed per append)."""
+        """Return the signed checkpoint note for tree ``size`` (one is signed per commit)."""
         _check_index("size", size)
 
         def read(connection: sqlite3.Connection) -> str:

@@ -4,7 +4,7 @@ Trust nothing stored but what the key signed: every leaf hash and the root are
 recomputed from the entry bytes, the chain of ``prev`` hashes is re-walked, and the
 result must equal the latest signed checkpoint. Stored hashes are checked last, as
 derived data. When something is wrong, the signed checkpoints for smaller sizes (the
-ledger signs one per append) locate the first altered entry by binary search.
+ledger signs one per commit) locate the first altered entry by binary search.
 """
 
 from __future__ import annotations
