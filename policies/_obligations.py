@@ -5,7 +5,7 @@ A grant (a ``permit`` policy) may carry, beside its ``@id``::
     @min_group_size("10")      smallest group a result may show      strictest: largest
     @epsilon_per_job("0.5")    most epsilon one job may spend        strictest: smallest
     @budget("5.0/month")       epsilon per enterprise and dataset    strictest: smallest amount,
-                               per day, week, month or year          then the longest period
+                               per day, week, month, year or total   then the longest period
     @review("two-person")      distinct reviewers a new computation  strictest: most reviewers
                                needs (none, one-person, two-person, three-person)
     @allowed_columns("a,b")    the only columns the job may use      strictest: intersection
@@ -26,9 +26,10 @@ from types import MappingProxyType
 ID_ANNOTATION = "id"
 
 REVIEW_LEVELS = {"none": 0, "one-person": 1, "two-person": 2, "three-person": 3}
-BUDGET_PERIODS = {"day": 1, "week": 7, "month": 31, "year": 366}
+# "total": one budget for the grant's whole life (the longest window there is).
+BUDGET_PERIODS = {"day": 1, "week": 7, "month": 31, "year": 366, "total": 10**9}
 
-_BUDGET = re.compile(r"(\d+(?:\.\d+)?)/(day|week|month|year)")
+_BUDGET = re.compile(r"(\d+(?:\.\d+)?)/(day|week|month|year|total)")
 _POSITIVE_DECIMAL = re.compile(r"\d+(?:\.\d+)?")
 _COLUMN = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -53,7 +54,7 @@ def _positive_decimal(value: str) -> str:
 def _budget(value: str) -> str:
     match = _BUDGET.fullmatch(value)
     if match is None or Decimal(match.group(1)) <= 0:
-        raise ValueError('must be "<epsilon>/<day|week|month|year>", such as "5.0/month"')
+        raise ValueError('must be "<epsilon>/<day|week|month|year|total>", such as "5.0/month"')
     return value
 
 

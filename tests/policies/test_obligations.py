@@ -90,6 +90,8 @@ def test_same_budget_amount_longer_period_is_stricter() -> None:
     a = f'@id("a") @budget("5/month")\n{SCOPE};'
     b = f'@id("b") @budget("5/year")\n{SCOPE};'
     assert decide(policy_set(a, b), req()).obligations["budget"] == "5/year"
+    c = f'@id("c") @budget("5/total")\n{SCOPE};'
+    assert decide(policy_set(a, b, c), req()).obligations["budget"] == "5/total"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,151 @@
+"""The catalogue an enterprise browses: metadata, privacy rules, what its grants allow it
+to run, and a synthetic sample, never a real row.
+
+The synthetic sample is generated only from the manifest (declared column classes,
+``keys`` as the public domain of a dimension, ``bounds`` and ``decimals`` for numbers)
+and the column types, with a generator seeded by the dataset name: the dataset's rows are
+never opened, so the sample cannot leak one. Columns without a public domain get
+obviously synthetic values (``district_003``, ``SYN-000001``).
+
+"What your grants allow" is answered by asking the policies, for every approved
+computation and every purpose the policies name (``context.purpose == "…"``), whether
+this enterprise may run it now, with the obligations it would carry.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import policies
+from computations import ColumnClass, available_computations
+
+SAMPLE_ROWS = 5
+
+
+def purposes_named(policy_set: policies.PolicySet | None) -> tuple[str, ...]:
+    """Every string compared with ``context.purpose`` in a permit."""
+    if policy_set is None:
+        return ()
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, Mapping):
+            eq = node.get("==")
+            if isinstance(eq, Mapping):
+                sides = [eq.get("left"), eq.get("right")]
+                target = {".": {"left": {"Var": "context"}, "attr": "purpose"}}
+                if target in sides:
+                    for side in sides:
+                        if isinstance(side, Mapping) and isinstance(side.get("Value"), str):
+                            found.add(side["Value"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for body in policy_set._handles().bodies.values():
+        if body.get("effect") == "permit":
+            walk(body.get("conditions", []))
+    return tuple(sorted(found))
+
+
+def allowed_for(
+    sandbox: Any, enterprise: str, dataset: str, *, now: datetime
+) -> list[dict[str, Any]]:
+    """The (computation, purpose) pairs ``enterprise`` may run on ``dataset`` at ``now``."""
+    policy_set = sandbox.policy_set
+    licence = sandbox.registry.licence(enterprise)
+    dclass = sandbox.registry.dataset_class(dataset)
+    out = []
+    for computation in available_computations():
+        for purpose in purposes_named(policy_set):
+            request = policies.AccessRequest(
+                enterprise=enterprise,
+                computation=computation,
+                dataset=dataset,
+                purpose=purpose,
+                time=now,
+                enterprise_attrs=licence.attrs(),
+                dataset_attrs=dclass.attrs(),
+                dataset_groups=dclass.group_attrs(),
+            )
+            decision = policies.decide(policy_set, request)
+            if decision.allowed:
+                out.append(
+                    {
+                        "computation": computation,
+                        "purpose": purpose,
+                        "policies": list(decision.determining_policies),
+                        "obligations": dict(decision.obligations),
+                    }
+                )
+    return out
+
+
+def synthetic_sample(
+    spec: Any, column_types: Mapping[str, str], rows: int = SAMPLE_ROWS
+) -> list[dict[str, Any]]:
+    """``rows`` made-up rows from the manifest and column types alone (never real data)."""
+    # Deterministic on purpose (same sample every time) and carries no secret.
+    rng = random.Random(f"indomain-synthetic:{spec.name}")  # noqa: S311
+    sample = []
+    for n in range(1, rows + 1):
+        row: dict[str, Any] = {}
+        for column in spec.columns:
+            row[column.name] = _value(column, column_types.get(column.name, ""), n, rng)
+        sample.append(row)
+    return sample
+
+
+def _value(column: Any, duck_type: str, n: int, rng: random.Random) -> Any:
+    kind = duck_type.upper()
+    if column.cls == ColumnClass.identifier:
+        return f"SYN-{n:06d}" if "INT" not in kind else -n  # never a plausible real id
+    if column.keys:
+        return rng.choice(list(column.keys))
+    if "BOOL" in kind:
+        return rng.random() < 0.5
+    if column.bounds is not None:
+        low, high = column.bounds
+        value = rng.uniform(float(low), float(high))
+        if column.decimals == 0 or "INT" in kind:
+            return round(value)
+        return round(value, column.decimals)
+    if "INT" in kind:
+        return rng.randint(0, 100)
+    if any(t in kind for t in ("DOUBLE", "FLOAT", "DECIMAL", "REAL")):
+        return round(rng.uniform(0, 100), 2)
+    if "TIMESTAMP" in kind:
+        moment = datetime(2020, 1, 1, tzinfo=UTC) + timedelta(days=rng.randint(0, 1500))
+        return moment.isoformat()
+    if "DATE" in kind:
+        return (date(2020, 1, 1) + timedelta(days=rng.randint(0, 1500))).isoformat()
+    return f"{column.name}_{rng.randint(1, 20):03d}"
+
+
+def catalogue_for(
+    sandbox: Any, enterprise: str | None, *, now: datetime | None = None
+) -> list[dict[str, Any]]:
+    """The catalogue with privacy rules, class, synthetic sample and (for an enterprise)
+    what its grants allow on each dataset."""
+    moment = now or datetime.now(UTC)
+    entries: list[dict[str, Any]] = sandbox.catalogue()
+    records = {r.name: r for r in sandbox.enclave.datasets()}
+    for entry in entries:
+        record = records.get(entry["name"])
+        if record is None:
+            continue
+        spec = record.spec
+        privacy = getattr(spec, "privacy", None)
+        entry["privacy_rules"] = privacy.model_dump(mode="json") if privacy is not None else {}
+        dclass = sandbox.registry.dataset_class(record.name)
+        entry["sensitivity"] = dclass.sensitivity
+        entry["groups"] = list(dclass.groups)
+        entry["synthetic_sample"] = synthetic_sample(spec, record.column_types)
+        if enterprise is not None:
+            entry["allowed"] = allowed_for(sandbox, enterprise, record.name, now=moment)
+    return entries

@@ -1,0 +1,104 @@
+"""The catalogue: privacy rules, what grants allow, and a sample that is never real."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+import indomain
+from indomain.cli import app
+from indomain.sandbox import Sandbox
+
+BUREAU = Path(indomain.__file__).parent / "demo" / "bureau"
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.conftest import build_home
+
+    base = tmp_path_factory.mktemp("catalogue")
+    sandbox: Any
+    sandbox, _, _ = build_home(base / "home", base / "source", rows=400)
+    sandbox.apply_policies(BUREAU)
+    sandbox.classify_dataset("residents", sensitivity=3, groups=("household",))
+    sandbox.close()
+    return base / "home"
+
+
+def entry(home: Path, enterprise: str | None) -> dict[str, Any]:
+    with Sandbox.open(home) as sandbox:
+        (residents,) = [d for d in sandbox.catalogue_for(enterprise) if d["name"] == "residents"]
+    return residents
+
+
+def test_an_enterprise_sees_what_its_grants_allow_with_obligations(home: Path) -> None:
+    residents = entry(home, "Acme Credit")
+    assert residents["allowed"] == [
+        {
+            "computation": "aggregate",
+            "purpose": "credit_risk_model",
+            "policies": ["acme-credit-aggregate"],
+            "obligations": {
+                "budget": "10.0/month",
+                "epsilon_per_job": "1.0",
+                "min_group_size": "10",
+            },
+        }
+    ]
+    assert residents["sensitivity"] == 3 and residents["groups"] == ["household"]
+    assert "privacy_rules" in residents
+
+
+def test_an_expired_grant_and_a_suspension_show_nothing_allowed(home: Path) -> None:
+    assert entry(home, "Beta Analytics")["allowed"] == []  # fiscal grant ended with 2025
+    with Sandbox.open(home) as sandbox:
+        sandbox.update_licence("Acme Credit", status="suspended")
+    try:
+        assert entry(home, "Acme Credit")["allowed"] == []
+    finally:
+        with Sandbox.open(home) as sandbox:
+            sandbox.update_licence("Acme Credit", status="active")
+
+
+def test_the_sample_never_touches_the_data(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from enclave import Enclave
+
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("the catalogue must not run anything in the enclave")
+
+    monkeypatch.setattr(Enclave, "run", refuse)
+    residents = entry(home, None)
+    assert len(residents["synthetic_sample"]) == 5
+
+
+def test_the_sample_holds_no_real_value_outside_public_domains(home: Path) -> None:
+    residents = entry(home, None)
+    real = pq.read_table(home.parent / "source" / "residents.parquet").to_pylist()
+    with Sandbox.open(home) as sandbox:
+        spec = sandbox.enclave.dataset("residents").spec
+    for column in spec.columns:
+        values = [row[column.name] for row in residents["synthetic_sample"]]
+        if column.keys:
+            assert set(values) <= set(column.keys), column.name
+        elif column.cls.value == "identifier":
+            assert not set(values) & {r[column.name] for r in real}, column.name
+    real_rows = {json.dumps(r, sort_keys=True, default=str) for r in real}
+    for row in residents["synthetic_sample"]:
+        assert json.dumps(row, sort_keys=True, default=str) not in real_rows
+
+
+def test_indomain_catalogue_command(home: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["catalogue", "--enterprise", "Acme Credit", "--home", str(home), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.output)
+    assert body[0]["allowed"][0]["purpose"] == "credit_risk_model"
+    text = runner.invoke(app, ["catalogue", "--home", str(home)])
+    assert text.exit_code == 0 and "synthetic sample" in text.output
