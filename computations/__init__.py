@@ -3,14 +3,18 @@
 A request names a computation and its parameters. The computation's ``check`` turns them
 into a :class:`Plan` (or a :class:`QueryRefused` naming the rule broken) without touching
 data; only the enclave calls ``execute``, on a locked-down DuckDB connection. Results
-travel as Arrow IPC streams.
+travel as Arrow IPC streams, their privacy statement (epsilon, delta, noise scales) in the
+schema metadata. :func:`plan_cost` and :func:`release_key` are what the budget accountant
+needs: what a plan spends, and which earlier release answers it at no cost.
 
 Other parts import only from here.
 """
 
+from computations._aggregate import plan_cost, release_key
+from computations._aggregate._execute import privacy_statement
 from computations._arrow import table_from_ipc, table_to_ipc, table_to_rows
 from computations._computation import Computation
-from computations._dataset import ColumnClass, ColumnSpec, DatasetSpec
+from computations._dataset import ColumnClass, ColumnSpec, DatasetSpec, PrivacyRules, parse_budget
 from computations._errors import ComputationError, QueryRefused
 from computations._plan import ComputationResult, Plan, params_digest
 from computations._registry import available_computations, get_computation
@@ -23,10 +27,15 @@ __all__ = [
     "ComputationResult",
     "DatasetSpec",
     "Plan",
+    "PrivacyRules",
     "QueryRefused",
     "available_computations",
     "get_computation",
     "params_digest",
+    "parse_budget",
+    "plan_cost",
+    "privacy_statement",
+    "release_key",
     "table_from_ipc",
     "table_to_ipc",
     "table_to_rows",

@@ -59,8 +59,17 @@ class Computation(Protocol):
         """The JSON Schema that parameters must satisfy (a fresh copy on each access)."""
         ...
 
-    def check(self, params: Mapping[str, Any], dataset: DatasetSpec) -> Plan:
-        """Approve ``params`` for ``dataset`` as a plan, or raise ``QueryRefused``."""
+    def check(
+        self,
+        params: Mapping[str, Any],
+        dataset: DatasetSpec,
+        *,
+        obligations: Mapping[str, str] | None = None,
+    ) -> Plan:
+        """Approve ``params`` for ``dataset`` as a plan, or raise ``QueryRefused``.
+
+        ``obligations`` are the policy decision's; they may only make the plan stricter.
+        """
         ...
 
     def execute(

@@ -8,8 +8,10 @@ say exactly what it means is refused rather than guessed at.
 from __future__ import annotations
 
 import enum
+import math
+import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AliasChoices,
@@ -17,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    StrictFloat,
     StrictInt,
     StrictStr,
     ValidationError,
@@ -29,6 +32,11 @@ from computations._errors import ComputationError, shorten
 DATASET_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 #: Column names are plain identifiers too; DuckDB matches them case-insensitively.
 COLUMN_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
+#: A budget is written ``"<epsilon>/<window>"``, e.g. ``"10/month"``.
+BUDGET_PATTERN = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*/\s*(day|week|month|year|total)\s*$")
+BudgetWindow = Literal["day", "week", "month", "year", "total"]
+#: A public key value: what a dimension column may hold in a released group.
+KeyValue = StrictStr | StrictInt | StrictBool
 
 
 class ColumnClass(enum.StrEnum):
@@ -56,6 +64,83 @@ class ColumnSpec(BaseModel):
     )
     dimension: StrictBool = False
     description: StrictStr = ""
+    #: Declared value range ``[low, high]``; values are clamped into it before summing.
+    #: SUM and AVG under differential privacy need it: it bounds one unit's contribution.
+    bounds: tuple[StrictInt | StrictFloat, StrictInt | StrictFloat] | None = None
+    #: Decimal places kept when summing (values become integers of 10**-decimals).
+    decimals: Annotated[StrictInt, Field(ge=0, le=6)] = 0
+    #: The public set of values a dimension may take; groups outside it are never released
+    #: and groups inside it are released even when empty (so no threshold is needed).
+    keys: tuple[KeyValue, ...] | None = None
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> Self:
+        if self.bounds is not None:
+            low, high = self.bounds
+            if not (math.isfinite(low) and math.isfinite(high)) or low > high:
+                raise ValueError("bounds must be two finite numbers, low <= high")
+            if max(abs(low), abs(high)) * 10**self.decimals > 2**40:
+                raise ValueError("bounds are too wide for exact integer sums")
+        if self.keys is not None:
+            if not self.dimension:
+                raise ValueError("keys are only declared for dimension columns")
+            if not self.keys or len(set(self.keys)) != len(self.keys):
+                raise ValueError("keys must be a non-empty list of distinct values")
+        return self
+
+
+class PrivacyRules(BaseModel):
+    """How a dataset's aggregates are protected; the manifest's ``privacy:`` section.
+
+    ``mode: dp`` (the default) adds OpenDP noise and charges a budget; ``threshold_only``
+    publishes exact values above a minimum group size, with rounding and a dominance rule.
+    Threshold-only is beaten by differencing and tracker queries (see docs/security.md);
+    a manifest must ask for it by name, for low-sensitivity data only.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: Literal["dp", "threshold_only"] = "dp"
+    #: Epsilon one job spends (pure DP, split evenly over the job's noisy measurements).
+    epsilon_per_job: Annotated[StrictFloat | StrictInt, Field(gt=0, le=10)] = 1.0
+    #: Delta one job spends when group keys are released on a noisy threshold.
+    delta: Annotated[StrictFloat, Field(ge=0, lt=1e-3)] = 1e-6
+    #: Total epsilon per enterprise per window, e.g. ``"10/month"``.
+    budget: StrictStr = "10/month"
+    #: Contribution bounds: groups one unit may fall in, rows one unit adds per group.
+    max_groups_per_unit: Annotated[StrictInt, Field(ge=1, le=100)] = 1
+    max_rows_per_unit: Annotated[StrictInt, Field(ge=1, le=1000)] = 1
+    #: threshold_only: counts are rounded to a multiple of this.
+    rounding_base: Annotated[StrictInt, Field(ge=1, le=1000)] = 5
+    #: threshold_only: a group is withheld when one unit holds more than this share of a sum.
+    dominance: Annotated[StrictFloat, Field(gt=0, le=1)] = 0.6
+
+    @model_validator(mode="after")
+    def _check_budget(self) -> Self:
+        parse_budget(self.budget)
+        return self
+
+    @property
+    def budget_epsilon(self) -> float:
+        """The epsilon of :attr:`budget`."""
+        return parse_budget(self.budget)[0]
+
+    @property
+    def budget_window(self) -> BudgetWindow:
+        """The window of :attr:`budget` (``day``, ``week``, ``month``, ``year``, ``total``)."""
+        return parse_budget(self.budget)[1]
+
+
+def parse_budget(text: str) -> tuple[float, BudgetWindow]:
+    """``"10/month"`` → ``(10.0, "month")``; raises ``ValueError`` for anything else."""
+    match = BUDGET_PATTERN.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError("budget must look like '10/month' (day, week, month, year or total)")
+    epsilon = float(match.group(1))
+    if not 0 < epsilon <= 1000:
+        raise ValueError("budget epsilon must be above 0 and at most 1000")
+    window: BudgetWindow = match.group(2)  # type: ignore[assignment]
+    return epsilon, window
 
 
 class DatasetSpec(BaseModel):
@@ -72,6 +157,7 @@ class DatasetSpec(BaseModel):
     privacy_unit: StrictStr
     min_group_size: Annotated[StrictInt, Field(ge=2)]
     columns: Annotated[tuple[ColumnSpec, ...], Field(min_length=1)]
+    privacy: PrivacyRules = PrivacyRules()
 
     @model_validator(mode="after")
     def _check_columns(self) -> Self:
@@ -150,14 +236,24 @@ class DatasetSpec(BaseModel):
                 settings["dimension"] = True
             if column.description:
                 settings["description"] = column.description
+            if column.bounds is not None:
+                settings["bounds"] = list(column.bounds)
+            if column.decimals:
+                settings["decimals"] = column.decimals
+            if column.keys is not None:
+                settings["keys"] = list(column.keys)
             columns[column.name] = settings
-        return {
+        manifest: dict[str, Any] = {
             "name": self.name,
             "description": self.description,
             "privacy_unit": self.privacy_unit,
             "min_group_size": self.min_group_size,
             "columns": columns,
         }
+        privacy = self.privacy.model_dump(exclude_defaults=True)
+        if privacy:
+            manifest["privacy"] = privacy
+        return manifest
 
 
 def _manifest_name(data: object) -> str | None:

@@ -42,12 +42,23 @@ privacy_unit: resident_id
 min_group_size: 10
 columns:
   resident_id: {class: identifier, description: Pseudonymous resident number}
-  district: {class: quasi_identifier, dimension: true, description: District of residence}
-  age_band: {class: quasi_identifier, dimension: true, description: Age band in years}
-  sex: {class: quasi_identifier, dimension: true, description: F or M}
-  income: {class: sensitive, description: Annual income in yuan}
-  insurance_months: {class: sensitive, description: Months of social-insurance contributions}
-  health_flag: {class: sensitive, dimension: true, description: Chronic condition on record}
+  district:
+    class: quasi_identifier
+    dimension: true
+    description: District of residence
+    keys: [Dongcheng, Xicheng, Haidian, Chaoyang, Fengtai, Shijingshan, Tongzhou, Daxing,
+           Huairou, Miyun, Yanqing]
+  age_band: {class: quasi_identifier, dimension: true, description: Age band in years,
+             keys: ["18-29", "30-44", "45-59", "60-74", "75+"]}
+  sex: {class: quasi_identifier, dimension: true, description: F or M, keys: [F, M]}
+  income: {class: sensitive, description: Annual income in yuan, bounds: [0, 500000]}
+  insurance_months: {class: sensitive, description: Months of social-insurance contributions,
+                     bounds: [0, 540]}
+  health_flag: {class: sensitive, dimension: true, description: Chronic condition on record,
+                keys: [true, false]}
+privacy:
+  epsilon_per_job: 1.0
+  budget: 20/month
 """
 
 

@@ -1,20 +1,27 @@
-"""``aggregate``: a restricted SQL aggregate with minimum-group-size suppression.
+"""``aggregate``: a restricted SQL aggregate, differentially private by default.
 
 Describe, check, then execute: the parameters are one SQL query; :meth:`Aggregate.check`
-turns it into a plan holding the validated structure (group columns, aggregates) or
-refuses it; :meth:`Aggregate.execute` runs our own SQL for that plan inside the enclave.
+turns it into a plan holding the validated structure (group columns, aggregates, WHERE
+conjuncts in canonical form) and the privacy it is released under (epsilon and delta from
+the manifest, made stricter by policy obligations), or refuses it.
+:meth:`Aggregate.execute` runs our own SQL for that plan inside the enclave, bounds each
+privacy unit's contribution, and adds OpenDP noise (see ``_noise.py``).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import hashlib
+import math
 from collections.abc import Mapping
 from functools import cached_property
 from typing import Any, Final
 
 import duckdb
+import rfc8785
 
-from computations._aggregate._body import AggregateBody
+from computations._aggregate._body import AggregateBody, Privacy
 from computations._aggregate._check import check_sql
 from computations._aggregate._execute import run
 from computations._computation import (
@@ -44,7 +51,8 @@ _PARAMS_SCHEMA: Final[dict[str, Any]] = {
             "description": (
                 "One DuckDB SELECT over the dataset's table: GROUP BY dimension columns, "
                 "and COUNT(*), COUNT(col), COUNT(DISTINCT privacy_unit), SUM(col), AVG(col), "
-                "optionally aliased. No WHERE, HAVING, ORDER BY, LIMIT, joins or subqueries."
+                "optionally aliased; WHERE comparisons of dimension columns with literals, "
+                "joined by AND. No HAVING, ORDER BY, LIMIT, joins or subqueries."
             ),
         }
     },
@@ -57,8 +65,9 @@ class Aggregate:
     name: Final = "aggregate"
     description: Final = (
         "Counts, sums and averages per group of dimension columns, written as one restricted "
-        "SQL SELECT. Groups with fewer distinct privacy units than the dataset's minimum "
-        "group size are withheld, and their number is reported."
+        "SQL SELECT. Each person's contribution is bounded and OpenDP noise is added "
+        "(differential privacy, charged to the enterprise's budget); groups whose noisy "
+        "number of persons is below the dataset's minimum group size are withheld."
     )
 
     @cached_property
@@ -71,14 +80,27 @@ class Aggregate:
         """JSON Schema of the parameters: ``{"sql": "<query>"}`` and nothing else."""
         return copy.deepcopy(_PARAMS_SCHEMA)
 
-    def check(self, params: Mapping[str, Any], dataset: DatasetSpec) -> Plan:
+    def check(
+        self,
+        params: Mapping[str, Any],
+        dataset: DatasetSpec,
+        *,
+        obligations: Mapping[str, str] | None = None,
+    ) -> Plan:
         """Approve ``params["sql"]`` for ``dataset`` as a plan.
 
+        ``obligations`` (from the policy decision) may make the release stricter: a lower
+        ``epsilon_per_job`` or a higher ``min_group_size``; never looser.
         Raises :class:`QueryRefused` (rule ``params`` for wrong parameters, otherwise the
-        SQL rule broken) and :class:`ComputationError` for anything else wrong.
+        SQL rule broken) and :class:`ComputationError` for anything else wrong, including a
+        malformed obligation.
         """
         sql = _sql_param(params)
-        body = check_sql(sql, dataset)
+        privacy = release_privacy(dataset, obligations or {})
+        body = check_sql(sql, dataset, privacy)
+        if privacy.delta and not body.needs_threshold(dataset):
+            # Every group key is public: nothing is released on a threshold, so no delta.
+            body = dataclasses.replace(body, privacy=dataclasses.replace(privacy, delta=0.0))
         return Plan(
             computation=self.name,
             dataset=dataset.name,
@@ -107,6 +129,60 @@ class Aggregate:
         body = AggregateBody.from_json(plan.body)
         body.validate(dataset)
         return run(body, con, table=table, dataset=dataset)
+
+
+def release_privacy(dataset: DatasetSpec, obligations: Mapping[str, str]) -> Privacy:
+    """The privacy a release of ``dataset`` gets: the manifest's, made stricter by policy.
+
+    Raises :class:`ComputationError` if an obligation is malformed (fail closed).
+    """
+    rules = dataset.privacy
+    minimum = max(dataset.min_group_size, _obligation_int(obligations, "min_group_size"))
+    if rules.mode == "threshold_only":
+        return Privacy(mode="threshold_only", epsilon=0.0, delta=0.0, min_group_size=minimum)
+    epsilon = float(rules.epsilon_per_job)
+    if "epsilon_per_job" in obligations:
+        epsilon = min(epsilon, _obligation_float(obligations, "epsilon_per_job"))
+    return Privacy(mode="dp", epsilon=epsilon, delta=float(rules.delta), min_group_size=minimum)
+
+
+def release_key(plan: Plan) -> str:
+    """``"sha256:"`` + digest of what a plan releases, whatever SQL text it came from.
+
+    Equal keys mean the same canonical query under the same privacy: the stored noisy
+    release answers it again at no cost (re-noising would let repeats average noise away).
+    """
+    data = plan.to_json()
+    del data["params_digest"]
+    return "sha256:" + hashlib.sha256(rfc8785.dumps(data)).hexdigest()
+
+
+def plan_cost(plan: Plan) -> tuple[float, float]:
+    """``(epsilon, delta)`` a run of ``plan`` spends; ``(0, 0)`` for a threshold-only plan.
+
+    Raises :class:`ComputationError` for a plan that is not a well-formed aggregate plan.
+    """
+    body = AggregateBody.from_json(plan.body)
+    return body.privacy.epsilon, body.privacy.delta
+
+
+def _obligation_float(obligations: Mapping[str, str], key: str) -> float:
+    try:
+        value = float(str(obligations[key]).strip())
+    except ValueError:
+        raise ComputationError(f"policy obligation {key} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ComputationError(f"policy obligation {key} must be a positive number")
+    return value
+
+
+def _obligation_int(obligations: Mapping[str, str], key: str) -> int:
+    if key not in obligations:
+        return 0
+    text = str(obligations[key]).strip()
+    if not text.isdigit():
+        raise ComputationError(f"policy obligation {key} must be a whole number")
+    return int(text)
 
 
 def _sql_param(params: Mapping[str, Any]) -> str:

@@ -6,6 +6,7 @@ dataset before generating any SQL, so a plan altered in transit cannot widen wha
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,6 +40,45 @@ class AggregateOutput:
 
 Output = GroupOutput | AggregateOutput
 
+Operator = Literal["=", "<>", "<", "<=", ">", ">="]
+OPERATORS: tuple[Operator, ...] = ("=", "<>", "<", "<=", ">", ">=")
+Literal_ = str | int | float | bool
+Mode = Literal["dp", "threshold_only"]
+
+
+@dataclass(frozen=True)
+class Predicate:
+    """``column op value``: one conjunct of the WHERE clause, on a dimension column."""
+
+    column: str
+    op: Operator
+    value: Literal_
+
+    def sort_key(self) -> tuple[str, str, str, str]:
+        return (self.column, self.op, type(self.value).__name__, repr(self.value))
+
+
+@dataclass(frozen=True)
+class Privacy:
+    """What protects this plan's release; the accountant charges ``epsilon`` and ``delta``.
+
+    ``mode`` is ``dp`` (OpenDP noise) or ``threshold_only`` (exact values, only where the
+    manifest allows it). ``min_group_size`` is the manifest's, or stricter from a policy.
+    """
+
+    mode: Mode
+    epsilon: float
+    delta: float
+    min_group_size: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "epsilon": self.epsilon,
+            "delta": self.delta,
+            "min_group_size": self.min_group_size,
+        }
+
 
 @dataclass(frozen=True)
 class AggregateBody:
@@ -46,6 +86,8 @@ class AggregateBody:
 
     group_by: tuple[str, ...]
     outputs: tuple[Output, ...]
+    where: tuple[Predicate, ...]
+    privacy: Privacy
 
     def to_json(self) -> dict[str, Any]:
         """The body as plain JSON values, for :class:`Plan`."""
@@ -62,12 +104,17 @@ class AggregateBody:
                         "column": out.column,
                     }
                 )
-        return {"group_by": list(self.group_by), "outputs": outputs}
+        return {
+            "group_by": list(self.group_by),
+            "outputs": outputs,
+            "where": [{"column": p.column, "op": p.op, "value": p.value} for p in self.where],
+            "privacy": self.privacy.to_json(),
+        }
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> AggregateBody:
         """Parse a plan body; raises :class:`ComputationError` if its shape is wrong."""
-        _keys(body, {"group_by", "outputs"}, "body")
+        _keys(body, {"group_by", "outputs", "where", "privacy"}, "body")
         group_by = body["group_by"]
         if not isinstance(group_by, list | tuple) or not all(isinstance(c, str) for c in group_by):
             raise _malformed("group_by must be a list of column names")
@@ -95,7 +142,44 @@ class AggregateBody:
                 outputs.append(AggregateOutput(name=name, function=function, column=column))
             else:
                 raise _malformed("output kind must be 'group' or 'aggregate'")
-        return cls(group_by=tuple(group_by), outputs=tuple(outputs))
+        raw_where = body["where"]
+        if not isinstance(raw_where, list | tuple):
+            raise _malformed("where must be a list")
+        where: list[Predicate] = []
+        for raw in raw_where:
+            if not isinstance(raw, Mapping):
+                raise _malformed("each predicate must be an object")
+            _keys(raw, {"column", "op", "value"}, "predicate")
+            column, op, value = raw["column"], raw["op"], raw["value"]
+            if not isinstance(column, str) or op not in OPERATORS:
+                raise _malformed(f"a predicate is a column, one of {' '.join(OPERATORS)}, a value")
+            if not isinstance(value, str | int | float | bool) or (
+                isinstance(value, float) and not math.isfinite(value)
+            ):
+                raise _malformed("a predicate value must be a string, number or boolean")
+            where.append(Predicate(column=column, op=op, value=value))
+        raw_privacy = body["privacy"]
+        if not isinstance(raw_privacy, Mapping):
+            raise _malformed("privacy must be an object")
+        _keys(raw_privacy, {"mode", "epsilon", "delta", "min_group_size"}, "privacy")
+        mode, epsilon = raw_privacy["mode"], raw_privacy["epsilon"]
+        delta, minimum = raw_privacy["delta"], raw_privacy["min_group_size"]
+        if mode not in ("dp", "threshold_only"):
+            raise _malformed("privacy mode must be dp or threshold_only")
+        if (
+            not all(
+                isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+                for x in (epsilon, delta)
+            )
+            or type(minimum) is not int
+        ):
+            raise _malformed("privacy epsilon and delta must be numbers, min_group_size an int")
+        privacy = Privacy(
+            mode=mode, epsilon=float(epsilon), delta=float(delta), min_group_size=minimum
+        )
+        return cls(
+            group_by=tuple(group_by), outputs=tuple(outputs), where=tuple(where), privacy=privacy
+        )
 
     def validate(self, dataset: DatasetSpec) -> None:
         """Check the body against the dataset's rules; raises :class:`ComputationError`.
@@ -139,6 +223,43 @@ class AggregateBody:
                 raise _invalid(f"identifier column {out.column!r} may not be aggregated")
         if not any(isinstance(out, AggregateOutput) for out in self.outputs):
             raise _invalid("no aggregate output")
+        for pred in self.where:
+            spec = names.get(pred.column)
+            if spec is None or spec.cls is ColumnClass.identifier or not spec.dimension:
+                raise _invalid(f"WHERE column {pred.column!r} is not a dimension")
+        self._validate_privacy(dataset)
+
+    def _validate_privacy(self, dataset: DatasetSpec) -> None:
+        """A plan may be stricter than the manifest, never looser (fail closed)."""
+        rules, privacy = dataset.privacy, self.privacy
+        if privacy.min_group_size < dataset.min_group_size:
+            raise _invalid("min_group_size is below the dataset's")
+        if privacy.mode == "threshold_only":
+            if rules.mode != "threshold_only":
+                raise _invalid("threshold-only release is not allowed for this dataset")
+            if privacy.epsilon != 0 or privacy.delta != 0:
+                raise _invalid("a threshold-only plan carries no epsilon or delta")
+            return
+        if not 0 < privacy.epsilon <= rules.epsilon_per_job:
+            raise _invalid("epsilon must be above 0 and at most the dataset's epsilon_per_job")
+        if not 0 <= privacy.delta <= rules.delta:
+            raise _invalid("delta must be at most the dataset's delta")
+        names = {c.name: c for c in dataset.columns}
+        for out in self.outputs:
+            if isinstance(out, AggregateOutput) and out.function in ("sum", "avg"):
+                column = names.get(out.column or "")
+                if column is None or column.bounds is None:
+                    raise _invalid(f"{out.function} of {out.column!r} needs declared bounds")
+        if self.needs_threshold(dataset) and privacy.delta <= 0:
+            raise _invalid("releasing group keys on a noisy threshold needs delta > 0")
+
+    def needs_threshold(self, dataset: DatasetSpec) -> bool:
+        """Whether group keys are private (released above a noisy threshold)."""
+        for column in self.group_by:
+            spec = dataset.column(column)
+            if spec is None or spec.keys is None:
+                return True
+        return False
 
 
 def _keys(data: Mapping[str, Any], expected: set[str], what: str) -> None:

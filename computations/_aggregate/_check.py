@@ -8,6 +8,7 @@ GROUP BY) so that a refusal names the first rule a reader would look at.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -20,7 +21,10 @@ from computations._aggregate._body import (
     AggregateOutput,
     Function,
     GroupOutput,
+    Operator,
     Output,
+    Predicate,
+    Privacy,
 )
 from computations._dataset import ColumnClass, ColumnSpec, DatasetSpec
 from computations._errors import ComputationError, QueryRefused
@@ -31,7 +35,8 @@ from indomain.errors import InternalError
 RULES = frozenset(
     {
         "params", "parse", "single-statement", "select-only", "no-set-operation", "no-cte",
-        "no-subquery", "no-window", "no-distinct", "no-join", "no-where", "no-having",
+        "no-subquery", "no-window", "no-distinct", "no-join", "where-form", "where-column",
+        "where-constant", "unbounded-column", "no-having",
         "no-qualify", "no-order-by", "no-limit", "no-sample", "unsupported-clause",
         "single-table", "table-function", "file-path", "select-star", "select-item",
         "aggregate-function", "aggregate-argument", "aggregate-distinct", "aggregate-required",
@@ -48,7 +53,6 @@ _CLAUSE_RULES: dict[str, tuple[str, str]] = {
     "distinct": ("no-distinct", "SELECT DISTINCT is not allowed"),
     "joins": ("no-join", "joins are not allowed; query one table"),
     "laterals": ("no-join", "LATERAL is not allowed; query one table"),
-    "where": ("no-where", "WHERE is not allowed yet"),
     "having": ("no-having", "HAVING is not allowed; small groups are suppressed for you"),
     "qualify": ("no-qualify", "QUALIFY is not allowed"),
     "windows": ("no-window", "window definitions are not allowed"),
@@ -57,22 +61,40 @@ _CLAUSE_RULES: dict[str, tuple[str, str]] = {
     "offset": ("no-limit", "OFFSET is not allowed"),
     "sample": ("no-sample", "SAMPLE is not allowed"),
 }
-_SELECT_ARGS = frozenset({"expressions", "from_", "group"})
+_SELECT_ARGS = frozenset({"expressions", "from_", "group", "where"})
+_WHERE_FORM = (
+    "WHERE takes comparisons (=, <>, <, <=, >, >=) of dimension columns with literals, "
+    "joined by AND"
+)
+_COMPARISONS: dict[type[exp.Expr], Operator] = {
+    exp.EQ: "=", exp.NEQ: "<>", exp.LT: "<", exp.LTE: "<=", exp.GT: ">", exp.GTE: ">=",
+}  # fmt: skip
+_FLIPPED: dict[Operator, Operator] = {
+    "=": "=",
+    "<>": "<>",
+    "<": ">",
+    "<=": ">=",
+    ">": "<",
+    ">=": "<=",
+}
 # Characters that make DuckDB read a quoted table name as a file (replacement scans).
 _PATH_CHARS = frozenset("/\\.:*~")
 
 
-def check_sql(sql: str, dataset: DatasetSpec) -> AggregateBody:
-    """Check ``sql`` against the aggregate rules for ``dataset``.
+def check_sql(sql: str, dataset: DatasetSpec, privacy: Privacy) -> AggregateBody:
+    """Check ``sql`` against the aggregate rules for ``dataset``, released under ``privacy``.
 
-    Returns the validated body; raises :class:`QueryRefused` naming the rule broken.
+    Returns the validated body, its WHERE in canonical form (each comparison written
+    column-first, duplicates and true constants dropped, sorted), so equivalent queries
+    give equal bodies. Raises :class:`QueryRefused` naming the rule broken.
     """
     select = _single_select(sql)
     _check_clauses(select)
     _check_from(select, dataset)
     outputs = [_select_item(item, dataset) for item in select.expressions]
     group_by = _group_by(select, dataset)
-    body = _assemble(outputs, group_by)
+    where = _where(select, dataset)
+    body = _assemble(outputs, group_by, where, privacy, dataset)
     try:
         body.validate(dataset)
     except ComputationError as exc:  # the checker above must have refused already
@@ -258,7 +280,111 @@ def _group_by(select: exp.Select, dataset: DatasetSpec) -> list[str]:
     return columns
 
 
-def _assemble(outputs: list[Output], group_by: list[str]) -> AggregateBody:
+def _where(select: exp.Select, dataset: DatasetSpec) -> tuple[Predicate, ...]:
+    where = select.args.get("where")
+    if where is None:
+        return ()
+    _only(where, {"this"}, "where-form", _WHERE_FORM)
+    predicates: set[Predicate] = set()
+    for node in _conjuncts(where.this):
+        predicate = _predicate(node, dataset)
+        if predicate is not None:
+            predicates.add(predicate)
+    return tuple(sorted(predicates, key=Predicate.sort_key))
+
+
+def _conjuncts(node: exp.Expr) -> list[exp.Expr]:
+    while isinstance(node, exp.Paren) and not _any_set_but(node, "this"):
+        node = node.this
+    if isinstance(node, exp.And):
+        _only(node, {"this", "expression"}, "where-form", _WHERE_FORM)
+        return [*_conjuncts(node.this), *_conjuncts(node.expression)]
+    return [node]
+
+
+def _predicate(node: exp.Expr, dataset: DatasetSpec) -> Predicate | None:
+    """One comparison, column first; ``None`` for a constant that is true (``1 = 1``)."""
+    op = _COMPARISONS.get(type(node))
+    if op is None:
+        raise QueryRefused("where-form", _WHERE_FORM, _sql(node))
+    _only(node, {"this", "expression"}, "where-form", _WHERE_FORM)
+    left, right = node.this, node.expression
+    if isinstance(right, exp.Column) and not isinstance(left, exp.Column):
+        left, right, op = right, left, _FLIPPED[op]
+    if not isinstance(left, exp.Column):
+        constant = (_literal(left), _literal(right))
+        if None in constant:
+            raise QueryRefused("where-form", _WHERE_FORM, _sql(node))
+        if not _constant_holds(op, constant[0], constant[1]):
+            raise QueryRefused(
+                "where-constant", "a comparison of literals must be true or dropped", _sql(node)
+            )
+        return None
+    spec = _column(left, dataset)
+    if spec.cls is ColumnClass.identifier:
+        raise QueryRefused(
+            "identifier-column", f"identifier column {spec.name} may not be filtered", _sql(node)
+        )
+    if not spec.dimension:
+        raise QueryRefused(
+            "where-column", f"column {spec.name} is not a dimension; WHERE needs one", _sql(node)
+        )
+    value = _literal(right)
+    if value is None:
+        raise QueryRefused("where-form", _WHERE_FORM, _sql(node))
+    return Predicate(column=spec.name, op=op, value=value)
+
+
+def _literal(node: exp.Expr) -> str | int | float | bool | None:
+    """A plain literal's value, or ``None`` for anything else (casts, functions, NULL)."""
+    negate = False
+    if isinstance(node, exp.Neg) and not _any_set_but(node, "this"):
+        negate, node = True, node.this
+    if isinstance(node, exp.Boolean) and not negate:
+        return bool(node.this)
+    if not isinstance(node, exp.Literal) or _any_set_but(node, "this", "is_string"):
+        return None
+    text = node.this
+    if not isinstance(text, str):
+        return None
+    if node.is_string:
+        return None if negate else text
+    try:
+        number: int | float = int(text) if text.isdigit() else float(text)
+    except ValueError:
+        return None
+    if isinstance(number, float) and not math.isfinite(number):
+        return None
+    if isinstance(number, int) and number > 2**53:
+        return None
+    return -number if negate else number
+
+
+def _constant_holds(op: Operator, left: object, right: object) -> bool:
+    if type(left) is not type(right):
+        return False
+    compare = {
+        "=": lambda a, b: a == b,
+        "<>": lambda a, b: a != b,
+        "<": lambda a, b: a < b,
+        "<=": lambda a, b: a <= b,
+        ">": lambda a, b: a > b,
+        ">=": lambda a, b: a >= b,
+    }
+    return bool(compare[op](left, right))
+
+
+def _any_set_but(node: exp.Expr, *allowed: str) -> bool:
+    return any(_is_set(v) for k, v in node.args.items() if k not in allowed)
+
+
+def _assemble(
+    outputs: list[Output],
+    group_by: list[str],
+    where: tuple[Predicate, ...],
+    privacy: Privacy,
+    dataset: DatasetSpec,
+) -> AggregateBody:
     for out in outputs:
         if isinstance(out, GroupOutput) and out.column not in group_by:
             raise QueryRefused(
@@ -271,6 +397,18 @@ def _assemble(outputs: list[Output], group_by: list[str]) -> AggregateBody:
         raise QueryRefused(
             "aggregate-required", "select at least one of COUNT, SUM or AVG", ", ".join(group_by)
         )
+    for out in outputs:
+        if privacy.mode != "dp" or not isinstance(out, AggregateOutput):
+            continue
+        spec = dataset.column(out.column) if out.column else None
+        if out.function in ("sum", "avg") and spec is not None and spec.bounds is None:
+            # Differential privacy needs to know how much one person can add to a sum.
+            raise QueryRefused(
+                "unbounded-column",
+                f"{out.function.upper()} needs bounds for {spec.name} in the manifest; "
+                "they limit what one person can change",
+                f"{out.function.upper()}({spec.name})",
+            )
     seen: set[str] = set()
     for out in outputs:
         if out.name.lower() in seen:
@@ -278,7 +416,9 @@ def _assemble(outputs: list[Output], group_by: list[str]) -> AggregateBody:
                 "duplicate-name", "each output needs its own name; add aliases", out.name
             )
         seen.add(out.name.lower())
-    return AggregateBody(group_by=tuple(group_by), outputs=tuple(outputs))
+    return AggregateBody(
+        group_by=tuple(group_by), outputs=tuple(outputs), where=where, privacy=privacy
+    )
 
 
 def _column(node: exp.Column, dataset: DatasetSpec) -> ColumnSpec:

@@ -1,126 +1,294 @@
-"""Running an aggregate plan: our own SQL from the plan, then small-group suppression.
+"""Running an aggregate plan inside the enclave: exact SQL, then noise or thresholds.
 
-The SQL is built as a sqlglot tree from names the plan and dataset spec hold, every
-identifier quoted; no text from the request reaches DuckDB. Each group also counts its
-distinct privacy units; groups below ``min_group_size`` are dropped before anything leaves
-this function, and only their number is reported.
+Under ``dp`` nothing exact leaves this module: each measure gets OpenDP noise
+(``_noise.py``), group keys are public or pass a noisy threshold, and the result states
+epsilon, delta and each output's noise scale (schema metadata ``indomain.privacy``, which
+the result digest covers, and a note). Under ``threshold_only`` exact values are
+published for groups of at least ``min_group_size`` units, counts rounded to the manifest's
+base, and groups where one unit dominates a sum are withheld.
 """
 
 from __future__ import annotations
 
-import re
+import decimal
+import itertools
+import json
+from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
-from sqlglot import exp
 
 from computations._aggregate._body import AggregateBody, AggregateOutput, GroupOutput
+from computations._aggregate._noise import discrete_laplace, key_threshold, laplace_scale
+from computations._aggregate._sql import UNITS, Measure, bounded_sql, exact_sql, measures
 from computations._dataset import DatasetSpec
 from computations._errors import ComputationError
 from computations._plan import ComputationResult
 
-# The enclave names the table; it may be qualified (catalog.schema.table) when the dataset
-# lives in an attached database file.
-_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62}){0,2}$")
-_UNITS = "u"
+#: Schema metadata key holding the release's privacy statement (JSON).
+PRIVACY_METADATA = b"indomain.privacy"
 
 
-def build_sql(body: AggregateBody, *, table: str, dataset: DatasetSpec) -> str:
-    """The DuckDB query for ``body``: one row per group, columns ``g<i>``, ``a<i>``, ``u``.
-
-    ``u`` is the number of distinct privacy units in the group. Rows are ordered by the
-    group columns (nulls last) so results are deterministic.
-    Raises :class:`ComputationError` if ``table`` is not a plain (dotted) name.
-    """
-    if not _TABLE_NAME.fullmatch(table):
-        raise ComputationError("the dataset table name must be a plain, optionally dotted name")
-    parts = table.split(".")
-    source = exp.Table(
-        this=_ident(parts[-1]),
-        db=_ident(parts[-2]) if len(parts) >= 2 else None,
-        catalog=_ident(parts[-3]) if len(parts) == 3 else None,
-    )
-    projections: list[exp.Expr] = []
-    for i, column in enumerate(body.group_by):
-        projections.append(exp.alias_(_column(column), f"g{i}", quoted=True))
-    for i, out in enumerate(_aggregates(body)):
-        projections.append(exp.alias_(_aggregate(out), f"a{i}", quoted=True))
-    units = exp.Count(this=exp.Distinct(expressions=[_column(dataset.privacy_unit)]))
-    projections.append(exp.alias_(units, _UNITS, quoted=True))
-    query = exp.Select(expressions=projections).from_(source)
-    if body.group_by:
-        query = query.group_by(*(_column(c) for c in body.group_by))
-        # Ordinal positions: unambiguous whatever the columns or aliases are called.
-        query = query.order_by(
-            *(
-                exp.Ordered(this=exp.Literal.number(i + 1), nulls_first=False)
-                for i in range(len(body.group_by))
-            )
-        )
-    return query.sql(dialect="duckdb")
+def privacy_statement(table: pa.Table) -> dict[str, Any] | None:
+    """The privacy statement a released table carries, or ``None`` if it has none."""
+    metadata = table.schema.metadata or {}
+    raw = metadata.get(PRIVACY_METADATA)
+    if raw is None:
+        return None
+    try:
+        statement = json.loads(raw)
+    except ValueError:
+        raise ComputationError("the result's privacy statement is not JSON") from None
+    if not isinstance(statement, dict):
+        raise ComputationError("the result's privacy statement is not an object")
+    return statement
 
 
 def run(
     body: AggregateBody, con: duckdb.DuckDBPyConnection, *, table: str, dataset: DatasetSpec
 ) -> ComputationResult:
-    """Run ``body`` on ``con`` and suppress groups smaller than the dataset's minimum."""
-    sql = build_sql(body, table=table, dataset=dataset)
+    """Run ``body`` on ``con`` and release it under ``body.privacy``.
+
+    Raises :class:`ComputationError` if the query cannot run (DuckDB's message is withheld:
+    it can quote values).
+    """
+    if body.privacy.mode == "threshold_only":
+        return _threshold_only(body, con, table=table, dataset=dataset)
+    return _dp(body, con, table=table, dataset=dataset)
+
+
+def _query(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
     try:
-        raw = con.execute(sql).to_arrow_table()
+        return con.execute(sql).to_arrow_table()
     except duckdb.Error as exc:
         # DuckDB messages can quote values (conversion errors do), so only the kind is kept.
         raise ComputationError(
             f"the aggregate could not run on the dataset table ({type(exc).__name__}); "
             "details are withheld because they may quote values"
         ) from None
-    keep = pc.greater_equal(raw.column(_UNITS), dataset.min_group_size)
-    kept = raw.filter(pc.fill_null(keep, False))
-    suppressed = raw.num_rows - kept.num_rows
+
+
+# differential privacy -------------------------------------------------------------------
+
+
+def _dp(
+    body: AggregateBody, con: duckdb.DuckDBPyConnection, *, table: str, dataset: DatasetSpec
+) -> ComputationResult:
+    rules, privacy = dataset.privacy, body.privacy
+    raw = _query(con, bounded_sql(body, table=table, dataset=dataset))
+    keys = (
+        [
+            tuple(row)
+            for row in zip(
+                *(raw.column(f"g{i}").to_pylist() for i in range(len(body.group_by))), strict=True
+            )
+        ]
+        if body.group_by
+        else [()]
+    )
+    exact = {m: [int(v or 0) for v in raw.column(m.alias).to_pylist()] for m in measures(body)}
+    if not body.group_by:
+        # One overall group, always present (its key is public: the empty key).
+        exact = {m: (values or [0]) for m, values in exact.items()}
+    public = not body.needs_threshold(dataset)
+    if public and body.group_by:
+        keys, exact = _all_public_keys(body, dataset, keys, exact)
+
+    wanted = list(exact)
+    share = privacy.epsilon / len(wanted)
+    noisy: dict[Measure, list[int]] = {}
+    scales: dict[Measure, float] = {}
+    for m in wanted:
+        sensitivity = rules.max_groups_per_unit * _per_group_bound(m, dataset)
+        noisy[m] = discrete_laplace(exact[m], sensitivity=sensitivity, epsilon=share)
+        scales[m] = laplace_scale(sensitivity, share)
+    units = Measure("units")
+    minimum = privacy.min_group_size
+    threshold = minimum
+    if not public:
+        threshold = key_threshold(
+            scale=scales[units],
+            groups_per_unit=rules.max_groups_per_unit,
+            delta=privacy.delta,
+            minimum=minimum,
+        )
+    kept = [i for i, count in enumerate(noisy[units]) if count >= threshold]
+    withheld = len(keys) - len(kept)
+
+    columns: dict[str, list[Any]] = {}
+    types: dict[str, pa.DataType] = {}
+    statement: dict[str, Any] = {}
+    for out in body.outputs:
+        if isinstance(out, GroupOutput):
+            index = body.group_by.index(out.column)
+            columns[out.name] = [keys[i][index] for i in kept]
+            types[out.name] = raw.schema.field(f"g{index}").type
+            continue
+        values, dtype, scale = _release(out, kept, noisy, scales, dataset)
+        columns[out.name] = values
+        types[out.name] = dtype
+        statement[out.name] = {"noise_scale": scale}
+    stated = {
+        "mode": "dp",
+        "mechanism": "discrete_laplace",
+        "epsilon": privacy.epsilon,
+        "delta": privacy.delta if not public else 0.0,
+        "measures": len(wanted),
+        "epsilon_per_measure": share,
+        "max_groups_per_unit": rules.max_groups_per_unit,
+        "max_rows_per_unit": rules.max_rows_per_unit,
+        "group_keys": "public" if public else "noisy_threshold",
+        "release_threshold": threshold,
+        "outputs": statement,
+    }
+    notes = [
+        f"differentially private: epsilon {privacy.epsilon:g}, delta {stated['delta']:g}, "
+        f"discrete Laplace noise; scales: "
+        + ", ".join(f"{name} {s['noise_scale']:.4g}" for name, s in statement.items())
+    ]
+    if withheld:
+        notes.append(
+            f"{withheld} groups withheld: noisy count of distinct {dataset.privacy_unit} "
+            f"below {threshold}"
+        )
+    return _result(body, columns, types, stated, withheld, notes)
+
+
+def _all_public_keys(
+    body: AggregateBody,
+    dataset: DatasetSpec,
+    keys: list[tuple[Any, ...]],
+    exact: dict[Measure, list[int]],
+) -> tuple[list[tuple[Any, ...]], dict[Measure, list[int]]]:
+    """Every combination of the declared keys, in key order; absent groups count zero."""
+    declared = []
+    for column in body.group_by:
+        spec = dataset.column(column)
+        assert spec is not None and spec.keys is not None
+        declared.append(spec.keys)
+    found = {key: i for i, key in enumerate(keys)}
+    combos = list(itertools.product(*declared))
+    filled = {
+        m: [values[found[c]] if c in found else 0 for c in combos] for m, values in exact.items()
+    }
+    return combos, filled
+
+
+def _per_group_bound(measure: Measure, dataset: DatasetSpec) -> int:
+    """How much one unit can change this measure in one group (point 1 of ``_noise``)."""
+    rows = dataset.privacy.max_rows_per_unit
+    if measure.kind == "units":
+        return 1
+    if measure.kind in ("rows", "count"):
+        return rows
+    spec = dataset.column(measure.column or "")
+    if spec is None or spec.bounds is None:
+        raise ComputationError(f"SUM of {measure.column!r} needs declared bounds")
+    largest = max(abs(round(b * 10**spec.decimals)) for b in spec.bounds)
+    return max(1, rows * int(largest))
+
+
+def _release(
+    out: AggregateOutput,
+    kept: list[int],
+    noisy: dict[Measure, list[int]],
+    scales: dict[Measure, float],
+    dataset: DatasetSpec,
+) -> tuple[list[Any], pa.DataType, float]:
+    """One output's released values on the public grid, its type, and its noise scale."""
+    if out.column is None:
+        m = Measure("rows")
+        return [max(0, noisy[m][i]) for i in kept], pa.int64(), scales[m]
+    if out.function == "count_distinct":
+        m = Measure("units")
+        return [max(0, noisy[m][i]) for i in kept], pa.int64(), scales[m]
+    if out.function == "count":
+        m = Measure("count", out.column)
+        return [max(0, noisy[m][i]) for i in kept], pa.int64(), scales[m]
+    spec = dataset.column(out.column)
+    decimals = spec.decimals if spec is not None else 0
+    sums = Measure("sum", out.column)
+    if out.function == "sum":
+        if decimals == 0:
+            return [noisy[sums][i] for i in kept], pa.int64(), scales[sums]
+        values = [decimal.Decimal(noisy[sums][i]).scaleb(-decimals) for i in kept]
+        return values, pa.decimal128(38, decimals), scales[sums] / 10**decimals
+    counts = Measure("count", out.column)
+    means: list[float | None] = []
+    for i in kept:
+        count = noisy[counts][i]
+        if count <= 0:
+            means.append(None)
+        else:
+            means.append(round(noisy[sums][i] / count / 10**decimals, decimals + 2))
+    return means, pa.float64(), max(scales[sums] / 10**decimals, scales[counts])
+
+
+# threshold only -------------------------------------------------------------------------
+
+
+def _threshold_only(
+    body: AggregateBody, con: duckdb.DuckDBPyConnection, *, table: str, dataset: DatasetSpec
+) -> ComputationResult:
+    rules, minimum = dataset.privacy, body.privacy.min_group_size
+    raw = _query(con, exact_sql(body, table=table, dataset=dataset))
+    dominance = [name for name in raw.column_names if name.startswith("d_")]
+    kept_rows: list[int] = []
+    for i, units in enumerate(raw.column(UNITS).to_pylist()):
+        if units is None or units < minimum:
+            continue
+        shares = [raw.column(name)[i].as_py() for name in dominance]
+        if any(share is not None and share > rules.dominance for share in shares):
+            continue
+        kept_rows.append(i)
+    kept = raw.take(pa.array(kept_rows, pa.int64()))
+    withheld = raw.num_rows - kept.num_rows
+    columns: dict[str, list[Any]] = {}
+    types: dict[str, pa.DataType] = {}
     group_index = {column: i for i, column in enumerate(body.group_by)}
-    sources: list[str] = []
     aggregate_index = 0
     for out in body.outputs:
         if isinstance(out, GroupOutput):
-            sources.append(f"g{group_index[out.column]}")
-        else:
-            sources.append(f"a{aggregate_index}")
-            aggregate_index += 1
-    result = kept.select(sources).rename_columns([out.name for out in body.outputs])
-    notes: tuple[str, ...] = ()
-    if suppressed:
-        notes = (
-            f"{suppressed} of {raw.num_rows} groups withheld: fewer than "
-            f"{dataset.min_group_size} distinct {dataset.privacy_unit}",
+            source = f"g{group_index[out.column]}"
+            columns[out.name] = kept.column(source).to_pylist()
+            types[out.name] = kept.schema.field(source).type
+            continue
+        source = f"a{aggregate_index}"
+        aggregate_index += 1
+        values = kept.column(source).to_pylist()
+        if out.function in ("count", "count_distinct") and rules.rounding_base > 1:
+            base = rules.rounding_base
+            values = [None if v is None else base * ((v + base // 2) // base) for v in values]
+        columns[out.name] = values
+        types[out.name] = kept.schema.field(source).type
+    stated = {
+        "mode": "threshold_only",
+        "epsilon": None,
+        "delta": None,
+        "min_group_size": minimum,
+        "rounding_base": rules.rounding_base,
+        "dominance": rules.dominance,
+    }
+    notes = ["threshold-only release: exact values, NOT differentially private"]
+    if withheld:
+        notes.append(
+            f"{withheld} of {raw.num_rows} groups withheld: fewer than "
+            f"{minimum} distinct {dataset.privacy_unit}, or one dominates a sum"
         )
-    return ComputationResult(table=_plain_schema(result), suppressed_groups=suppressed, notes=notes)
+    return _result(body, columns, types, stated, withheld, notes)
 
 
-def _aggregates(body: AggregateBody) -> list[AggregateOutput]:
-    return [out for out in body.outputs if isinstance(out, AggregateOutput)]
-
-
-def _aggregate(out: AggregateOutput) -> exp.Expr:
-    if out.column is None:
-        return exp.Count(this=exp.Star())
-    column = _column(out.column)
-    if out.function == "count":
-        return exp.Count(this=column)
-    if out.function == "count_distinct":
-        return exp.Count(this=exp.Distinct(expressions=[column]))
-    if out.function == "sum":
-        return exp.Sum(this=column)
-    return exp.Avg(this=column)
-
-
-def _column(name: str) -> exp.Column:
-    return exp.Column(this=_ident(name))
-
-
-def _ident(name: str) -> exp.Identifier:
-    return exp.Identifier(this=name, quoted=True)
-
-
-def _plain_schema(table: pa.Table) -> pa.Table:
-    # DuckDB attaches no metadata today; dropping it keeps result digests about values only.
-    return table.replace_schema_metadata(None)
+def _result(
+    body: AggregateBody,
+    columns: dict[str, list[Any]],
+    types: dict[str, pa.DataType],
+    stated: dict[str, Any],
+    withheld: int,
+    notes: list[str],
+) -> ComputationResult:
+    names = [out.name for out in body.outputs]
+    schema = pa.schema([pa.field(name, types[name]) for name in names]).with_metadata(
+        {PRIVACY_METADATA: json.dumps(stated, sort_keys=True).encode()}
+    )
+    table = pa.Table.from_pydict({name: columns[name] for name in names}, schema=schema)
+    return ComputationResult(table=table, suppressed_groups=withheld, notes=tuple(notes))

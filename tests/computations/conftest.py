@@ -24,6 +24,27 @@ columns:
   income: {class: sensitive}
   insurance_months: {class: sensitive}
   health_flag: {class: sensitive, dimension: true}
+privacy:
+  # Exact values: these tests compare against DuckDB. Rounding and dominance are off so
+  # only the minimum group size applies; DP is tested with DP_RESIDENTS_MANIFEST.
+  mode: threshold_only
+  rounding_base: 1
+  dominance: 1.0
+"""
+
+#: The same dataset under differential privacy (the default mode), with bounds and keys.
+DP_RESIDENTS_MANIFEST = """\
+description: Registered residents, one row per person
+privacy_unit: resident_id
+min_group_size: 10
+columns:
+  resident_id: {class: identifier}
+  district: {class: quasi_identifier, dimension: true}
+  age_band: {class: quasi_identifier, dimension: true, keys: ["0-17", "18-39", "40-64", "65+"]}
+  sex: {class: quasi_identifier, dimension: true, keys: [f, m]}
+  income: {class: sensitive, bounds: [0, 200000]}
+  insurance_months: {class: sensitive, bounds: [0, 12]}
+  health_flag: {class: sensitive, dimension: true, keys: [true, false]}
 """
 
 # Skewed district sizes so that some groups fall below the minimum and some do not.
@@ -86,6 +107,13 @@ def residents_manifest() -> dict[str, object]:
 @pytest.fixture(scope="session")
 def residents(residents_manifest: dict[str, object]) -> DatasetSpec:
     return DatasetSpec.from_manifest(residents_manifest, name="residents")
+
+
+@pytest.fixture(scope="session")
+def dp_residents() -> DatasetSpec:
+    data = yaml.safe_load(DP_RESIDENTS_MANIFEST)
+    assert isinstance(data, dict)
+    return DatasetSpec.from_manifest(data, name="residents")
 
 
 @pytest.fixture(scope="session")

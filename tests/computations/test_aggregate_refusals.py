@@ -127,8 +127,23 @@ REFUSALS: list[tuple[str, str]] = [
     ("SELECT COUNT(*) AS n, SUM(income) AS N FROM residents", "duplicate-name"),
     ("SELECT COUNT(*), COUNT(*) FROM residents", "duplicate-name"),
     # clauses
-    ("SELECT COUNT(*) FROM residents WHERE income > 10", "no-where"),
-    ("SELECT COUNT(*) FROM residents WHERE resident_id = 7", "no-where"),
+    ("SELECT COUNT(*) FROM residents WHERE income > 10", "where-column"),
+    ("SELECT COUNT(*) FROM residents WHERE resident_id = 7", "identifier-column"),
+    ("SELECT COUNT(*) FROM residents WHERE resident_id <> 123 AND sex = 'f'", "identifier-column"),
+    ("SELECT COUNT(*) FROM residents WHERE district = 'a' OR sex = 'f'", "where-form"),
+    ("SELECT COUNT(*) FROM residents WHERE NOT district = 'a'", "where-form"),
+    ("SELECT COUNT(*) FROM residents WHERE district IN ('a', 'b')", "where-form"),
+    ("SELECT COUNT(*) FROM residents WHERE district LIKE 'a%'", "where-form"),
+    ("SELECT COUNT(*) FROM residents WHERE district = age_band", "where-form"),
+    ("SELECT COUNT(*) FROM residents WHERE district = NULL", "where-form"),
+    ("SELECT COUNT(*) FROM residents WHERE district IS NULL", "where-form"),
+    ("SELECT COUNT(*) FROM residents WHERE district = error('x')", "where-form"),
+    ("SELECT COUNT(*) FROM residents WHERE district = CAST(1 AS VARCHAR)", "where-form"),
+    ("SELECT COUNT(*) FROM residents WHERE sex = 'f' AND 1 / 0 = 1", "where-form"),
+    ("SELECT COUNT(*) FROM residents WHERE LENGTH(district) > 3", "where-form"),
+    ("SELECT COUNT(*) FROM residents WHERE CASE WHEN sex = 'f' THEN 1 END = 1", "where-form"),
+    ("SELECT COUNT(*) FROM residents WHERE 1 = 0", "where-constant"),
+    ("SELECT COUNT(*) FROM residents WHERE 'a' = 1", "where-constant"),
     ("SELECT district, COUNT(*) FROM residents GROUP BY district HAVING COUNT(*) > 1", "no-having"),
     ("SELECT COUNT(*) FROM residents QUALIFY COUNT(*) > 1", "no-qualify"),
     ("SELECT district, COUNT(*) FROM residents GROUP BY district ORDER BY district", "no-order-by"),
@@ -192,7 +207,22 @@ def test_refused_with_rule(sql: str, rule: str, residents: DatasetSpec) -> None:
 
 
 def test_every_rule_is_specified_here() -> None:
-    assert {rule for _, rule in REFUSALS} | {"params"} == RULES
+    assert {rule for _, rule in REFUSALS} | {"params", "unbounded-column"} == RULES
+
+
+@pytest.mark.parametrize(
+    "sql", ["SELECT SUM(income) FROM residents", "SELECT AVG(income) FROM residents"]
+)
+def test_dp_sums_need_declared_bounds(sql: str, dp_residents: DatasetSpec) -> None:
+    columns = tuple(
+        c.model_copy(update={"bounds": None}) if c.name == "income" else c
+        for c in dp_residents.columns
+    )
+    unbounded = dp_residents.model_copy(update={"columns": columns})
+    with pytest.raises(QueryRefused) as info:
+        get_computation("aggregate").check({"sql": sql}, unbounded)
+    assert info.value.rule == "unbounded-column"
+    get_computation("aggregate").check({"sql": sql}, dp_residents)
 
 
 def test_refusal_message_names_the_function(residents: DatasetSpec) -> None:
@@ -269,7 +299,7 @@ def test_query_refused_is_a_computation_error() -> None:
 
 
 def test_query_refused_survives_pickling() -> None:
-    refusal = QueryRefused("no-where", "WHERE is not allowed yet", "WHERE income > 1")
+    refusal = QueryRefused("where-column", "WHERE needs a dimension", "WHERE income > 1")
     copy = pickle.loads(pickle.dumps(refusal))
     assert (copy.rule, copy.fragment, str(copy)) == (refusal.rule, refusal.fragment, str(refusal))
 

@@ -86,6 +86,7 @@ def test_small_groups_are_suppressed_by_distinct_units_not_rows(
                 "district": {"class": "quasi_identifier", "dimension": True},
                 "income": {"class": "sensitive"},
             },
+            "privacy": {"mode": "threshold_only", "rounding_base": 1, "dominance": 1.0},
         },
         name="people",
     )
@@ -98,7 +99,10 @@ def test_small_groups_are_suppressed_by_distinct_units_not_rows(
     )
     assert result.table.to_pylist() == [{"district": "big", "count": 10}]
     assert result.suppressed_groups == 1
-    assert result.notes == ("1 of 2 groups withheld: fewer than 10 distinct resident_id",)
+    assert result.notes == (
+        "threshold-only release: exact values, NOT differentially private",
+        "1 of 2 groups withheld: fewer than 10 distinct resident_id, or one dominates a sum",
+    )
 
 
 def test_overall_row_is_suppressed_when_the_table_is_too_small(
@@ -131,7 +135,7 @@ def test_overall_row_is_kept_when_large_enough(
     people = len(set(residents_table.column("resident_id").to_pylist()))
     assert result.table.to_pylist() == [{"n": residents_table.num_rows, "people": people}]
     assert result.suppressed_groups == 0
-    assert result.notes == ()
+    assert result.notes == ("threshold-only release: exact values, NOT differentially private",)
 
 
 def test_empty_table_gives_no_rows(connect: Connect, residents: DatasetSpec) -> None:
@@ -230,6 +234,8 @@ def test_plan_holds_the_structure_not_the_sql(residents: DatasetSpec) -> None:
             {"kind": "group", "name": "district", "column": "district"},
             {"kind": "aggregate", "name": "n", "function": "count", "column": None},
         ],
+        "where": [],
+        "privacy": {"mode": "threshold_only", "epsilon": 0.0, "delta": 0.0, "min_group_size": 10},
     }
 
 

@@ -21,7 +21,7 @@ MANIFEST = {
         "person_id": {"class": "identifier"},
         "town": {"class": "quasi_identifier", "dimension": True},
         "note": {"class": "sensitive"},
-        "income": {"class": "sensitive"},
+        "income": {"class": "sensitive", "bounds": [0, 5000]},
     },
 }
 

@@ -1,0 +1,316 @@
+"""Our own SQL for an aggregate plan, built as a sqlglot tree; no request text reaches DuckDB.
+
+Two shapes:
+
+- :func:`bounded_sql` (differential privacy) follows Wilson et al., "Differentially Private
+  SQL with Bounded User Contribution" (PoPETs 2020): rows are pre-aggregated per privacy
+  unit and group; each unit's row count is capped at ``R`` (``max_rows_per_unit``), each
+  value clamped to the manifest's bounds and each per-unit sum to ``[n*low, n*high]``
+  (``n`` the unit's capped count); then each unit keeps at most ``G``
+  (``max_groups_per_unit``) groups, chosen by a hash of unit and key, not by value.
+  All sums are exact integers (values scaled by ``10**decimals``).
+- :func:`exact_sql` (threshold-only) gives DuckDB's exact aggregates, the number of
+  distinct units per group, and for each summed column the largest share one unit holds
+  (for the dominance rule).
+
+WHERE comparisons never raise on data: strings compare against ``CAST(col AS VARCHAR)``,
+numbers and booleans against ``TRY_CAST`` (NULL, so the row is dropped, when a value does
+not convert). An error that depended on a row would be a side channel.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlglot import exp
+
+from computations._aggregate._body import AggregateBody, AggregateOutput, Predicate
+from computations._dataset import DatasetSpec
+from computations._errors import ComputationError
+
+# The enclave names the table; it may be qualified (catalog.schema.table) when the dataset
+# lives in an attached database file.
+_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62}){0,2}$")
+UNITS = "u"
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One exact quantity per group: ``rows`` (COUNT(*)), ``count``/``sum`` of a column, or
+    ``units`` (distinct privacy units: COUNT(DISTINCT unit), and the basis of thresholds)."""
+
+    kind: str
+    column: str | None = None
+
+    @property
+    def alias(self) -> str:
+        return f"m_{self.kind}" + (f"_{self.column}" if self.column else "")
+
+
+def measures(body: AggregateBody) -> list[Measure]:
+    """The distinct measures the outputs need, ``units`` first (AVG needs sum and count)."""
+    found: list[Measure] = [Measure("units")]
+    for out in body.outputs:
+        if not isinstance(out, AggregateOutput):
+            continue
+        if out.column is None:
+            needed = [Measure("rows")]
+        elif out.function == "count_distinct":
+            needed = [Measure("units")]
+        elif out.function == "count":
+            needed = [Measure("count", out.column)]
+        elif out.function == "sum":
+            needed = [Measure("sum", out.column)]
+        else:
+            needed = [Measure("sum", out.column), Measure("count", out.column)]
+        for measure in needed:
+            if measure not in found:
+                found.append(measure)
+    return found
+
+
+def bounded_sql(body: AggregateBody, *, table: str, dataset: DatasetSpec) -> str:
+    """Per-unit bounded exact sums: columns ``g<i>``, then each measure's alias."""
+    rules = dataset.privacy
+    rows_cap, groups_cap = rules.max_rows_per_unit, rules.max_groups_per_unit
+    wanted = measures(body)
+    groups = [exp.alias_(_column(c), f"g{i}", quoted=True) for i, c in enumerate(body.group_by)]
+    keys = [_column(f"g{i}") for i in range(len(body.group_by))]
+    unit = exp.alias_(_column(dataset.privacy_unit), "__u", quoted=True)
+    values: list[exp.Expr] = []
+    for column in sorted({m.column for m in wanted if m.kind in ("sum", "count") and m.column}):
+        values.append(exp.alias_(_scaled(column, dataset), f"v_{column}", quoted=True))
+    where = [*_predicates(body.where), *_public_keys(body, dataset)]
+    where.append(exp.Not(this=exp.Is(this=_column(dataset.privacy_unit), expression=exp.Null())))
+    filtered = exp.Select(expressions=[unit, *groups, *values]).from_(_source(table))
+    filtered = filtered.where(exp.and_(*where))
+
+    per_unit: list[exp.Expr] = [_column("__u"), *keys]
+    for m in wanted:
+        if m.kind == "rows":
+            per_unit.append(exp.alias_(_least(exp.Count(this=exp.Star()), rows_cap), m.alias))
+        elif m.kind == "count":
+            capped = _least(exp.Count(this=_column(f"v_{m.column}")), rows_cap)
+            per_unit.append(exp.alias_(capped, m.alias, quoted=True))
+        elif m.kind == "sum":
+            count = _least(exp.Count(this=_column(f"v_{m.column}")), rows_cap)
+            spec = dataset.column(m.column or "")
+            if spec is None or spec.bounds is None:
+                raise ComputationError(f"SUM of {m.column!r} needs declared bounds")
+            low, high = _scaled_bounds(spec.bounds, spec.decimals)
+            total = exp.Coalesce(this=exp.Sum(this=_column(f"v_{m.column}")), expressions=[_n(0)])
+            clamped = exp.Greatest(
+                this=exp.Least(this=total, expressions=[exp.Mul(this=count, expression=_n(high))]),
+                expressions=[exp.Mul(this=count.copy(), expression=_n(low))],
+            )
+            per_unit.append(exp.alias_(clamped, m.alias, quoted=True))
+    pre = exp.Select(expressions=per_unit).from_("f").group_by(_column("__u"), *keys)
+    order = exp.Anonymous(this="hash", expressions=[_column("__u"), *keys])
+    rank = exp.Window(
+        this=exp.RowNumber(),
+        partition_by=[_column("__u")],
+        order=exp.Order(expressions=[exp.Ordered(this=order)]),
+    )
+    ranked = exp.Select(expressions=[exp.Star(), exp.alias_(rank, "__r", quoted=True)]).from_("p")
+
+    final: list[exp.Expr] = list(keys)
+    for m in wanted:
+        if m.kind == "units":
+            final.append(exp.alias_(exp.Count(this=exp.Star()), m.alias, quoted=True))
+        else:
+            final.append(exp.alias_(exp.Sum(this=_column(m.alias)), m.alias, quoted=True))
+    query = (
+        exp.Select(expressions=final)
+        .from_("t")
+        .where(exp.LTE(this=_column("__r"), expression=_n(groups_cap)))
+        .with_("f", as_=filtered)
+        .with_("p", as_=pre)
+        .with_("t", as_=ranked)
+    )
+    if keys:
+        query = query.group_by(*keys).order_by(*_ordinals(len(keys)))
+    return query.sql(dialect="duckdb")
+
+
+def exact_sql(body: AggregateBody, *, table: str, dataset: DatasetSpec) -> str:
+    """Exact aggregates: ``g<i>``, ``a<i>`` per aggregate output, ``u``, and for each summed
+    column ``d_<col>``, the largest share of its absolute sum held by one unit."""
+    groups = [exp.alias_(_column(c), f"g{i}", quoted=True) for i, c in enumerate(body.group_by)]
+    keys = [_column(f"g{i}") for i in range(len(body.group_by))]
+    where = _predicates(body.where)
+    projections: list[exp.Expr] = list(groups)
+    aggregates = [out for out in body.outputs if isinstance(out, AggregateOutput)]
+    for i, out in enumerate(aggregates):
+        projections.append(exp.alias_(_aggregate(out), f"a{i}", quoted=True))
+    units = exp.Count(this=exp.Distinct(expressions=[_column(dataset.privacy_unit)]))
+    projections.append(exp.alias_(units, UNITS, quoted=True))
+    main = exp.Select(expressions=projections).from_(_source(table))
+    if where:
+        main = main.where(exp.and_(*where))
+    if keys:
+        main = main.group_by(*(_column(c) for c in body.group_by))
+    summed = sorted(
+        {o.column for o in aggregates if o.function in ("sum", "avg") and o.column is not None}
+    )
+    if not summed:
+        query = exp.Select(expressions=[exp.Star()]).from_("a").with_("a", as_=main)
+    else:
+        per_unit = exp.Select(
+            expressions=[
+                *groups,
+                *(
+                    exp.alias_(exp.Abs(this=exp.Sum(this=_column(c))), f"s_{c}", quoted=True)
+                    for c in summed
+                ),
+            ]
+        ).from_(_source(table))
+        if where:
+            per_unit = per_unit.where(exp.and_(*(w.copy() for w in where)))
+        per_unit = per_unit.group_by(
+            *(_column(c) for c in body.group_by), _column(dataset.privacy_unit)
+        )
+        shares = [
+            exp.alias_(
+                exp.Div(
+                    this=exp.Max(this=_column(f"s_{c}")),
+                    expression=exp.Nullif(this=exp.Sum(this=_column(f"s_{c}")), expression=_n(0)),
+                ),
+                f"d_{c}",
+                quoted=True,
+            )
+            for c in summed
+        ]
+        dominance = exp.Select(expressions=[*keys, *shares]).from_("p")
+        if keys:
+            dominance = dominance.group_by(*keys)
+        joined = exp.Select(
+            expressions=[
+                exp.Column(this=exp.Star(), table=_ident("a")),
+                *(_qualified("b", f"d_{c}") for c in summed),
+            ]
+        ).from_("a")
+        on = [
+            exp.NullSafeEQ(this=_qualified("a", f"g{i}"), expression=_qualified("b", f"g{i}"))
+            for i in range(len(keys))
+        ]
+        joined = joined.join("b", on=exp.and_(*on)) if on else joined.join("b", join_type="cross")
+        query = joined.with_("a", as_=main).with_("p", as_=per_unit).with_("b", as_=dominance)
+    if keys:
+        query = query.order_by(*_ordinals(len(keys)))
+    return query.sql(dialect="duckdb")
+
+
+def _source(table: str) -> exp.Table:
+    if not _TABLE_NAME.fullmatch(table):
+        raise ComputationError("the dataset table name must be a plain, optionally dotted name")
+    parts = table.split(".")
+    return exp.Table(
+        this=_ident(parts[-1]),
+        db=_ident(parts[-2]) if len(parts) >= 2 else None,
+        catalog=_ident(parts[-3]) if len(parts) == 3 else None,
+    )
+
+
+def _predicates(where: tuple[Predicate, ...]) -> list[exp.Expr]:
+    out: list[exp.Expr] = []
+    for pred in where:
+        value = pred.value
+        column: exp.Expr
+        literal: exp.Expr
+        if isinstance(value, bool):
+            column = exp.TryCast(this=_column(pred.column), to=exp.DataType.build("BOOLEAN"))
+            literal = exp.Boolean(this=value)
+        elif isinstance(value, str):
+            column = exp.Cast(this=_column(pred.column), to=exp.DataType.build("VARCHAR"))
+            literal = exp.Literal.string(value)
+        else:
+            column = exp.TryCast(this=_column(pred.column), to=exp.DataType.build("DOUBLE"))
+            literal = _n(value)
+        node = {
+            "=": exp.EQ,
+            "<>": exp.NEQ,
+            "<": exp.LT,
+            "<=": exp.LTE,
+            ">": exp.GT,
+            ">=": exp.GTE,
+        }[pred.op]
+        out.append(node(this=column, expression=literal))
+    return out
+
+
+def _public_keys(body: AggregateBody, dataset: DatasetSpec) -> list[exp.Expr]:
+    """Rows whose group value is outside a declared public key set never count."""
+    out: list[exp.Expr] = []
+    for column in body.group_by:
+        spec = dataset.column(column)
+        if spec is None or spec.keys is None:
+            continue
+        literals: list[exp.Expr] = []
+        for key in spec.keys:
+            if isinstance(key, bool):
+                literals.append(exp.Boolean(this=key))
+            elif isinstance(key, str):
+                literals.append(exp.Literal.string(key))
+            else:
+                literals.append(_n(key))
+        out.append(exp.In(this=_column(column), expressions=literals))
+    return out
+
+
+def _scaled(column: str, dataset: DatasetSpec) -> exp.Expr:
+    """The column as an integer of ``10**-decimals``, clamped to its bounds (never raises)."""
+    spec = dataset.column(column)
+    value = exp.TryCast(this=_column(column), to=exp.DataType.build("DOUBLE"))
+    if spec is None or spec.bounds is None:
+        return exp.TryCast(this=value, to=exp.DataType.build("BIGINT"))
+    low, high = spec.bounds
+    clamped = exp.Greatest(
+        this=exp.Least(this=value, expressions=[_n(float(high))]), expressions=[_n(float(low))]
+    )
+    scaled = exp.Round(this=exp.Mul(this=clamped, expression=_n(10**spec.decimals)))
+    return exp.Cast(this=scaled, to=exp.DataType.build("BIGINT"))
+
+
+def _scaled_bounds(bounds: tuple[float, float], decimals: int) -> tuple[int, int]:
+    return round(bounds[0] * 10**decimals), round(bounds[1] * 10**decimals)
+
+
+def _aggregate(out: AggregateOutput) -> exp.Expr:
+    if out.column is None:
+        return exp.Count(this=exp.Star())
+    column = _column(out.column)
+    if out.function == "count":
+        return exp.Count(this=column)
+    if out.function == "count_distinct":
+        return exp.Count(this=exp.Distinct(expressions=[column]))
+    if out.function == "sum":
+        return exp.Sum(this=column)
+    return exp.Avg(this=column)
+
+
+def _least(node: exp.Expr, cap: int) -> exp.Expr:
+    return exp.Least(this=node, expressions=[_n(cap)])
+
+
+def _ordinals(n: int) -> list[exp.Ordered]:
+    # Ordinal positions: unambiguous whatever the columns or aliases are called.
+    return [exp.Ordered(this=exp.Literal.number(i + 1), nulls_first=False) for i in range(n)]
+
+
+def _n(value: float) -> exp.Expr:
+    if value < 0:
+        return exp.Neg(this=exp.Literal.number(-value))
+    return exp.Literal.number(value)
+
+
+def _qualified(table: str, name: str) -> exp.Column:
+    return exp.Column(this=_ident(name), table=_ident(table))
+
+
+def _column(name: str) -> exp.Column:
+    return exp.Column(this=_ident(name))
+
+
+def _ident(name: str) -> exp.Identifier:
+    return exp.Identifier(this=name, quoted=True)

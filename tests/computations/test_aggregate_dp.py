@@ -1,0 +1,276 @@
+"""Differential privacy for `aggregate`: bounded contributions, OpenDP noise, public keys or a
+noisy threshold, and a release that states what protects it.
+
+Statistical tests draw fresh noise (no seeds): the mechanism's randomness is what they test.
+Their tolerances are many standard deviations wide, so a failure means a real fault.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from computations import (
+    ComputationError,
+    DatasetSpec,
+    Plan,
+    get_computation,
+    plan_cost,
+    privacy_statement,
+    release_key,
+)
+
+AGGREGATE = get_computation("aggregate")
+Connect = Callable[[dict[str, pa.Table]], duckdb.DuckDBPyConnection]
+
+
+def run(sql: str, spec: DatasetSpec, con: duckdb.DuckDBPyConnection, **kw: Any) -> pa.Table:
+    plan = AGGREGATE.check({"sql": sql}, spec, **kw)  # type: ignore[call-arg]
+    return AGGREGATE.execute(plan, con, table="residents", dataset=spec).table
+
+
+def test_a_release_states_epsilon_delta_and_noise_scales(
+    dp_residents: DatasetSpec, con: duckdb.DuckDBPyConnection
+) -> None:
+    table = run(
+        "SELECT sex, COUNT(*) AS n, SUM(income) AS total, AVG(income) AS mean "
+        "FROM residents GROUP BY sex",
+        dp_residents,
+        con,
+    )
+    stated = privacy_statement(table)
+    assert stated is not None
+    assert stated["mode"] == "dp" and stated["mechanism"] == "discrete_laplace"
+    assert stated["epsilon"] == 1.0
+    assert stated["delta"] == 0.0  # sex has public keys: no threshold, no delta
+    # units, rows, sum(income), count(income): four measures share epsilon 1.
+    assert stated["measures"] == 4
+    assert stated["outputs"]["n"]["noise_scale"] == pytest.approx(4.0)
+    assert stated["outputs"]["total"]["noise_scale"] == pytest.approx(4 * 200_000)
+    assert table.column_names == ["sex", "n", "total", "mean"]
+    assert table.column("sex").to_pylist() == ["f", "m"]
+
+
+def test_plan_cost_is_what_the_release_states(
+    dp_residents: DatasetSpec, con: duckdb.DuckDBPyConnection
+) -> None:
+    private = AGGREGATE.check(
+        {"sql": "SELECT district, COUNT(*) FROM residents GROUP BY district"}, dp_residents
+    )
+    public = AGGREGATE.check(
+        {"sql": "SELECT sex, COUNT(*) FROM residents GROUP BY sex"}, dp_residents
+    )
+    assert plan_cost(private) == (1.0, 1e-6)
+    assert plan_cost(public) == (1.0, 0.0)
+    statement = privacy_statement(
+        AGGREGATE.execute(private, con, table="residents", dataset=dp_residents).table
+    )
+    assert statement is not None
+    assert (statement["epsilon"], statement["delta"]) == plan_cost(private)
+
+
+def test_noise_is_fresh_unbiased_and_of_the_stated_scale(
+    dp_residents: DatasetSpec, con: duckdb.DuckDBPyConnection, residents_table: pa.Table
+) -> None:
+    people = len(set(residents_table.column("resident_id").to_pylist()))
+    draws = [
+        run("SELECT COUNT(DISTINCT resident_id) AS n FROM residents", dp_residents, con)
+        .column("n")
+        .to_pylist()[0]
+        for _ in range(400)
+    ]
+    # Scale 1 (one measure, epsilon 1): discrete Laplace variance 2e/(e-1)^2 ~ 1.84.
+    variance = 2 * math.e / (math.e - 1) ** 2
+    assert len(set(draws)) > 3, "no noise"
+    assert abs(statistics.fmean(draws) - people) < 6 * math.sqrt(variance / len(draws))
+    assert 0.6 * variance < statistics.pvariance(draws) < 1.6 * variance
+    assert all(isinstance(d, int) for d in draws)  # integers: a public grid
+
+
+def test_one_unit_with_many_rows_moves_a_count_by_at_most_the_row_cap(
+    connect: Connect, dp_residents: DatasetSpec
+) -> None:
+    rows = [{"resident_id": i, "sex": "f", "income": 1000} for i in range(50)]
+    heavy = [{"resident_id": 999, "sex": "f", "income": 10**12} for _ in range(10_000)]
+    base = connect({"residents": pa.Table.from_pylist(rows)})
+    attacked = connect({"residents": pa.Table.from_pylist(rows + heavy)})
+    sql = "SELECT COUNT(*) AS n, SUM(income) AS s FROM residents"
+    from computations._aggregate._body import AggregateBody
+    from computations._aggregate._sql import bounded_sql
+
+    plan = AGGREGATE.check({"sql": sql}, dp_residents)
+    body = AggregateBody.from_json(plan.body)
+    exact = bounded_sql(body, table="residents", dataset=dp_residents)
+    before = base.execute(exact).fetchall()[0]
+    after = attacked.execute(exact).fetchall()[0]
+    # units +1, rows +1 (cap 1), sum + 200000 (the upper bound), not 10**16.
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 200_000]
+
+
+def test_public_keys_release_every_key_and_nothing_else(
+    connect: Connect, dp_residents: DatasetSpec
+) -> None:
+    rows = [{"resident_id": i, "sex": "f", "age_band": "18-39"} for i in range(30)]
+    rows += [{"resident_id": 100, "sex": "x-rare-value", "age_band": "18-39"}]
+    con = connect({"residents": pa.Table.from_pylist(rows)})
+    table = run("SELECT sex, COUNT(*) AS n FROM residents GROUP BY sex", dp_residents, con)
+    # "m" is released though absent (its count is noise around zero, then suppressed or
+    # not); the undeclared value never is.
+    assert "x-rare-value" not in table.column("sex").to_pylist()
+    assert set(table.column("sex").to_pylist()) <= {"f", "m"}
+    assert "f" in table.column("sex").to_pylist()
+
+
+def test_a_private_key_held_by_one_person_is_never_released(
+    connect: Connect, dp_residents: DatasetSpec
+) -> None:
+    rows = [{"resident_id": i, "district": "big"} for i in range(200)]
+    rows += [{"resident_id": 999, "district": "only-one-person"}]
+    con = connect({"residents": pa.Table.from_pylist(rows)})
+    seen: set[str] = set()
+    for _ in range(200):
+        table = run(
+            "SELECT district, COUNT(*) AS n FROM residents GROUP BY district", dp_residents, con
+        )
+        seen |= set(table.column("district").to_pylist())
+    assert "only-one-person" not in seen
+    assert "big" in seen
+
+
+def test_threshold_is_stated_and_at_least_the_minimum(
+    dp_residents: DatasetSpec, con: duckdb.DuckDBPyConnection
+) -> None:
+    table = run(
+        "SELECT district, COUNT(*) AS n FROM residents GROUP BY district", dp_residents, con
+    )
+    stated = privacy_statement(table)
+    assert stated is not None
+    # scale 2 (two measures), G = 1, delta 1e-6: tau = 1 + ceil(2 ln 1e6) = 29.
+    assert stated["release_threshold"] == 1 + math.ceil(2 * math.log(1e6))
+    assert stated["group_keys"] == "noisy_threshold"
+
+
+def test_obligations_only_make_a_release_stricter(dp_residents: DatasetSpec) -> None:
+    sql = {"sql": "SELECT COUNT(*) FROM residents"}
+    stricter = AGGREGATE.check(  # type: ignore[call-arg]
+        sql, dp_residents, obligations={"epsilon_per_job": "0.25", "min_group_size": "50"}
+    )
+    assert stricter.body["privacy"]["epsilon"] == 0.25
+    assert stricter.body["privacy"]["min_group_size"] == 50
+    looser = AGGREGATE.check(  # type: ignore[call-arg]
+        sql, dp_residents, obligations={"epsilon_per_job": "5", "min_group_size": "2"}
+    )
+    assert looser.body["privacy"]["epsilon"] == 1.0
+    assert looser.body["privacy"]["min_group_size"] == 10
+    for bad in ({"epsilon_per_job": "lots"}, {"epsilon_per_job": "-1"}, {"min_group_size": "x"}):
+        with pytest.raises(ComputationError):
+            AGGREGATE.check(sql, dp_residents, obligations=bad)  # type: ignore[call-arg]
+
+
+def _tampered_privacy(plan: Plan, **privacy: Any) -> Plan:
+    data = plan.to_json()
+    data["body"]["privacy"] = {**data["body"]["privacy"], **privacy}
+    return Plan.from_json(data)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"epsilon": 2.0},
+        {"epsilon": 0.0},
+        {"epsilon": -1.0},
+        {"delta": 0.1},
+        {"min_group_size": 2},
+        {"mode": "threshold_only", "epsilon": 0.0, "delta": 0.0},
+        {"mode": "none"},
+        {"epsilon": "1"},
+    ],
+)
+def test_the_enclave_refuses_a_plan_looser_than_the_manifest(
+    change: dict[str, Any], dp_residents: DatasetSpec, con: duckdb.DuckDBPyConnection
+) -> None:
+    plan = AGGREGATE.check(
+        {"sql": "SELECT district, COUNT(*) FROM residents GROUP BY district"}, dp_residents
+    )
+    with pytest.raises(ComputationError):
+        AGGREGATE.execute(
+            _tampered_privacy(plan, **change), con, table="residents", dataset=dp_residents
+        )
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "SELECT COUNT(*) AS n FROM residents WHERE age_band = '65+' AND sex = 'f'",
+        "SELECT COUNT(*) AS n FROM residents WHERE sex = 'f' AND age_band = '65+'",
+        "SELECT COUNT(*) AS n FROM residents WHERE 1 = 1 AND sex = 'f' AND age_band = '65+'",
+        "SELECT COUNT(*) AS n FROM residents WHERE (sex = 'f') AND '65+' = age_band AND sex = 'f'",
+        "select count(*) as n from residents where sex='f' and age_band='65+' and 'a'='a'",
+    ],
+)
+def test_equivalent_queries_have_one_release_key(variant: str, dp_residents: DatasetSpec) -> None:
+    first = AGGREGATE.check(
+        {"sql": "SELECT COUNT(*) AS n FROM residents WHERE age_band = '65+' AND sex = 'f'"},
+        dp_residents,
+    )
+    again = AGGREGATE.check({"sql": variant}, dp_residents)
+    assert release_key(again) == release_key(first)
+
+
+def test_different_queries_have_different_release_keys(dp_residents: DatasetSpec) -> None:
+    sqls = [
+        "SELECT COUNT(*) AS n FROM residents WHERE sex = 'f'",
+        "SELECT COUNT(*) AS n FROM residents WHERE sex = 'm'",
+        "SELECT COUNT(*) AS n FROM residents WHERE sex <> 'f'",
+        "SELECT COUNT(*) AS m FROM residents WHERE sex = 'f'",
+        "SELECT COUNT(*) AS n FROM residents",
+    ]
+    keys = {release_key(AGGREGATE.check({"sql": s}, dp_residents)) for s in sqls}
+    assert len(keys) == len(sqls)
+
+
+def test_where_filters_rows_without_engine_errors(
+    dp_residents: DatasetSpec, con: duckdb.DuckDBPyConnection
+) -> None:
+    # A number compared to a text column neither raises nor matches: TRY_CAST gives NULL.
+    for sql in (
+        "SELECT COUNT(*) AS n FROM residents WHERE district = 5",
+        "SELECT COUNT(*) AS n FROM residents WHERE age_band > 3.5",
+        "SELECT COUNT(*) AS n FROM residents WHERE district = true",
+    ):
+        run(sql, dp_residents, con)
+
+
+def test_threshold_only_rounds_counts_and_applies_the_dominance_rule(
+    connect: Connect, residents: DatasetSpec
+) -> None:
+    rules = residents.privacy.model_copy(update={"rounding_base": 5, "dominance": 0.5})
+    spec = residents.model_copy(update={"privacy": rules})
+    rows = [{"resident_id": i, "district": "even", "income": 100} for i in range(12)]
+    rows += [{"resident_id": 100 + i, "district": "rich", "income": 100} for i in range(11)]
+    rows += [{"resident_id": 999, "district": "rich", "income": 10**9}]
+    con = connect({"residents": pa.Table.from_pylist(rows)})
+    sql = "SELECT district, COUNT(*) AS n, SUM(income) AS s FROM residents GROUP BY district"
+    plan = AGGREGATE.check({"sql": sql}, spec)
+    result = AGGREGATE.execute(plan, con, table="residents", dataset=spec)
+    assert result.table.to_pylist() == [{"district": "even", "n": 10, "s": 1200}]
+    assert result.suppressed_groups == 1
+    assert privacy_statement(result.table) == {
+        "mode": "threshold_only",
+        "epsilon": None,
+        "delta": None,
+        "min_group_size": 10,
+        "rounding_base": 5,
+        "dominance": 0.5,
+    }
+
+
+def test_threshold_only_is_refused_unless_the_manifest_asks(dp_residents: DatasetSpec) -> None:
+    plan = AGGREGATE.check({"sql": "SELECT COUNT(*) FROM residents"}, dp_residents)
+    assert plan.body["privacy"]["mode"] == "dp"
