@@ -86,6 +86,7 @@ _BY_CODE: dict[str, type[GatewayError]] = {
     "query_refused": Refused,
     "unknown_dataset": Refused,
     "unknown_computation": Refused,
+    "budget_exhausted": Refused,
     "refused": Refused,
     "job_failed": Refused,
 }

@@ -1,0 +1,339 @@
+"""The privacy budget accountant: one per sandbox, persisted in ``state.sqlite``.
+
+What it accounts (pure differential privacy, basic composition). Each job releases an
+(epsilon, delta)-DP result (``computations/_aggregate/_noise.py``). Jobs of one enterprise
+(all its keys: the account is the enterprise name) on one dataset compose additively:
+k jobs cost (sum of epsilons, sum of deltas). A budget ``"10/month"`` caps the sum of
+epsilons charged in each calendar window (UTC): ``day``, ``week`` (ISO), ``month``,
+``year`` or ``total`` (for ever). Deltas are summed and reported; each job's delta is
+capped by the manifest, so a window's delta is at most ``jobs * delta``. We do not use
+zCDP: the noise is discrete Laplace (pure DP), and for pure DP basic composition is exact
+enough at these job counts. A zCDP (Gaussian) mechanism would be charged by converting
+rho to (epsilon, delta) with ``epsilon = rho + 2 * sqrt(rho * ln(1/delta))`` (Bun and
+Steinke 2016, Proposition 1.3) before it reached this accountant.
+
+How it stays honest:
+
+- **Reserved before execution, atomically.** :meth:`Accountant.reserve` runs in one
+  ``BEGIN IMMEDIATE`` SQLite transaction: it sums the window's charges, refuses with
+  :class:`BudgetExhausted` if the job would overspend any applicable budget, and inserts
+  the charge. SQLite's write lock serialises reservations across threads and processes, so
+  concurrent jobs cannot overspend. Amounts are integers of 1e-9 epsilon (no float drift).
+- **Never refunded.** A charge stays even when the job later fails: it may have touched
+  data (a failure that depends on data is itself a release).
+- **On the ledger.** The sandbox writes each charge into the job's ``job.accepted`` entry.
+- **Repeats are free, not re-noised.** A query whose canonical plan was already released to
+  the same enterprise is answered with that stored release (:meth:`find_release`); fresh
+  noise on a repeat would let the enterprise average it away.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from computations import DatasetSpec, Plan, parse_budget, plan_cost, release_key
+from indomain.errors import ConfigError, IndomainError
+
+#: Charges are stored as integers of this many units per 1.0 epsilon (or delta).
+UNITS = 1_000_000_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS budget_charges (
+    job_id TEXT PRIMARY KEY,
+    enterprise TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    epsilon INTEGER NOT NULL CHECK (epsilon >= 0),
+    delta INTEGER NOT NULL CHECK (delta >= 0),
+    charged_at TEXT NOT NULL,
+    release_key TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS budget_charges_account
+    ON budget_charges (enterprise, dataset, charged_at);
+CREATE TABLE IF NOT EXISTS budget_releases (
+    enterprise TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    release_key TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    PRIMARY KEY (enterprise, dataset, release_key)
+);
+"""
+
+
+class BudgetExhausted(IndomainError):
+    """A job would spend more privacy budget than is left; nothing was charged."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A cap on epsilon per window, e.g. ``Budget.parse("10/month")``."""
+
+    epsilon: float
+    window: str
+
+    @classmethod
+    def parse(cls, text: str) -> Budget:
+        """Raises :class:`ConfigError` for anything but ``"<epsilon>/<window>"``."""
+        try:
+            epsilon, window = parse_budget(text)
+        except ValueError as exc:
+            raise ConfigError(f"invalid budget {text!r}: {exc}") from None
+        return cls(epsilon=epsilon, window=window)
+
+    def __str__(self) -> str:
+        return f"{self.epsilon:g}/{self.window}"
+
+    def bounds(self, now: datetime) -> tuple[str, str, str]:
+        """``(label, start, end)`` of the window holding ``now``, as ISO UTC strings."""
+        now = now.astimezone(UTC)
+        day = datetime(now.year, now.month, now.day, tzinfo=UTC)
+        if self.window == "day":
+            start, end, label = day, day + timedelta(days=1), day.strftime("%Y-%m-%d")
+        elif self.window == "week":
+            start = day - timedelta(days=day.weekday())
+            iso = start.isocalendar()
+            end, label = start + timedelta(days=7), f"{iso.year}-W{iso.week:02d}"
+        elif self.window == "month":
+            start = datetime(now.year, now.month, 1, tzinfo=UTC)
+            nxt = datetime(now.year + (now.month == 12), now.month % 12 + 1, 1, tzinfo=UTC)
+            end, label = nxt, start.strftime("%Y-%m")
+        elif self.window == "year":
+            start = datetime(now.year, 1, 1, tzinfo=UTC)
+            end, label = datetime(now.year + 1, 1, 1, tzinfo=UTC), str(now.year)
+        else:
+            return "total", "", "~"
+        return label, _iso(start), _iso(end)
+
+
+@dataclass(frozen=True)
+class Charge:
+    """A reservation made by :meth:`Accountant.reserve`, as recorded on the ledger."""
+
+    job_id: str
+    epsilon: float
+    delta: float
+    charged_at: str
+    windows: tuple[dict[str, Any], ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "epsilon": self.epsilon,
+            "delta": self.delta,
+            "charged_at": self.charged_at,
+            "windows": [dict(w) for w in self.windows],
+        }
+
+
+class Accountant:
+    """Charges privacy budget per enterprise and dataset; see the module docstring."""
+
+    def __init__(self, path: Path, *, timeout_s: float = 60.0) -> None:
+        self.path = path
+        self.timeout_s = timeout_s
+        with self._connect() as con:
+            con.executescript(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        # One connection per operation: safe across gateway threads and CLI processes.
+        con = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def reserve(
+        self,
+        *,
+        enterprise: str,
+        dataset: str,
+        job_id: str,
+        epsilon: float,
+        delta: float,
+        budgets: Iterable[Budget],
+        release_key: str = "",
+        now: datetime | None = None,
+    ) -> Charge:
+        """Charge ``(epsilon, delta)`` if every budget in ``budgets`` still has room.
+
+        Raises :class:`BudgetExhausted` (nothing charged) if one has not, and
+        :class:`ConfigError` if no budget applies (fail closed) or the amounts are negative.
+        """
+        budgets = tuple(budgets)
+        if not budgets:
+            raise ConfigError("no privacy budget applies to this dataset; refusing to run")
+        if epsilon < 0 or delta < 0:
+            raise ConfigError("a privacy charge cannot be negative")
+        when = _iso((now or datetime.now(UTC)).astimezone(UTC))
+        cost, cost_delta = _units(epsilon), _units(delta)
+        windows: list[dict[str, Any]] = []
+        with self._connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                for budget in budgets:
+                    label, start, end = budget.bounds(now or datetime.now(UTC))
+                    spent = _spent(con, enterprise, dataset, start, end)[0]
+                    limit = _units(budget.epsilon)
+                    if spent + cost > limit:
+                        left = max(0, limit - spent) / UNITS
+                        raise BudgetExhausted(
+                            f"privacy budget exhausted for {dataset} ({budget}, window "
+                            f"{label}): this job needs epsilon {epsilon:g}, {left:g} is left"
+                        )
+                    windows.append(
+                        {
+                            "budget": str(budget),
+                            "window": label,
+                            "spent_before": spent / UNITS,
+                            "spent_after": (spent + cost) / UNITS,
+                        }
+                    )
+                con.execute(
+                    "INSERT INTO budget_charges (job_id, enterprise, dataset, epsilon, delta,"
+                    " charged_at, release_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (job_id, enterprise, dataset, cost, cost_delta, when, release_key),
+                )
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return Charge(
+            job_id=job_id, epsilon=epsilon, delta=delta, charged_at=when, windows=tuple(windows)
+        )
+
+    def record_release(
+        self, *, enterprise: str, dataset: str, release_key: str, job_id: str
+    ) -> None:
+        """Remember that ``job_id`` released ``release_key`` (the first release is kept)."""
+        with self._connect() as con:
+            con.execute(
+                "INSERT OR IGNORE INTO budget_releases (enterprise, dataset, release_key, job_id)"
+                " VALUES (?, ?, ?, ?)",
+                (enterprise, dataset, release_key, job_id),
+            )
+
+    def find_release(self, *, enterprise: str, dataset: str, release_key: str) -> str | None:
+        """The job whose stored release answers ``release_key`` for this enterprise."""
+        with self._connect() as con:
+            row = con.execute(
+                "SELECT job_id FROM budget_releases"
+                " WHERE enterprise = ? AND dataset = ? AND release_key = ?",
+                (enterprise, dataset, release_key),
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def spent(
+        self, *, enterprise: str, dataset: str, budget: Budget, now: datetime | None = None
+    ) -> dict[str, Any]:
+        """Spent and remaining budget of one account in the window holding ``now``."""
+        label, start, end = budget.bounds(now or datetime.now(UTC))
+        with self._connect() as con:
+            epsilon, delta, jobs = _spent(con, enterprise, dataset, start, end)
+        return {
+            "enterprise": enterprise,
+            "dataset": dataset,
+            "budget": str(budget),
+            "window": label,
+            "epsilon_spent": epsilon / UNITS,
+            "epsilon_remaining": max(0, _units(budget.epsilon) - epsilon) / UNITS,
+            "delta_spent": delta / UNITS,
+            "jobs_charged": jobs,
+        }
+
+    def accounts(self) -> list[tuple[str, str]]:
+        """Every (enterprise, dataset) that has been charged, sorted."""
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT DISTINCT enterprise, dataset FROM budget_charges ORDER BY 1, 2"
+            ).fetchall()
+        return [(str(e), str(d)) for e, d in rows]
+
+
+def _spent(
+    con: sqlite3.Connection, enterprise: str, dataset: str, start: str, end: str
+) -> tuple[int, int, int]:
+    row = con.execute(
+        "SELECT COALESCE(SUM(epsilon), 0), COALESCE(SUM(delta), 0), COUNT(*)"
+        " FROM budget_charges WHERE enterprise = ? AND dataset = ?"
+        " AND charged_at >= ? AND charged_at < ?",
+        (enterprise, dataset, start, end),
+    ).fetchone()
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def _units(value: float) -> int:
+    # Nearest unit: 0.1 is 100000000, so ten charges of 0.1 fit a budget of 1 exactly.
+    return round(value * UNITS)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def budgets_for(spec_budget: str, obligations: Mapping[str, str]) -> tuple[Budget, ...]:
+    """The budgets a job must fit: the manifest's and, when a policy sets one, the policy's.
+
+    Both apply (each in its own window), so a policy can only tighten the manifest.
+    Raises :class:`ConfigError` for a malformed policy budget (fail closed).
+    """
+    found = [Budget.parse(spec_budget)]
+    if "budget" in obligations:
+        found.append(Budget.parse(str(obligations["budget"])))
+    return tuple(found)
+
+
+def reserve_for_plan(
+    accountant: Accountant,
+    plan: Plan,
+    *,
+    spec: DatasetSpec,
+    enterprise: str,
+    job_id: str,
+    obligations: Mapping[str, str],
+    is_released: Callable[[str], bool],
+) -> dict[str, Any]:
+    """Reserve what ``plan`` costs, or find the stored release that answers it for free.
+
+    Returns the ``budget`` record for the ledger and the admission: the charge, the
+    ``release_key``, and ``reuse_of`` (a job id) when a stored release answers it.
+    Raises :class:`BudgetExhausted` or :class:`ConfigError` as :meth:`Accountant.reserve`.
+    """
+    epsilon, delta = plan_cost(plan)
+    key = release_key(plan)
+    earlier = accountant.find_release(enterprise=enterprise, dataset=plan.dataset, release_key=key)
+    if earlier is not None and is_released(earlier):
+        return {"epsilon": 0.0, "delta": 0.0, "release_key": key, "reuse_of": earlier}
+    if epsilon == 0 and delta == 0:  # threshold-only: not DP, nothing to account
+        return {"epsilon": 0.0, "delta": 0.0, "release_key": key, "mode": "threshold_only"}
+    charge = accountant.reserve(
+        enterprise=enterprise,
+        dataset=plan.dataset,
+        job_id=job_id,
+        epsilon=epsilon,
+        delta=delta,
+        budgets=budgets_for(spec.privacy.budget, obligations),
+        release_key=key,
+    )
+    return {**charge.to_json(), "release_key": key}
+
+
+def budget_views(
+    accountant: Accountant, specs: Iterable[DatasetSpec], enterprises: Iterable[str]
+) -> list[dict[str, Any]]:
+    """Spent and remaining budget for each enterprise and dataset (manifest budgets)."""
+    specs = tuple(specs)
+    views = []
+    for enterprise in enterprises:
+        for spec in specs:
+            if spec.privacy.mode != "dp":
+                continue
+            budget = Budget.parse(spec.privacy.budget)
+            views.append(accountant.spent(enterprise=enterprise, dataset=spec.name, budget=budget))
+    return views
