@@ -45,6 +45,7 @@ NO_POLICY_SET = "no_policy_set"
 NOT_EVALUATED = "not_evaluated"
 LICENCE_INACTIVE = "licence_inactive"
 LICENCE_EXPIRED = "licence_expired"
+COLUMNS_NOT_ALLOWED = "columns_not_allowed"
 DECISION_CODES = (
     ALLOWED,
     FORBIDDEN,
@@ -53,6 +54,7 @@ DECISION_CODES = (
     NOT_EVALUATED,
     LICENCE_INACTIVE,
     LICENCE_EXPIRED,
+    COLUMNS_NOT_ALLOWED,
 )
 
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -217,6 +219,27 @@ def decide(policy_set: PolicySet | None, request: AccessRequest) -> Decision:
             obligations = merge_obligations(handles.obligations[p] for p in determining)
         except KeyError:  # a reason we cannot map to a policy: never allow on a guess
             return _refusal(request, version, ("determining policy not in the set",))
+        if "allowed_columns" in obligations:
+            allowed = set(filter(None, obligations["allowed_columns"].split(",")))
+            outside = sorted(set(request.columns) - allowed)
+            if outside:
+                return Decision(
+                    allowed=False,
+                    determining_policies=determining,
+                    reason=(
+                        f"denied: {_name_policies(determining)} allow only the columns "
+                        f"{', '.join(sorted(allowed)) or '(none)'}; the job uses "
+                        f"{', '.join(outside)}"
+                    ),
+                    errors=(),
+                    policy_version=version,
+                    code=COLUMNS_NOT_ALLOWED,
+                    details={
+                        "policies": named,
+                        "allowed": ", ".join(sorted(allowed)) or "-",
+                        "columns": ", ".join(outside),
+                    },
+                )
         return Decision(
             allowed=True,
             determining_policies=determining,

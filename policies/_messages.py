@@ -40,6 +40,10 @@ _MESSAGES: dict[str, dict[str, str]] = {
         "en": "denied: the licence of {enterprise} is {status}, not active",
         "zh": "已拒绝：{enterprise} 的许可证状态为 {status}，不是有效状态",
     },
+    "columns_not_allowed": {
+        "en": "denied: {policies} allow only the columns {allowed}; the job uses {columns}",
+        "zh": "已拒绝：策略 {policies} 只允许使用列 {allowed}；该作业使用了 {columns}",
+    },
     "licence_expired": {
         "en": "denied: the licence of {enterprise} expired at {expires}",
         "zh": "已拒绝：{enterprise} 的许可证已于 {expires} 过期",

@@ -221,3 +221,18 @@ def test_columns_used_can_be_forbidden() -> None:
 def test_malformed_epsilon_is_an_error_not_zero(epsilon: str) -> None:
     with pytest.raises(PolicyError):
         req(epsilon=epsilon)
+
+
+def test_columns_outside_allowed_columns_are_denied() -> None:
+    ps = policy_set(f'@id("g") @allowed_columns("district,age_band")\n{SCOPE};')
+    assert decide(ps, req(columns=("district",))).allowed
+    decision = decide(ps, req(columns=("district", "income")))
+    assert not decision.allowed and decision.code == "columns_not_allowed"
+    assert "income" in decision.reason and dict(decision.obligations) == {}
+
+
+def test_disjoint_allowed_columns_allow_no_column_at_all() -> None:
+    a = f'@id("a") @allowed_columns("district")\n{SCOPE};'
+    b = f'@id("b") @allowed_columns("age_band")\n{SCOPE};'
+    assert not decide(policy_set(a, b), req(columns=("district",))).allowed
+    assert not decide(policy_set(a, b), req(columns=("age_band",))).allowed
