@@ -10,6 +10,10 @@ decisions and signatures, never rows. Entries are served as the exact canonical 
                                                   leaf_hash, proof, checkpoint for size
 ``GET /v1/ledger/proof/inclusion?...&format=tlog-proof``  the same as C2SP tlog-proof
 ``GET /v1/ledger/proof/consistency?old=&new=``    {"old", "new", "proof": [base64]}
+``GET /v1/ledger/checkpoint/cosigned``             the largest checkpoint witnesses cosigned,
+                                                  with their cosignature lines (404: none)
+``POST /v1/ledger/cosignatures``                  {"size", "witness_key", "cosignature"}:
+                                                  stored only if it verifies
 """
 
 from __future__ import annotations
@@ -21,12 +25,23 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 import ledger
 from gateway._errors import GatewayError, MalformedRequest, NotFound, TransportError
 
 MAX_PAGE = 1000  # entries per answer: bounded work and memory per request
 JSONL = "application/jsonl"
+
+
+class CosignatureSubmission(BaseModel):
+    """A witness's cosignature of the checkpoint for ``size``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    size: int
+    witness_key: str = Field(max_length=400)
+    cosignature: str = Field(max_length=400)
 
 
 def register_ledger_routes(app: FastAPI, log: ledger.Ledger) -> None:
@@ -61,6 +76,24 @@ def register_ledger_routes(app: FastAPI, log: ledger.Ledger) -> None:
         if format != "json":
             raise GatewayError("format must be json or tlog-proof", code="invalid_request")
         return receipt.to_json()
+
+    @app.get("/v1/ledger/checkpoint/cosigned", response_class=PlainTextResponse)
+    def cosigned() -> str:
+        note = log.cosigned_checkpoint()
+        if note is None:
+            raise NotFound("no checkpoint has been cosigned yet")
+        return note
+
+    @app.post("/v1/ledger/cosignatures", status_code=201)
+    def add_cosignature(body: CosignatureSubmission) -> dict[str, Any]:
+        within(size=body.size)
+        try:
+            log.add_cosignature(body.size, body.witness_key, body.cosignature)
+        except ledger.LedgerVerificationError as exc:
+            raise GatewayError(str(exc), code="bad_cosignature") from None
+        except ledger.LedgerError as exc:
+            raise NotFound(str(exc)) from None
+        return {"size": body.size, "stored": True}
 
     @app.get("/v1/ledger/proof/consistency")
     def consistency(old: int, new: int) -> dict[str, Any]:
@@ -105,6 +138,36 @@ class LedgerFeed:
     def checkpoint(self) -> str:
         """Return the latest signed checkpoint note (not yet verified)."""
         return self._get("/v1/ledger/checkpoint").text
+
+    def cosigned_checkpoint(self) -> str | None:
+        """Return the largest cosigned checkpoint with its cosignatures, or ``None``."""
+        try:
+            answer = self._http.get("/v1/ledger/checkpoint/cosigned")
+        except httpx.HTTPError as exc:
+            raise TransportError(f"cannot reach the gateway: {exc}") from exc
+        if answer.status_code == 404:
+            return None
+        if answer.status_code != 200:
+            raise TransportError(f"the cosigned checkpoint answered {answer.status_code}")
+        return answer.text
+
+    def consistency_proof(self, old: int, new: int) -> list[bytes]:
+        """Return the server's consistency proof from ``old`` to ``new`` (not yet verified)."""
+        body = self._get("/v1/ledger/proof/consistency", old=old, new=new).json()
+        try:
+            return [base64.b64decode(h, validate=True) for h in body["proof"]]
+        except (KeyError, TypeError, ValueError):
+            raise TransportError("the gateway sent a malformed consistency proof") from None
+
+    def submit_cosignature(self, size: int, witness_key: str, line: str) -> None:
+        """Hand a cosignature to the ledger, which stores it if it verifies."""
+        body = {"size": size, "witness_key": witness_key, "cosignature": line}
+        try:
+            answer = self._http.post("/v1/ledger/cosignatures", json=body)
+        except httpx.HTTPError as exc:
+            raise TransportError(f"cannot reach the gateway: {exc}") from exc
+        if answer.status_code != 201:
+            raise TransportError(f"the gateway refused the cosignature ({answer.status_code})")
 
     def entries(self, start: int, end: int) -> Iterator[bytes]:
         """Yield the raw bytes of entries [start, end), page by page.

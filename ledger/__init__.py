@@ -9,6 +9,13 @@ The Merkle functions are pure and read stored hashes through :class:`HashReader`
 stored-hash layout of Go's ``sumdb/tlog``; :class:`Ledger` is the SQLite-backed driver.
 """
 
+from ledger._cosign import (
+    cosign,
+    open_cosigned,
+    verify_cosignature,
+    witness_checkpoint,
+    witness_key,
+)
 from ledger._entry import LedgerEntry
 from ledger._errors import LedgerError, LedgerForkError, LedgerVerificationError
 from ledger._export import export_ledger, verify_export
@@ -43,11 +50,13 @@ __all__ = [
     "TlogProof",
     "VerificationReport",
     "consistency_proof",
+    "cosign",
     "export_ledger",
     "inclusion_proof",
     "leaf_hash",
     "node_hash",
     "open_checkpoint",
+    "open_cosigned",
     "root_from_leaf_hashes",
     "sign_checkpoint",
     "stored_hash_index",
@@ -56,10 +65,13 @@ __all__ = [
     "tree_root",
     "verifier_key",
     "verify_consistency",
+    "verify_cosignature",
     "verify_entries",
     "verify_export",
     "verify_inclusion",
     "verify_ledger",
     "verify_receipt",
     "verify_tlog_proof",
+    "witness_checkpoint",
+    "witness_key",
 ]

@@ -6,6 +6,8 @@
 ``OUT/checkpoint``     the signed note covering exactly those entries
 ``OUT/ledger.pub``     the verifier key (``name+keyid+base64(0x01||pub)``), for
                        convenience: check it against the key the bureau published.
+``OUT/cosigned-checkpoint``  the largest checkpoint witnesses cosigned, with their
+                       cosignatures (C2SP tlog-cosignature), when there is one.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from pathlib import Path
 
 from ledger import _store
 from ledger._errors import LedgerError, LedgerVerificationError
-from ledger._scan import Progress, VerificationReport, verify_entries
+from ledger._scan import Progress, Trusted, VerificationReport, verify_entries
 
 ENTRIES_FILE = "entries.jsonl"
 CHECKPOINT_FILE = "checkpoint"
 KEY_FILE = "ledger.pub"
+COSIGNED_FILE = "cosigned-checkpoint"  # only when witnesses have cosigned
 _CHUNK = 1000
 
 
@@ -55,6 +58,12 @@ def export_ledger(directory: Path, out: Path) -> int:
                     os.fsync(f.fileno())
                 (out / CHECKPOINT_FILE).write_text(note, encoding="utf-8", newline="")
                 (out / KEY_FILE).write_text(meta["verifier_key"] + "\n", encoding="utf-8")
+                cosigned = _store.latest_cosigned(connection)
+                if cosigned is not None and cosigned[0] <= size:
+                    base = _store.checkpoint_note(connection, cosigned[0]) or ""
+                    (out / COSIGNED_FILE).write_text(
+                        base + "".join(cosigned[1]), encoding="utf-8", newline=""
+                    )
             except OSError as exc:
                 raise LedgerError(f"cannot write the export to {out}: {exc}") from exc
     finally:
@@ -76,7 +85,7 @@ def verify_export(
     out: Path,
     verifier_key: str,
     *,
-    trusted_checkpoint: str | None = None,
+    trusted_checkpoint: Trusted = None,
     progress: Progress | None = None,
 ) -> VerificationReport:
     """Verify an export folder (see the module docstring) against ``verifier_key``.

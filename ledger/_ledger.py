@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger import _merkle, _store
+from ledger._cosign import parse_witness_key, verify_cosignature
 from ledger._entry import GENESIS_PREV, LedgerEntry, format_time
 from ledger._errors import LedgerError
 from ledger._group import GroupCommit
@@ -364,6 +365,40 @@ class Ledger:
             if note is None:
                 raise LedgerError(f"there is no signed checkpoint for size {size}")
             return note
+
+        return self._run(read)
+
+    def add_cosignature(self, size: int, witness_key: str, line: str) -> None:
+        """Store a witness's cosignature of the checkpoint for ``size`` (C2SP tlog-cosignature).
+
+        The line must verify with ``witness_key`` over that checkpoint; anyone may submit
+        one, since clients trust only the witnesses they configured. Raises
+        :class:`LedgerVerificationError` for a bad cosignature, :class:`LedgerError` when
+        there is no such checkpoint or the ledger was opened read-only.
+        """
+        _check_index("size", size)
+        witness = parse_witness_key(witness_key)
+        checkpoint = open_checkpoint(self.checkpoint_at(size), self._verifier_key)
+        verify_cosignature(checkpoint, line, witness_key)
+        text = line if line.endswith("\n") else line + "\n"
+
+        def write(connection: sqlite3.Connection) -> None:
+            _store.insert_cosignature(connection, size, witness.name, text)
+
+        self._run(write, write=True)
+
+    def cosigned_checkpoint(self) -> str | None:
+        """Return the largest cosigned checkpoint with all its cosignatures, or ``None``."""
+
+        def read(connection: sqlite3.Connection) -> str | None:
+            found = _store.latest_cosigned(connection)
+            if found is None:
+                return None
+            size, lines = found
+            note = _store.checkpoint_note(connection, size)
+            if note is None:
+                raise LedgerError(f"ledger storage is corrupt: no checkpoint for size {size}")
+            return note + "".join(lines)
 
         return self._run(read)
 

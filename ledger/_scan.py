@@ -9,7 +9,7 @@ The source of the bytes (a ledger folder, an export, the HTTP API) does not matt
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ledger import _merkle
@@ -64,6 +64,23 @@ class EntryScanner:
         self._prev = leaf.hex()
 
 
+Trusted = str | Sequence[str] | None  # one kept checkpoint note, several, or none
+
+
+def open_trusted(trusted: Trusted, verifier_key: str) -> list[tuple[Checkpoint, str]]:
+    """Open the kept checkpoint notes (each must be signed by the key) with their text."""
+    notes = [] if trusted is None else [trusted] if isinstance(trusted, str) else list(trusted)
+    return [(open_checkpoint(note, verifier_key), note) for note in notes]
+
+
+def check_all_trusted(
+    trusted: list[tuple[Checkpoint, str]], leaves: list[bytes], latest: str
+) -> None:
+    """Run :func:`check_trusted` for every kept checkpoint."""
+    for checkpoint, note in trusted:
+        check_trusted(checkpoint, leaves, trusted_note=note, latest=latest)
+
+
 def check_trusted(
     trusted: Checkpoint, leaves: list[bytes], *, trusted_note: str, latest: str
 ) -> None:
@@ -94,22 +111,22 @@ def verify_entries(
     checkpoint: str,
     verifier_key: str,
     *,
-    trusted_checkpoint: str | None = None,
+    trusted_checkpoint: Trusted = None,
     progress: Progress | None = None,
 ) -> VerificationReport:
     """Verify ``entries`` (canonical bytes, from index 0, in order) against a signed checkpoint.
 
     Every entry must pass :class:`EntryScanner`; there must be exactly as many as the
     checkpoint (signed by ``verifier_key``) covers, with the same root; the ledger must
-    extend ``trusted_checkpoint`` when one is given. ``progress(done, total)`` is called
-    as entries are checked. Returns a :class:`VerificationReport`; raises
-    :class:`LedgerVerificationError` naming the first bad entry (:class:`LedgerForkError`
-    for a rollback or fork), :class:`~ledger.LedgerError` for a malformed key.
+    extend ``trusted_checkpoint`` (one note or several) when given.
+    ``progress(done, total)`` is called as entries are checked.
+
+    Returns a :class:`VerificationReport`. Raises :class:`LedgerVerificationError` naming
+    the first bad entry (:class:`LedgerForkError` for a rollback or fork), and
+    :class:`~ledger.LedgerError` for a malformed key.
     """
     parse_verifier_key(verifier_key)
-    trusted = (
-        None if trusted_checkpoint is None else open_checkpoint(trusted_checkpoint, verifier_key)
-    )
+    trusted = open_trusted(trusted_checkpoint, verifier_key)
     try:
         signed = open_checkpoint(checkpoint, verifier_key)
     except LedgerVerificationError as exc:
@@ -138,6 +155,5 @@ def verify_entries(
     root = _merkle.root_from_leaf_hashes(leaves)
     if root != signed.root_hash:
         raise LedgerVerificationError("recomputed root does not match the signed checkpoint")
-    if trusted is not None and trusted_checkpoint is not None:
-        check_trusted(trusted, leaves, trusted_note=trusted_checkpoint, latest=checkpoint)
+    check_all_trusted(trusted, leaves, checkpoint)
     return VerificationReport(size=len(leaves), root_hash=root, checkpoint=signed)

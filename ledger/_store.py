@@ -36,6 +36,12 @@ SCHEMA = (
     " hash BLOB NOT NULL CHECK (typeof(hash) = 'blob' AND length(hash) = 32))",
     "CREATE TABLE checkpoints (size INTEGER PRIMARY KEY CHECK (size >= 0), note TEXT NOT NULL)",
 )
+# Added after format 1 shipped; created on demand so older ledgers open unchanged.
+COSIGNATURE_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS cosignatures (size INTEGER NOT NULL, witness TEXT NOT NULL,"
+    " line TEXT NOT NULL, PRIMARY KEY (size, witness))"
+)
+MAX_WITNESSES = 64  # cosignatures kept per checkpoint: bounds what anyone can make us store
 
 
 def database_path(directory: Path) -> Path:
@@ -199,3 +205,43 @@ def checkpoint_note(connection: sqlite3.Connection, size: int) -> str | None:
     with sql_errors("reading a checkpoint"):
         row = connection.execute("SELECT note FROM checkpoints WHERE size = ?", (size,)).fetchone()
     return None if row is None else str(row[0])
+
+
+def _has_cosignatures(connection: sqlite3.Connection) -> bool:
+    row = connection.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cosignatures'"
+    ).fetchone()
+    return row is not None
+
+
+def insert_cosignature(connection: sqlite3.Connection, size: int, witness: str, line: str) -> None:
+    """Store (or replace) ``witness``'s cosignature line for the checkpoint of ``size``."""
+    with sql_errors("storing a cosignature"):
+        connection.execute(COSIGNATURE_SCHEMA)
+        (count,) = connection.execute(
+            "SELECT COUNT(*) FROM cosignatures WHERE size = ? AND witness != ?", (size, witness)
+        ).fetchone()
+        if count >= MAX_WITNESSES:
+            raise LedgerError(f"the checkpoint for size {size} has {MAX_WITNESSES} cosignatures")
+        connection.execute(
+            "INSERT OR REPLACE INTO cosignatures (size, witness, line) VALUES (?, ?, ?)",
+            (size, witness, line),
+        )
+
+
+def latest_cosigned(connection: sqlite3.Connection) -> tuple[int, list[str]] | None:
+    """Return (size, cosignature lines) for the largest cosigned size, or ``None``."""
+    with sql_errors("reading cosignatures"):
+        if not _has_cosignatures(connection):
+            return None
+        row = connection.execute("SELECT MAX(size) FROM cosignatures").fetchone()
+        if row is None or row[0] is None:
+            return None
+        size = int(row[0])
+        lines = [
+            str(line)
+            for (line,) in connection.execute(
+                "SELECT line FROM cosignatures WHERE size = ? ORDER BY witness", (size,)
+            )
+        ]
+    return size, lines

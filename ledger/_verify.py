@@ -16,7 +16,14 @@ from pathlib import Path
 from ledger import _merkle, _store
 from ledger._errors import LedgerError, LedgerVerificationError
 from ledger._note import Checkpoint, open_checkpoint, parse_verifier_key
-from ledger._scan import EntryScanner, Progress, VerificationReport, check_trusted
+from ledger._scan import (
+    EntryScanner,
+    Progress,
+    Trusted,
+    VerificationReport,
+    check_all_trusted,
+    open_trusted,
+)
 
 _CHUNK = 1000  # rows fetched (and progress reported) at a time
 
@@ -26,7 +33,7 @@ def verify_ledger(
     verifier_key: str,
     *,
     progress: Progress | None = None,
-    trusted_checkpoint: str | None = None,
+    trusted_checkpoint: Trusted = None,
 ) -> VerificationReport:
     """Verify the ledger in ``directory`` against ``verifier_key``, reading it read-only.
 
@@ -42,13 +49,11 @@ def verify_ledger(
     folder holds no ledger or the key is malformed.
     """
     parse_verifier_key(verifier_key)  # a malformed key is the caller's error: fail first
-    trusted = (
-        None if trusted_checkpoint is None else open_checkpoint(trusted_checkpoint, verifier_key)
-    )
+    trusted = open_trusted(trusted_checkpoint, verifier_key)
     connection = _store.connect(Path(directory), read_only=True)
     try:
         with _store.transaction(connection, write=False), _store.sql_errors("verifying"):
-            return _verify(connection, verifier_key, progress, trusted, trusted_checkpoint)
+            return _verify(connection, verifier_key, progress, trusted)
     finally:
         connection.close()
 
@@ -57,8 +62,7 @@ def _verify(
     connection: sqlite3.Connection,
     key: str,
     progress: Progress | None,
-    trusted: Checkpoint | None,
-    trusted_note: str | None,
+    trusted: list[tuple[Checkpoint, str]],
 ) -> VerificationReport:
     (total,) = connection.execute("SELECT COUNT(*) FROM entries").fetchone()
     leaves, failure = _scan_entries(connection, int(total), progress)
@@ -93,8 +97,7 @@ def _verify(
             or problem
             or LedgerVerificationError("the ledger holds no signed checkpoint")
         )
-    if trusted is not None and trusted_note is not None:
-        check_trusted(trusted, leaves, trusted_note=trusted_note, latest=latest_note)
+    check_all_trusted(trusted, leaves, latest_note)
     _check_stored_hashes(connection, leaves)
     return VerificationReport(size=n, root_hash=root, checkpoint=checkpoint)
 

@@ -100,6 +100,34 @@ def ledger_export(
         console.print(f"exported {size} entries to [bold]{out}[/]")
 
 
+WitnessOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--witness",
+        help="A witness key (name+keyid+base64(0x04||key)) you trust; repeat for several",
+    ),
+]
+
+
+def _witnessed(
+    cosigned: str | None, verifier: str, witnesses: list[str], quorum: int | None
+) -> list[str]:
+    """The cosigned checkpoint as an extra trusted note, once a quorum of witnesses signed it."""
+    import ledger
+
+    if not witnesses:
+        return []
+    if cosigned is None:
+        raise ledger.LedgerVerificationError("no checkpoint has been cosigned by a witness")
+    needed = len(witnesses) if quorum is None else quorum
+    checkpoint, seen = ledger.open_cosigned(cosigned, verifier, witnesses, quorum=needed)
+    err.print(
+        f"checkpoint for size {checkpoint.size} cosigned by {', '.join(sorted(seen))}",
+        highlight=False,
+    )
+    return [cosigned]
+
+
 @ledger_app.command("verify")
 def ledger_verify(
     home: HomeOpt = None,
@@ -110,12 +138,16 @@ def ledger_verify(
         typer.Option(help="A checkpoint you kept earlier: the ledger must extend it"),
     ] = None,
     key: KeyOpt = None,
+    witness: WitnessOpt = None,
+    quorum: Annotated[
+        int | None, typer.Option(min=1, help="Witnesses needed [default: all given]")
+    ] = None,
 ) -> None:
     """Recompute every entry, the chain and the tree; check signatures and checkpoints.
 
     Exits 4 naming the first bad entry if anything was changed, or if the ledger does not
-    extend the --trusted checkpoint (rollback or fork: both checkpoints are printed).
-    Exits 2 on bad input.
+    extend the --trusted checkpoint (rollback or fork: both checkpoints are printed), or
+    the latest checkpoint cosigned by a quorum of --witness keys. Exits 2 on bad input.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
@@ -123,10 +155,11 @@ def ledger_verify(
     from indomain.errors import ConfigError
     from indomain.home import Home, resolve_home
 
+    witnesses = list(witness or [])
     with _verifying():
         if sum(x is not None for x in (home, url, export)) > 1:
             raise ConfigError("give one of --home, --url or --export")
-        trusted_note = _read_text(trusted, "trusted checkpoint") if trusted else None
+        kept = [_read_text(trusted, "trusted checkpoint")] if trusted else []
         with Progress(
             *Progress.get_default_columns()[:1],
             BarColumn(),
@@ -145,34 +178,87 @@ def ledger_verify(
 
                 verifier = _key(key, None)
                 with LedgerFeed(url) as feed:
+                    cosigned = feed.cosigned_checkpoint() if witnesses else None
+                    kept += _witnessed(cosigned, verifier, witnesses, quorum)
                     note = feed.checkpoint()
                     size = ledger.open_checkpoint(note, verifier).size
                     report = ledger.verify_entries(
                         feed.entries(0, size),
                         note,
                         verifier,
-                        trusted_checkpoint=trusted_note,
+                        trusted_checkpoint=kept,
                         progress=tick,
                     )
                 source = url
             elif export is not None:
                 verifier = _key(key, export / "ledger.pub")
+                path = export / "cosigned-checkpoint"
+                cosigned = _read_text(path, "cosigned checkpoint") if path.is_file() else None
+                kept += _witnessed(cosigned, verifier, witnesses, quorum)
                 report = ledger.verify_export(
-                    export, verifier, trusted_checkpoint=trusted_note, progress=tick
+                    export, verifier, trusted_checkpoint=kept, progress=tick
                 )
                 source = str(export)
             else:
                 h = Home.open(resolve_home(home))
                 verifier = _key(key, h.keys / "ledger.pub")
+                with ledger.Ledger.open(h.ledger) as log:
+                    cosigned = log.cosigned_checkpoint()
+                kept += _witnessed(cosigned, verifier, witnesses, quorum)
                 report = ledger.verify_ledger(
-                    h.ledger, verifier, progress=tick, trusted_checkpoint=trusted_note
+                    h.ledger, verifier, progress=tick, trusted_checkpoint=kept
                 )
                 source = str(h.root)
         console.print(
             f"[green]ledger verified[/]: {report.size} entries from {source}, root "
             f"{report.root_hash.hex()}, checkpoint signed by {verifier.split('+')[0]}"
-            + (", extends the trusted checkpoint" if trusted_note else "")
+            + (", extends the trusted checkpoint" if trusted else "")
+            + (", extends the witnessed checkpoint" if witnesses else "")
         )
+
+
+@ledger_app.command("cosign")
+def ledger_cosign(
+    url: Annotated[str, typer.Option("--url", help="The gateway whose ledger you witness")],
+    witness_key_file: Annotated[
+        Path, typer.Option("--witness-key", help="Your Ed25519 private key (PEM)")
+    ],
+    name: Annotated[str, typer.Option(help="Your witness name, e.g. witness.example/w1")],
+    state: Annotated[
+        Path, typer.Option(help="File holding the last checkpoint you cosigned (kept here)")
+    ],
+    key: KeyOpt = None,
+) -> None:
+    """Witness: check the ledger's latest checkpoint extends the last one you cosigned, then
+    cosign it (C2SP tlog-cosignature) and hand the cosignature to the ledger.
+
+    Exits 4 on a rollback or fork, printing both checkpoints; the state is then left as it
+    was, so the evidence stays. The first run trusts the checkpoint it sees.
+    """
+    import ledger
+    from gateway import LedgerFeed, load_private_key
+
+    with _verifying():
+        verifier = _key(key, None)
+        private = load_private_key(witness_key_file)
+        previous = _read_text(state, "witness state") if state.exists() else None
+        with LedgerFeed(url) as feed:
+            note = feed.checkpoint()
+            new = ledger.open_checkpoint(note, verifier)
+            proof: list[bytes] = []
+            if previous is not None:
+                old = ledger.open_checkpoint(previous, verifier)
+                if 0 < old.size < new.size:
+                    proof = feed.consistency_proof(old.size, new.size)
+            checkpoint, line = ledger.witness_checkpoint(
+                note, verifier, previous=previous, proof=proof, name=name, private_key=private
+            )
+            public = ledger.witness_key(name, private.public_key())
+            feed.submit_cosignature(checkpoint.size, public, line)
+        tmp = state.with_name(state.name + ".tmp")
+        tmp.write_text(note, encoding="utf-8")
+        tmp.replace(state)
+        console.print(f"cosigned the checkpoint for size {checkpoint.size} as {public}")
 
 
 def _time(moment: datetime | None) -> str | None:

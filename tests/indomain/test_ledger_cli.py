@@ -193,3 +193,47 @@ def test_proof_prints_a_tlog_proof_that_verifies_offline(sandbox_home: dict[str,
     assert checkpoint.size == 4
     with pytest.raises(ledger.LedgerVerificationError):
         ledger.verify_tlog_proof(out, entry.replace(b"nope", b"nopf"), str(sandbox_home["key"]))
+
+
+def test_a_witness_cosigns_over_http_and_auditors_can_require_it(
+    sandbox_home: dict[str, object], tmp_path: Path
+):
+    from gateway import load_private_key
+    from indomain.sandbox import write_private_key
+
+    url, key, root = (
+        str(sandbox_home["url"]),
+        str(sandbox_home["key"]),
+        Path(str(sandbox_home["root"])),
+    )
+    witness = Ed25519PrivateKey.generate()
+    write_private_key(tmp_path / "witness.pem", witness)
+    state = tmp_path / "state"
+    cosign = ["ledger", "cosign", "--url", url, "--key", key, "--name", "witness.example/w1"]
+    cosign += ["--witness-key", str(tmp_path / "witness.pem"), "--state", str(state)]
+    for _ in range(2):  # the second run checks consistency with the first
+        code, out, err = run(*cosign)
+        assert code == 0, err
+        assert "cosigned the checkpoint for size 4" in out
+    vkey = ledger.witness_key("witness.example/w1", witness.public_key())
+    code, out, err = run("ledger", "verify", "--url", url, "--key", key, "--witness", vkey)
+    assert code == 0, err
+    assert "extends the witnessed checkpoint" in out
+    code, _, _ = run("ledger", "verify", "--home", str(root), "--witness", vkey)
+    assert code == 0
+    stranger = ledger.witness_key("witness.example/w1", Ed25519PrivateKey.generate().public_key())
+    code, _, err = run("ledger", "verify", "--url", url, "--key", key, "--witness", stranger)
+    assert code == 4 and "required" in err
+
+    # The witness remembers a bigger tree than the one now served: a rollback.
+    signer = load_private_key(root / "keys" / "ledger.key")
+    bigger = ledger.sign_checkpoint(
+        ledger.Checkpoint(ledger.open_checkpoint(state.read_text(), key).origin, 99, b"\x07" * 32),
+        key_name=key.split("+")[0],
+        private_key=signer,
+    )
+    state.write_text(bigger)
+    code, out, err = run(*cosign)
+    assert code == 4 and "rolled back" in err
+    assert bigger in out
+    assert state.read_text() == bigger  # the evidence is kept
