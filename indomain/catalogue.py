@@ -5,7 +5,8 @@ The synthetic sample is generated only from the manifest (declared column classe
 ``keys`` as the public domain of a dimension, ``bounds`` and ``decimals`` for numbers)
 and the column types, with a generator seeded by the dataset name: the dataset's rows are
 never opened, so the sample cannot leak one. Columns without a public domain get
-obviously synthetic values (``district_003``, ``SYN-000001``).
+obviously synthetic values (``district_003``, ``SYN-000001``, numbers a small step above
+the declared lower bound).
 
 "What your grants allow" is answered by asking the policies, for every approved
 computation and every purpose the policies name (``context.purpose == "…"``), whether
@@ -109,22 +110,24 @@ def _value(column: Any, duck_type: str, n: int, rng: random.Random) -> Any:
         return rng.choice(list(column.keys))
     if "BOOL" in kind:
         return rng.random() < 0.5
-    if column.bounds is not None:
-        low, high = column.bounds
-        value = rng.uniform(float(low), float(high))
-        if column.decimals == 0 or "INT" in kind:
-            return round(value)
-        return round(value, column.decimals)
-    if "INT" in kind:
-        return rng.randint(0, 100)
-    if any(t in kind for t in ("DOUBLE", "FLOAT", "DECIMAL", "REAL")):
-        return round(rng.uniform(0, 100), 2)
+    if column.bounds is not None or "INT" in kind or _is_float(kind):
+        # Small steps above the declared lower bound: in range for client code, and
+        # visibly made up (a plausible-looking income could be mistaken for a real one).
+        low, high = column.bounds if column.bounds is not None else (0, 99)
+        step = rng.randint(0, int(min(99, max(0, float(high) - float(low)))))
+        if "INT" in kind or (column.decimals == 0 and not _is_float(kind)):
+            return int(low) + step
+        return round(float(low) + step / 100, 2)
     if "TIMESTAMP" in kind:
         moment = datetime(2020, 1, 1, tzinfo=UTC) + timedelta(days=rng.randint(0, 1500))
         return moment.isoformat()
     if "DATE" in kind:
         return (date(2020, 1, 1) + timedelta(days=rng.randint(0, 1500))).isoformat()
     return f"{column.name}_{rng.randint(1, 20):03d}"
+
+
+def _is_float(kind: str) -> bool:
+    return any(t in kind for t in ("DOUBLE", "FLOAT", "DECIMAL", "REAL"))
 
 
 def catalogue_for(

@@ -102,3 +102,12 @@ def test_indomain_catalogue_command(home: Path) -> None:
     assert body[0]["allowed"][0]["purpose"] == "credit_risk_model"
     text = runner.invoke(app, ["catalogue", "--home", str(home)])
     assert text.exit_code == 0 and "synthetic sample" in text.output
+
+
+def test_no_real_identifier_or_sensitive_value_appears_anywhere(home: Path) -> None:
+    with Sandbox.open(home) as sandbox:
+        text = json.dumps(sandbox.catalogue_for("Acme Credit"))
+    real = pq.read_table(home.parent / "source" / "residents.parquet")
+    for column in ("resident_id", "income"):
+        for value in real.column(column).to_pylist():
+            assert str(value) not in text, column
