@@ -274,3 +274,42 @@ def test_threshold_only_rounds_counts_and_applies_the_dominance_rule(
 def test_threshold_only_is_refused_unless_the_manifest_asks(dp_residents: DatasetSpec) -> None:
     plan = AGGREGATE.check({"sql": "SELECT COUNT(*) FROM residents"}, dp_residents)
     assert plan.body["privacy"]["mode"] == "dp"
+
+
+def _exact_bounded(sql: str, spec: DatasetSpec, con: duckdb.DuckDBPyConnection) -> list[Any]:
+    from computations._aggregate._body import AggregateBody
+    from computations._aggregate._sql import bounded_sql
+
+    body = AggregateBody.from_json(AGGREGATE.check({"sql": sql}, spec).body)
+    return con.execute(bounded_sql(body, table="residents", dataset=spec)).fetchall()
+
+
+@pytest.mark.parametrize("groups", [1, 2, 3])
+def test_a_unit_counts_in_at_most_max_groups_per_unit(
+    groups: int, connect: Connect, dp_residents: DatasetSpec
+) -> None:
+    rules = dp_residents.privacy.model_copy(update={"max_groups_per_unit": groups})
+    spec = dp_residents.model_copy(update={"privacy": rules})
+    rows = [{"resident_id": 7, "district": f"d{i}", "income": 10} for i in range(5)]
+    con = connect({"residents": pa.Table.from_pylist(rows)})
+    result = _exact_bounded(
+        "SELECT district, COUNT(*), SUM(income) FROM residents GROUP BY district", spec, con
+    )
+    # columns: district, units, rows, sum(income)
+    assert sum(r[1] for r in result) == groups
+    assert sum(r[3] for r in result) == 10 * groups
+
+
+def test_missing_values_are_not_clamped_into_sums(
+    connect: Connect, dp_residents: DatasetSpec
+) -> None:
+    rows = [
+        {"resident_id": 1, "sex": "f", "income": None},
+        {"resident_id": 2, "sex": "f", "income": None},
+        {"resident_id": 3, "sex": "f", "income": 5},
+        {"resident_id": 4, "sex": "f", "income": -50},
+    ]
+    con = connect({"residents": pa.Table.from_pylist(rows)})
+    (row,) = _exact_bounded("SELECT SUM(income), COUNT(income) FROM residents", dp_residents, con)
+    # units 4, sum(income) 5 + 0 (-50 clamped to the lower bound 0), count(income) 2
+    assert row == (4, 5, 2)
