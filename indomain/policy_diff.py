@@ -15,7 +15,7 @@ import policies
 from computations import ComputationError, get_computation
 from enclave import DatasetError
 from gateway import JobDocument
-from indomain.policy_requests import build_request, columns_of
+from indomain.policy_requests import build_request, columns_of, result_size_of
 
 _JOB_EVENTS = ("job.accepted", "job.denied", "job.refused")
 
@@ -54,13 +54,17 @@ def replay(
             except ValueError:  # pydantic's ValidationError: not a job we can rebuild
                 continue
             columns: tuple[str, ...] = ()
+            result_size: int | None = None
             try:
                 spec = sandbox.enclave.dataset(job.dataset).spec
-                columns = columns_of(get_computation(job.computation).check(job.params, spec))
+                plan = get_computation(job.computation).check(job.params, spec)
+                columns, result_size = columns_of(plan), result_size_of(plan, spec)
             except (ComputationError, DatasetError):
                 pass
             try:
-                request = build_request(sandbox.registry, job, columns=columns, when=job.issued)
+                request = build_request(
+                    sandbox.registry, job, columns=columns, result_size=result_size, when=job.issued
+                )
             except policies.PolicyError:
                 continue
             replayed += 1

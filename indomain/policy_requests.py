@@ -52,8 +52,29 @@ def columns_of(plan: Any) -> tuple[str, ...]:
     return tuple(sorted(used))
 
 
+def result_size_of(plan: Any, spec: DatasetSpec) -> int | None:
+    """The most rows a checked plan's result can have: the product of the number of public
+    keys of its group columns (1 with no group column); ``None`` when a group column
+    declares no keys, so the size is unknown (and a policy limit on it fails closed)."""
+    body = getattr(plan, "body", {})
+    group_by = body.get("group_by", ()) if isinstance(body, Mapping) else ()
+    keys = {c.name: c.keys for c in spec.columns}
+    size = 1
+    for column in group_by:
+        declared = keys.get(str(column))
+        if not declared:
+            return None
+        size *= len(declared)
+    return size
+
+
 def build_request(
-    registry: Registry, job: JobDocument, *, columns: tuple[str, ...], when: datetime
+    registry: Registry,
+    job: JobDocument,
+    *,
+    columns: tuple[str, ...],
+    when: datetime,
+    result_size: int | None = None,
 ) -> policies.AccessRequest:
     """The access request for ``job`` at ``when``; raises :class:`policies.PolicyError`."""
     licence = registry.licence(job.enterprise)
@@ -69,6 +90,7 @@ def build_request(
         dataset_groups=dataset.group_attrs(),
         epsilon=epsilon_of(job.params),
         columns=columns,
+        result_size=result_size,
     )
 
 

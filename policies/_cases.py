@@ -89,7 +89,16 @@ def requests_from(document: Any) -> list[tuple[str, AccessRequest, Mapping[str, 
         r = case["request"]
         _keys(
             r,
-            {"enterprise", "computation", "dataset", "purpose", "time", "epsilon", "columns"},
+            {
+                "enterprise",
+                "computation",
+                "dataset",
+                "purpose",
+                "time",
+                "epsilon",
+                "columns",
+                "result_size",
+            },
             f"{name}: request",
             {"enterprise", "computation", "dataset", "purpose", "time"},
         )
@@ -115,6 +124,7 @@ def requests_from(document: Any) -> list[tuple[str, AccessRequest, Mapping[str, 
             },
             epsilon=None if r.get("epsilon") is None else Decimal(str(r["epsilon"])),
             columns=tuple(str(c) for c in r.get("columns", [])),
+            result_size=r.get("result_size"),
         )
         expect = case["expect"]
         _keys(

@@ -46,6 +46,7 @@ NOT_EVALUATED = "not_evaluated"
 LICENCE_INACTIVE = "licence_inactive"
 LICENCE_EXPIRED = "licence_expired"
 COLUMNS_NOT_ALLOWED = "columns_not_allowed"
+LONG_MAX = 2**63 - 1  # Cedar's Long
 DECISION_CODES = (
     ALLOWED,
     FORBIDDEN,
@@ -75,7 +76,9 @@ class AccessRequest:
     str, int, bool, datetime, lists and str-keyed mappings of these); a ``None`` value
     leaves an optional attribute out. ``dataset_groups`` maps each ``DatasetGroup`` the
     dataset belongs to onto that group's attributes. ``epsilon`` (the privacy cost the
-    job asks for, ``None`` for none) and ``columns`` (the columns it uses) become
+    job asks for, ``None`` for none), ``columns`` (the columns it uses) and
+    ``result_size`` (the most rows its result can have, ``None`` when unknown, which
+    Cedar sees as the largest Long so that a size limit fails closed) become
     ``context.job``. Raises :class:`PolicyError` on a malformed value.
     """
 
@@ -89,6 +92,7 @@ class AccessRequest:
     dataset_groups: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
     epsilon: Decimal | None = None
     columns: tuple[str, ...] = ()
+    result_size: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("enterprise", "computation", "dataset", "purpose"):
@@ -123,6 +127,12 @@ class AccessRequest:
         if not all(isinstance(c, str) for c in columns):
             raise PolicyError("AccessRequest.columns must be column names (str)")
         object.__setattr__(self, "columns", tuple(sorted(set(columns))))
+        if self.result_size is not None and (
+            isinstance(self.result_size, bool)
+            or not isinstance(self.result_size, int)
+            or not 0 <= self.result_size <= LONG_MAX
+        ):
+            raise PolicyError("AccessRequest.result_size must be a whole number >= 0, or None")
 
 
 @dataclass(frozen=True)
@@ -407,7 +417,11 @@ def _cedar_request(request: AccessRequest) -> dict[str, Any]:
         "context": {
             "purpose": request.purpose,
             "now": _cedar_datetime(request.time),
-            "job": {"epsilon": _cedar_decimal(epsilon), "columns": list(request.columns)},
+            "job": {
+                "epsilon": _cedar_decimal(epsilon),
+                "columns": list(request.columns),
+                "result_size": LONG_MAX if request.result_size is None else request.result_size,
+            },
         },
     }
 

@@ -134,6 +134,9 @@ def policy_check(
     column: Annotated[
         list[str] | None, typer.Option("--column", help="A column the job uses (repeat)")
     ] = None,
+    result_size: Annotated[
+        int | None, typer.Option(min=0, help="Most rows the result can have [default: unknown]")
+    ] = None,
     explain: Annotated[
         bool, typer.Option("--explain", help="Show which conditions failed")
     ] = False,
@@ -170,6 +173,7 @@ def policy_check(
             dataset_groups=dclass.group_attrs(),
             epsilon=eps,
             columns=tuple(column or ()),
+            result_size=result_size,
         )
         if policy_set is None:
             explanation = None

@@ -158,3 +158,20 @@ def test_the_stricter_min_group_size_applies_to_the_plan(home: Path) -> None:
         spec_with_obligations(spec, {"min_group_size": "2"}).min_group_size == spec.min_group_size
     )
     assert spec_with_obligations(spec, {}) is spec
+
+
+def test_result_size_comes_from_the_public_keys_of_the_group_columns(home: Path) -> None:
+    from computations import get_computation
+    from indomain.policy_requests import result_size_of
+
+    with Sandbox.open(home) as sandbox:
+        spec = sandbox.enclave.dataset("residents").spec
+    keys = {c.name: c.keys for c in spec.columns}
+    aggregate = get_computation("aggregate")
+    plan = aggregate.check(
+        {"sql": "SELECT district, COUNT(*) AS n FROM residents GROUP BY district"}, spec
+    )
+    expected = len(keys["district"]) if keys["district"] else None
+    assert result_size_of(plan, spec) == expected
+    total = aggregate.check({"sql": "SELECT COUNT(*) AS n FROM residents"}, spec)
+    assert result_size_of(total, spec) == 1

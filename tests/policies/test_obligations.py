@@ -236,3 +236,13 @@ def test_disjoint_allowed_columns_allow_no_column_at_all() -> None:
     b = f'@id("b") @allowed_columns("age_band")\n{SCOPE};'
     assert not decide(policy_set(a, b), req(columns=("district",))).allowed
     assert not decide(policy_set(a, b), req(columns=("age_band",))).allowed
+
+
+def test_result_size_can_be_limited_and_unknown_fails_closed() -> None:
+    ps = policy_set(f'@id("g")\n{SCOPE}\nwhen {{ context.job.result_size <= 1000 }};')
+    assert decide(ps, req(result_size=28)).allowed
+    assert not decide(ps, req(result_size=1001)).allowed
+    assert not decide(ps, req()).allowed  # unknown size: the largest Long
+    for bad in (-1, True, 2**63, "10"):
+        with pytest.raises(PolicyError):
+            req(result_size=bad)
