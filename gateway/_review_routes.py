@@ -6,18 +6,28 @@
 ``GET /v1/proposals``         the caller's proposals and their review state
 ``GET /v1/proposals/{id}``    one of the caller's proposals (another's looks missing)
 
-Reviewing happens at the bureau (``indomain review approve / reject``): reviewers have
-no gateway identity, so the gateway offers them nothing to call.
+Reviewers registered with an Ed25519 key (``indomain review register-reviewer``) may
+also review over HTTP:
+
+``GET /v1/reviews``           pending proposals; headers ``X-Indomain-Reviewer`` (base64
+                              name), ``-Timestamp``, ``-Signature`` over the read-request
+                              message with ``"reviewer:<name>"`` in the enterprise slot (so
+                              an enterprise's signed read can never pass as a reviewer's)
+``POST /v1/reviews``          ``{"review": {...}, "signature": ...}``; the review names the
+                              proposal *and its code hash*, so a vote approves exactly the
+                              code the reviewer saw; ``kind`` must be ``"indomain.review"``
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
 import rfc8785
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
@@ -29,7 +39,7 @@ from gateway._errors import (
     NotFound,
     PayloadTooLarge,
 )
-from gateway._jobs import check_fresh, parse_time, verify_signature
+from gateway._jobs import check_fresh, parse_time, request_message, verify_signature
 from gateway._store import Enterprise, StateStore
 from indomain.errors import IndomainError
 
@@ -48,12 +58,29 @@ PROPOSAL_FIELDS = frozenset(
 )
 
 
+REVIEW_FIELDS = frozenset(
+    {"kind", "proposal", "code_hash", "reviewer", "verdict", "reason", "issued_at"}
+)
+REVIEW_KIND = "indomain.review"
+
+
 class ProposalDesk(Protocol):
     def propose(self, enterprise: str, proposal: dict[str, Any]) -> dict[str, Any]:
         """Store a proposal for review; raises IndomainError with a reason if refused."""
 
     def proposals(self, enterprise: str) -> list[dict[str, Any]]:
         """The enterprise's proposals."""
+
+    def reviewer_key(self, reviewer: str) -> bytes | None:
+        """A registered reviewer's raw Ed25519 public key."""
+
+    def pending(self) -> list[dict[str, Any]]:
+        """Proposals waiting for review."""
+
+    def review(
+        self, reviewer: str, proposal_id: str, *, code_hash: str, verdict: str, reason: str
+    ) -> dict[str, Any]:
+        """Record a vote; raises IndomainError with a reason if refused."""
 
 
 def register_review_routes(
@@ -114,3 +141,77 @@ def register_review_routes(
             if proposal["id"] == proposal_id:
                 return {"proposal": proposal}
         raise NotFound(f"no proposal {proposal_id!r} for this enterprise")
+
+    def reviewer_of(request: Request) -> str:
+        headers = request.headers
+        try:
+            name = base64.b64decode(headers["x-indomain-reviewer"], validate=True).decode()
+            timestamp = headers["x-indomain-timestamp"]
+            signature = headers["x-indomain-signature"]
+            issued = parse_time(timestamp)
+        except (KeyError, ValueError):
+            raise AuthenticationError(
+                "missing or malformed X-Indomain-Reviewer/-Timestamp/-Signature headers",
+                code="unauthenticated",
+            ) from None
+        raw = desk.reviewer_key(name)
+        if raw is None:
+            raise AuthenticationError("unknown reviewer", code="unknown_reviewer")
+        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        message = request_message(
+            enterprise=f"reviewer:{name}", method=request.method, path=path, timestamp=timestamp
+        )
+        verify_signature(message, signature, Ed25519PublicKey.from_public_bytes(raw))
+        check_fresh(issued, clock())
+        return name
+
+    @app.get("/v1/reviews")
+    def pending_reviews(request: Request) -> dict[str, Any]:
+        reviewer_of(request)
+        return {"proposals": desk.pending()}
+
+    @app.post("/v1/reviews")
+    async def submit_review(request: Request) -> JSONResponse:
+        body = await request.body()
+        if len(body) > _MAX_BODY:
+            raise PayloadTooLarge(f"a review may be at most {_MAX_BODY} bytes")
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise MalformedRequest("the body is not valid JSON") from None
+        if not isinstance(data, dict) or set(data) != {"review", "signature"}:
+            raise MalformedRequest('the body must be {"review": {...}, "signature": "..."}')
+        review, signature = data["review"], data["signature"]
+        if not isinstance(review, dict) or set(review) != REVIEW_FIELDS:
+            raise MalformedRequest(f"a review has exactly the fields {sorted(REVIEW_FIELDS)}")
+        if review["kind"] != REVIEW_KIND or not all(
+            isinstance(review[k], str) for k in REVIEW_FIELDS
+        ):
+            raise MalformedRequest(f'every field is a string and kind is "{REVIEW_KIND}"')
+        if not isinstance(signature, str):
+            raise MalformedRequest("signature must be a base64 string")
+        raw = desk.reviewer_key(review["reviewer"])
+        if raw is None:
+            raise AuthenticationError("unknown reviewer", code="unknown_reviewer")
+        try:
+            issued = parse_time(review["issued_at"])
+        except ValueError:
+            raise MalformedRequest("issued_at is not an RFC 3339 UTC time") from None
+        verify_signature(rfc8785.dumps(review), signature, Ed25519PublicKey.from_public_bytes(raw))
+        check_fresh(issued, clock())
+        try:
+            done = await run_in_threadpool(
+                lambda: desk.review(
+                    review["reviewer"],
+                    review["proposal"],
+                    code_hash=review["code_hash"],
+                    verdict=review["verdict"],
+                    reason=review["reason"],
+                )
+            )
+        except GatewayError:
+            raise
+        except IndomainError as exc:
+            error = {"code": "review_refused", "message": str(exc)}
+            return JSONResponse({"error": error}, status_code=409)
+        return JSONResponse({"proposal": done}, status_code=200)

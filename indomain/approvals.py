@@ -164,3 +164,43 @@ class ProposalDesk:
     def proposals(self, enterprise: str) -> list[dict[str, Any]]:
         """The enterprise's proposals, newest last."""
         return [p.to_json() for p in self._sandbox.reviews.list(requester=enterprise)]
+
+    def reviewer_key(self, reviewer: str) -> bytes | None:
+        """A registered reviewer's raw Ed25519 public key."""
+        key: bytes | None = self._sandbox.reviews.reviewer_key(reviewer)
+        return key
+
+    def pending(self) -> list[dict[str, Any]]:
+        """Proposals waiting for review, with everything a reviewer needs."""
+        return [p.to_json() for p in self._sandbox.reviews.list(status="pending")]
+
+    def review(
+        self, reviewer: str, proposal_id: str, *, code_hash: str, verdict: str, reason: str
+    ) -> dict[str, Any]:
+        """Record an authenticated reviewer's vote on exactly the code hash they saw."""
+        proposal = self._sandbox.reviews.get(proposal_id)
+        if code_hash != proposal.code_hash:
+            raise ProposalError("the review names another code hash than the proposal's")
+        done = review(self._sandbox, proposal_id, reviewer=reviewer, verdict=verdict, reason=reason)
+        return done.to_json()
+
+
+def register_reviewer(sandbox: Any, name: str, public_key_pem: bytes) -> None:
+    """Register a reviewer's Ed25519 public key (PEM); recorded on the ledger."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        key = serialization.load_pem_public_key(public_key_pem)
+    except ValueError:
+        raise ProposalError("not a PEM public key") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ProposalError("a reviewer key must be Ed25519")
+    raw = key.public_bytes_raw()
+    sandbox.reviews.add_reviewer(name, raw)
+    sandbox.ledger.append(
+        "reviewer.registered",
+        {"reviewer": name.strip(), "public_key": base64.b64encode(raw).decode()},
+    )

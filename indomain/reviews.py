@@ -66,6 +66,11 @@ CREATE TABLE IF NOT EXISTS proposal_votes (
     at TEXT NOT NULL,
     PRIMARY KEY (proposal, reviewer)
 );
+CREATE TABLE IF NOT EXISTS reviewers (
+    name TEXT PRIMARY KEY,
+    public_key BLOB NOT NULL,
+    registered_at TEXT NOT NULL
+);
 """
 
 
@@ -271,6 +276,25 @@ class ReviewStore:
                 ),
             )
         return self.get(proposal_id)
+
+    def add_reviewer(self, name: str, public_key: bytes) -> None:
+        """Register a reviewer's raw Ed25519 public key (for reviews over HTTP)."""
+        name = name.strip() if isinstance(name, str) else ""
+        if not name or len(name) > 200 or len(public_key) != 32:
+            raise ProposalError("a reviewer needs a name and a 32-byte Ed25519 public key")
+        with self._lock:
+            try:
+                self._db.execute("INSERT INTO reviewers VALUES (?,?,?)", (name, public_key, _now()))
+            except sqlite3.IntegrityError:
+                raise ProposalError(f"reviewer {name!r} is already registered") from None
+
+    def reviewer_key(self, name: str) -> bytes | None:
+        """The reviewer's raw public key, or ``None`` if no such reviewer is registered."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT public_key FROM reviewers WHERE name=?", (name,)
+            ).fetchone()
+        return None if row is None else bytes(row[0])
 
     def get(self, proposal_id: str) -> Proposal:
         """The proposal; raises :class:`ProposalError` if there is none."""

@@ -129,3 +129,22 @@ def review_reject(
 ) -> None:
     """Reject; one rejection is final."""
     _vote(proposal, reviewer, "reject", reason, home)
+
+
+@review_app.command("register-reviewer")
+def review_register_reviewer(
+    name: Annotated[str, typer.Argument(help="The reviewer's name")],
+    public_key: Annotated[Path, typer.Option(help="Their Ed25519 public key (PEM)")],
+    home: HomeOpt = None,
+) -> None:
+    """Let a reviewer review over HTTP with their key (recorded on the ledger)."""
+    from indomain.approvals import register_reviewer
+    from indomain.reviews import ProposalError
+
+    with errors(), open_sandbox(home) as sandbox:
+        try:
+            pem = public_key.read_bytes()
+        except OSError as exc:
+            raise ProposalError(f"cannot read {public_key}: {exc.strerror}") from None
+        register_reviewer(sandbox, name, pem)
+        console.print(f"registered reviewer [bold]{name}[/]")

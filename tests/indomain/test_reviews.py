@@ -350,3 +350,86 @@ def test_enterprises_propose_over_http_with_a_signed_document(tmp_path: Path) ->
 
 
 BETA_NAME = "Beta Analytics"
+
+
+def test_registered_reviewers_review_over_http_bound_to_the_code_hash(tmp_path: Path) -> None:
+    import base64
+
+    import httpx
+    import rfc8785
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from gateway import format_time
+    from gateway._jobs import request_message
+    from indomain.server import serve_in_thread
+    from tests.conftest import build_home
+
+    sandbox: Any
+    sandbox, _, _ = build_home(tmp_path / "home", tmp_path / "src", rows=300)
+    sandbox.apply_policies(BUREAU)
+    keys = {name: Ed25519PrivateKey.generate() for name in ("wang", "zhao")}
+    runner = CliRunner()
+    for name, key in keys.items():
+        pem = tmp_path / f"{name}.pub"
+        pem.write_bytes(
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        args = ["review", "register-reviewer", name, "--public-key", str(pem)]
+        result = runner.invoke(app, [*args, "--home", str(tmp_path / "home")])
+        assert result.exit_code == 0, result.output
+    p = proposal_in(sandbox, name="http_review")
+
+    def vote(reviewer: str, key: Ed25519PrivateKey, **changes: str) -> dict[str, Any]:
+        doc = {
+            "kind": "indomain.review",
+            "proposal": p.id,
+            "code_hash": p.code_hash,
+            "reviewer": reviewer,
+            "verdict": "approve",
+            "reason": "counts only",
+            "issued_at": format_time(datetime.now(UTC)),
+        }
+        doc.update(changes)
+        return {"review": doc, "signature": base64.b64encode(key.sign(rfc8785.dumps(doc))).decode()}
+
+    def reviewer_headers(name: str, key: Ed25519PrivateKey, path: str) -> dict[str, str]:
+        stamp = format_time(datetime.now(UTC))
+        message = request_message(
+            enterprise=f"reviewer:{name}", method="GET", path=path, timestamp=stamp
+        )
+        return {
+            "x-indomain-reviewer": base64.b64encode(name.encode()).decode(),
+            "x-indomain-timestamp": stamp,
+            "x-indomain-signature": base64.b64encode(key.sign(message)).decode(),
+        }
+
+    try:
+        with serve_in_thread(sandbox.app()) as url, httpx.Client(base_url=url) as client:
+            listed = client.get(
+                "/v1/reviews", headers=reviewer_headers("wang", keys["wang"], "/v1/reviews")
+            )
+            assert listed.status_code == 200
+            assert [x["id"] for x in listed.json()["proposals"]] == [p.id]
+            # Someone else's key cannot read or vote as wang.
+            stolen = reviewer_headers("wang", keys["zhao"], "/v1/reviews")
+            assert client.get("/v1/reviews", headers=stolen).status_code == 401
+            assert client.post("/v1/reviews", json=vote("wang", keys["zhao"])).status_code == 401
+            # A vote for another code hash than the proposal's is refused.
+            other = vote("wang", keys["wang"], code_hash="sha256:" + "0" * 64)
+            assert client.post("/v1/reviews", json=other).status_code == 409
+            # An unregistered reviewer, and a document of another kind, are refused.
+            assert client.post("/v1/reviews", json=vote("li", keys["wang"])).status_code == 401
+            wrong_kind = vote("wang", keys["wang"], kind="indomain.job")
+            assert client.post("/v1/reviews", json=wrong_kind).status_code == 400
+
+            first = vote("wang", keys["wang"])
+            ok = client.post("/v1/reviews", json=first)
+            assert ok.status_code == 200 and ok.json()["proposal"]["status"] == "pending"
+            assert client.post("/v1/reviews", json=first).status_code == 409  # replay
+            done = client.post("/v1/reviews", json=vote("zhao", keys["zhao"]))
+            assert done.json()["proposal"]["status"] == "approved"
+    finally:
+        sandbox.close()
