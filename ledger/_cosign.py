@@ -33,6 +33,7 @@ from ledger._note import (
     KEY_ID_SIZE,
     SIGNATURE_PREFIX,
     Checkpoint,
+    VerifierKeys,
     _b64decode_strict,
     _raw_public_key,
     _valid_key_name,
@@ -143,7 +144,7 @@ def verify_cosignature(checkpoint: Checkpoint, line: str, key: str) -> int:
 
 
 def open_cosigned(
-    note: str, verifier_key: str, witness_keys: list[str], *, quorum: int
+    note: str, verifier_key: VerifierKeys, witness_keys: list[str], *, quorum: int
 ) -> tuple[Checkpoint, dict[str, int]]:
     """Verify a checkpoint note and at least ``quorum`` cosignatures by ``witness_keys``.
 
@@ -174,7 +175,7 @@ def open_cosigned(
 
 def witness_checkpoint(
     note: str,
-    verifier_key: str,
+    verifier_key: VerifierKeys,
     *,
     previous: str | None,
     proof: Sequence[bytes],

@@ -7,6 +7,7 @@ evidence signed by someone other than the ledger key:
 - ``job.accepted`` / ``job.denied`` / ``job.refused``: the enterprise's Ed25519 signature
   over the RFC 8785 bytes of ``request``, verified with the key of that enterprise's
   latest earlier ``enterprise.registered`` entry;
+- ``ledger.key_added`` / ``ledger.key_retired`` (key rotation): a well-formed verifier key;
 - ``run.completed``: the enclave's Ed25519 signature over the RFC 8785 bytes of
   ``attestation``, verified with the key of the ``sandbox.created`` entry (entry 0 of a
   sandbox ledger), and the attestation must be for the job the run names.
@@ -29,11 +30,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ledger._entry import LedgerEntry
+from ledger._errors import LedgerError
+from ledger._note import parse_verifier_key
 
 SANDBOX_CREATED = "sandbox.created"
 ENTERPRISE_REGISTERED = "enterprise.registered"
 JOB_TYPES = frozenset({"job.accepted", "job.denied", "job.refused"})
 RUN_COMPLETED = "run.completed"
+KEY_TYPES = frozenset({"ledger.key_added", "ledger.key_retired"})  # key rotation
 
 
 def thaw(value: Any) -> Any:
@@ -97,6 +101,12 @@ class EventChecker:
             if key is None or not isinstance(name, str):
                 return "enterprise.registered needs an enterprise name and a raw Ed25519 key"
             self._enterprises[name] = key
+            return None
+        if entry.type in KEY_TYPES:
+            try:
+                parse_verifier_key(fields.get("verifier_key"))  # type: ignore[arg-type]
+            except LedgerError:
+                return f"{entry.type} needs a valid verifier key"
             return None
         if entry.type in JOB_TYPES:
             return self._job(entry)

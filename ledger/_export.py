@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ledger import _store
 from ledger._errors import LedgerError, LedgerVerificationError
+from ledger._note import VerifierKeys
 from ledger._scan import Progress, Trusted, VerificationReport, verify_entries
 
 ENTRIES_FILE = "entries.jsonl"
@@ -83,7 +84,7 @@ def _lines(path: Path) -> Generator[bytes, None, None]:
 
 def verify_export(
     out: Path,
-    verifier_key: str,
+    verifier_key: VerifierKeys,
     *,
     trusted_checkpoint: Trusted = None,
     progress: Progress | None = None,

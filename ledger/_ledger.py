@@ -17,11 +17,60 @@ from ledger._cosign import parse_witness_key, verify_cosignature
 from ledger._entry import GENESIS_PREV, LedgerEntry, format_time
 from ledger._errors import LedgerError
 from ledger._group import GroupCommit
-from ledger._note import Checkpoint, open_checkpoint, sign_checkpoint, verifier_key
+from ledger._note import (
+    Checkpoint,
+    open_checkpoint,
+    parse_verifier_key,
+    sign_checkpoint,
+    sign_checkpoint_by,
+    verifier_key,
+)
 from ledger._receipt import Receipt
 
 _T = TypeVar("_T")
-_Append = tuple[str, Mapping[str, Any], str | None]  # type, fields, formatted time or None
+# A key change rides with its entry: ("add", verifier key, private key) or ("retire", key, None)
+_KeyChange = tuple[str, str, Ed25519PrivateKey | None]
+# type, fields, formatted time or None, key change or None
+_Append = tuple[str, Mapping[str, Any], str | None, _KeyChange | None]
+SigningKeys = Ed25519PrivateKey | Sequence[Ed25519PrivateKey]
+_Signer = tuple[str, Ed25519PrivateKey]  # (key name, private key)
+
+
+def _signers(active: list[str], keys: SigningKeys) -> list[tuple[str, _Signer]]:
+    """Pair each active verifier key with its private key; every active key needs one."""
+    given = [keys] if isinstance(keys, Ed25519PrivateKey) else list(keys)
+    if not given or not all(isinstance(k, Ed25519PrivateKey) for k in given):
+        raise LedgerError("signing_key must be an Ed25519 private key (or a list of them)")
+    by_public = {k.public_key().public_bytes_raw(): k for k in given}
+    signers = []
+    for vkey in active:
+        parsed = parse_verifier_key(vkey)
+        private = by_public.pop(parsed.public_key.public_bytes_raw(), None)
+        if private is None:
+            raise LedgerError(
+                f"signing_key is not this ledger's key (missing {vkey.rsplit('+', 1)[0]})"
+            )
+        signers.append((vkey, (parsed.name, private)))
+    if by_public:
+        raise LedgerError("signing_key is not this ledger's key (a given key is not active)")
+    return signers
+
+
+def _applicable(change: _KeyChange, signers: dict[str, _Signer]) -> bool:
+    kind, vkey, _ = change
+    if kind == "add":
+        return vkey not in signers
+    return vkey in signers and len(signers) > 1
+
+
+def _apply(change: _KeyChange, signers: dict[str, _Signer]) -> None:
+    kind, vkey, private = change
+    if kind == "add" and private is not None:
+        signers[vkey] = (parse_verifier_key(vkey).name, private)
+    else:
+        del signers[vkey]
+
+
 MAX_BATCH = 4096  # appends per group commit: bounds one transaction's size and latency
 
 
@@ -59,15 +108,14 @@ class Ledger:
         directory: Path,
         connection: sqlite3.Connection,
         meta: Mapping[str, str],
-        signing_key: Ed25519PrivateKey | None,
+        signing_key: SigningKeys | None,
     ) -> None:
         """Wrap an open storage connection; use :meth:`create` or :meth:`open` instead."""
         self._directory = Path(directory)
         self._connection: sqlite3.Connection | None = connection
         self._origin = meta["origin"]
-        self._key_name = meta["key_name"]
-        self._verifier_key = meta["verifier_key"]
-        self._signing_key = signing_key
+        self._active = _store.active_keys(meta)
+        self._signers = None if signing_key is None else _signers(self._active, signing_key)
         self._lock = threading.Lock()
         self._group: GroupCommit[_Append, LedgerEntry] = GroupCommit(
             self._commit_batch, max_batch=MAX_BATCH
@@ -118,22 +166,19 @@ class Ledger:
         return cls(directory=directory, connection=connection, meta=meta, signing_key=signing_key)
 
     @classmethod
-    def open(cls, directory: Path, *, signing_key: Ed25519PrivateKey | None = None) -> Ledger:
+    def open(cls, directory: Path, *, signing_key: SigningKeys | None = None) -> Ledger:
         """Open an existing ledger; read-only unless ``signing_key`` is given.
 
+        During a key rotation's overlap, ``signing_key`` is the list of every active key.
         Raises :class:`LedgerError` when there is no ledger, its format is unknown, or the
-        signing key is not the one the ledger was created with.
+        signing keys are not exactly the ledger's active keys.
         """
-        if signing_key is not None and not isinstance(signing_key, Ed25519PrivateKey):
-            raise LedgerError("signing_key must be an Ed25519 private key")
         directory = Path(directory)
         connection = _store.connect(directory, read_only=signing_key is None)
         try:
             meta = _store.read_meta(connection)
             if signing_key is not None:
-                mine = verifier_key(meta["key_name"], signing_key.public_key())
-                if mine != meta["verifier_key"]:
-                    raise LedgerError("signing_key is not this ledger's key")
+                _signers(_store.active_keys(meta), signing_key)
         except BaseException:
             connection.close()
             raise
@@ -182,16 +227,52 @@ class Ledger:
         (then this append is not acknowledged and nothing of its batch is written), or
         if the stored tree no longer matches the last signed checkpoint.
         """
-        if self._signing_key is None:
+        if self._signers is None:
             raise LedgerError("the ledger was opened read-only (no signing key)")
         stamp = None if time is None else format_time(time)
-        return self._group.submit((type, fields, stamp))
+        return self._group.submit((type, fields, stamp, None))
+
+    def add_signing_key(
+        self, key: Ed25519PrivateKey, *, key_name: str | None = None
+    ) -> LedgerEntry:
+        """Start a key rotation: append ``ledger.key_added`` and sign with ``key`` too.
+
+        From the commit holding that entry on, every checkpoint carries a signature by each
+        active key, so verifiers configured with either key keep verifying during the
+        overlap; the entry tells auditors the new verifier key. ``key_name`` defaults to
+        the origin. Returns the entry. Raises :class:`LedgerError` if read-only.
+        """
+        if self._signers is None:
+            raise LedgerError("the ledger was opened read-only (no signing key)")
+        if not isinstance(key, Ed25519PrivateKey):
+            raise LedgerError("key must be an Ed25519 private key")
+        name = self._origin if key_name is None else key_name
+        new = verifier_key(name, key.public_key())
+        if new in self._active:
+            raise LedgerError("that key is already active")
+        fields = {"verifier_key": new}
+        return self._group.submit(("ledger.key_added", fields, None, ("add", new, key)))
+
+    def retire_signing_key(self, retired: str) -> LedgerEntry:
+        """End a key rotation: append ``ledger.key_retired`` and stop signing with ``retired``.
+
+        The checkpoint of the commit holding the entry is still signed by the retired key
+        (so its holders see the retirement); later ones are not. Raises
+        :class:`LedgerError` unless ``retired`` is active and another key stays active.
+        """
+        if self._signers is None:
+            raise LedgerError("the ledger was opened read-only (no signing key)")
+        if retired not in self._active or len(self._active) < 2:
+            raise LedgerError("only an active key can be retired, and one must remain")
+        fields = {"verifier_key": retired}
+        return self._group.submit(("ledger.key_retired", fields, None, ("retire", retired, None)))
 
     def _commit_batch(self, requests: Sequence[_Append]) -> list[LedgerEntry | BaseException]:
         """Write ``requests`` in one transaction; one outcome per request (leader thread)."""
-        key = self._signing_key
-        if key is None:
+        if self._signers is None:
             raise LedgerError("the ledger was opened read-only (no signing key)")
+        signers = dict(self._signers)  # verifier key -> (name, private key), in order
+        signed_by = dict(signers)  # every key active at any point of this batch signs
 
         def write(connection: sqlite3.Connection) -> list[LedgerEntry | BaseException]:
             n = _store.size(connection)
@@ -201,7 +282,10 @@ class Ledger:
             now = format_time(datetime.now(UTC))
             outcomes: list[LedgerEntry | BaseException] = []
             rows: list[tuple[int, bytes]] = []
-            for type_, fields, stamp in requests:
+            for type_, fields, stamp, change in requests:
+                if change is not None and not _applicable(change, signers):
+                    outcomes.append(LedgerError("the key change no longer applies"))
+                    continue
                 try:
                     entry = LedgerEntry(
                         index=n, type=type_, time=stamp or now, prev=prev, fields=fields
@@ -215,6 +299,9 @@ class Ledger:
                 outcomes.append(entry)
                 prev = entry.leaf_hash.hex()
                 n += 1
+                if change is not None:
+                    _apply(change, signers)
+                    signed_by.update(signers)
             if not rows:
                 return outcomes
             with _store.sql_errors("appending"):
@@ -223,11 +310,17 @@ class Ledger:
                     "INSERT INTO hashes (idx, hash) VALUES (?, ?)", reader.new_rows()
                 )
                 checkpoint = Checkpoint(self._origin, n, _merkle.tree_root(n, reader))
-                note = sign_checkpoint(checkpoint, key_name=self._key_name, private_key=key)
+                note = sign_checkpoint_by(checkpoint, list(signed_by.values()))
                 connection.execute("INSERT INTO checkpoints (size, note) VALUES (?, ?)", (n, note))
+                if list(signers) != self._active:
+                    _store.write_active_keys(connection, list(signers))
             return outcomes
 
-        return self._run(write, write=True)
+        outcomes = self._run(write, write=True)
+        # Committed: from now on sign with the keys active after this batch.
+        self._active = list(signers)
+        self._signers = list(signers.items())
+        return outcomes
 
     @staticmethod
     def _previous_leaf(
@@ -254,7 +347,7 @@ class Ledger:
         latest = _store.latest_checkpoint(connection)
         if latest is None or latest[0] != n:
             raise LedgerError("ledger storage is corrupt: no signed checkpoint for its size")
-        signed = open_checkpoint(latest[1], self._verifier_key)
+        signed = open_checkpoint(latest[1], self._active)
         if signed.size != n or signed.root_hash != _merkle.tree_root(n, reader):
             raise LedgerError("ledger storage is corrupt: tree differs from the signed checkpoint")
 
@@ -272,8 +365,13 @@ class Ledger:
 
     @property
     def verifier_key(self) -> str:
-        """The signed-note verifier key auditors use: ``name+keyid+base64(0x01||pub)``."""
-        return self._verifier_key
+        """The newest active verifier key: ``name+keyid+base64(0x01||pub)``."""
+        return self._active[-1]
+
+    @property
+    def verifier_keys(self) -> list[str]:
+        """Every active verifier key (more than one during a key rotation's overlap)."""
+        return list(self._active)
 
     @property
     def size(self) -> int:
@@ -378,7 +476,7 @@ class Ledger:
         """
         _check_index("size", size)
         witness = parse_witness_key(witness_key)
-        checkpoint = open_checkpoint(self.checkpoint_at(size), self._verifier_key)
+        checkpoint = open_checkpoint(self.checkpoint_at(size), self._active)
         verify_cosignature(checkpoint, line, witness_key)
         text = line if line.endswith("\n") else line + "\n"
 

@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -118,30 +119,56 @@ def parse_verifier_key(key: str) -> _Verifier:
     return _Verifier(name, bytes.fromhex(key_id_hex), Ed25519PublicKey.from_public_bytes(raw[1:]))
 
 
+VerifierKeys = str | Sequence[str]  # one verifier key, or a set any of which may sign
+
+
+def parse_verifier_keys(keys: VerifierKeys) -> list[_Verifier]:
+    """Parse one key or a non-empty set of keys; raise :class:`LedgerError` if any is bad."""
+    listed = [keys] if isinstance(keys, str) else list(keys)
+    if not listed:
+        raise LedgerError("no verifier key given")
+    return [parse_verifier_key(key) for key in listed]
+
+
 def sign_note(text: str, *, key_name: str, private_key: Ed25519PrivateKey) -> str:
     """Sign ``text`` (which must end in a newline) and return the signed note."""
+    return sign_note_by(text, [(key_name, private_key)])
+
+
+def sign_note_by(text: str, signers: Sequence[tuple[str, Ed25519PrivateKey]]) -> str:
+    """Sign ``text`` with every (key name, private key) in ``signers``, one line each.
+
+    Several signers are how a key rotation overlaps: verifiers holding either key accept.
+    """
     if (
         not isinstance(text, str)
         or not text.endswith("\n")
         or _has_control(text, allow_newline=True)
     ):
         raise LedgerError("note text must end in a newline and hold no control characters")
-    if not _valid_key_name(key_name):
-        raise LedgerError("key name must be non-empty, without spaces, plus or control chars")
-    key_id = _key_id(key_name, _raw_public_key(private_key.public_key()))
-    signature = private_key.sign(text.encode("utf-8"))
-    encoded = base64.b64encode(key_id + signature).decode("ascii")
-    return f"{text}\n{SIGNATURE_PREFIX}{key_name} {encoded}\n"
+    if not signers:
+        raise LedgerError("a note needs at least one signer")
+    lines = []
+    for key_name, private_key in signers:
+        if not _valid_key_name(key_name):
+            raise LedgerError("key name must be non-empty, without spaces, plus or control chars")
+        key_id = _key_id(key_name, _raw_public_key(private_key.public_key()))
+        signature = private_key.sign(text.encode("utf-8"))
+        encoded = base64.b64encode(key_id + signature).decode("ascii")
+        lines.append(f"{SIGNATURE_PREFIX}{key_name} {encoded}\n")
+    return f"{text}\n" + "".join(lines)
 
 
-def open_note(note: str, verifier_key: str) -> str:
+def open_note(note: str, verifier_key: VerifierKeys) -> str:
     """Check ``note`` is signed by ``verifier_key`` and return its text (final newline included).
 
-    Signatures by other keys are ignored; a bad signature by the known key fails the
-    whole note. Raises :class:`LedgerVerificationError` (or :class:`LedgerError` for a
-    malformed verifier key).
+    ``verifier_key`` may be a set of keys (e.g. across a key rotation): at least one must
+    have signed. Signatures by other keys are ignored; a bad signature by a known key
+    fails the whole note. Raises :class:`LedgerVerificationError` (or :class:`LedgerError`
+    for a malformed verifier key).
     """
-    verifier = parse_verifier_key(verifier_key)
+    verifiers = parse_verifier_keys(verifier_key)
+    known = {(v.name, v.key_id): v for v in verifiers}
     if not isinstance(note, str):
         raise _malformed("not a string")
     try:
@@ -167,7 +194,8 @@ def open_note(note: str, verifier_key: str) -> str:
         raw = _b64decode_strict(encoded)
         if not _valid_key_name(name) or raw is None or len(raw) <= KEY_ID_SIZE:
             raise _malformed("bad signature line")
-        if name != verifier.name or raw[:KEY_ID_SIZE] != verifier.key_id:
+        verifier = known.get((name, raw[:KEY_ID_SIZE]))
+        if verifier is None:
             continue  # C2SP signed-note: verifiers MUST ignore signatures from unknown keys
         try:
             verifier.public_key.verify(raw[KEY_ID_SIZE:], text.encode("utf-8"))
@@ -175,7 +203,8 @@ def open_note(note: str, verifier_key: str) -> str:
             raise LedgerVerificationError(f"signature by {verifier.name} does not verify") from None
         verified = True
     if not verified:
-        raise LedgerVerificationError(f"no signature by {verifier.name}")
+        names = ", ".join(sorted({v.name for v in verifiers}))
+        raise LedgerVerificationError(f"no signature by {names}")
     return text
 
 
@@ -207,6 +236,11 @@ class Checkpoint:
         return f"{self.origin}\n{self.size}\n{root}\n".encode()
 
 
+def sign_checkpoint_by(cp: Checkpoint, signers: Sequence[tuple[str, Ed25519PrivateKey]]) -> str:
+    """Return the signed note for ``cp`` with one signature line per (key name, key)."""
+    return sign_note_by(cp.body().decode("utf-8"), signers)
+
+
 def sign_checkpoint(cp: Checkpoint, *, key_name: str, private_key: Ed25519PrivateKey) -> str:
     """Return the signed note for ``cp``: body, blank line, one Ed25519 signature line.
 
@@ -235,7 +269,7 @@ def _parse_body(text: str) -> Checkpoint:
     return cp
 
 
-def open_checkpoint(note: str, verifier_key: str) -> Checkpoint:
+def open_checkpoint(note: str, verifier_key: VerifierKeys) -> Checkpoint:
     """Verify a signed checkpoint note with ``verifier_key`` and return the checkpoint.
 
     Raises :class:`LedgerVerificationError` when the note is malformed or not in

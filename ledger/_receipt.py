@@ -15,7 +15,7 @@ from typing import Any
 from ledger._entry import LedgerEntry
 from ledger._errors import LedgerError, LedgerVerificationError
 from ledger._merkle import HASH_SIZE, leaf_hash
-from ledger._note import Checkpoint, open_checkpoint
+from ledger._note import Checkpoint, VerifierKeys, open_checkpoint
 from ledger._proofs import verify_inclusion
 
 RECEIPT_KEYS = frozenset({"index", "tree_size", "leaf_hash", "proof", "checkpoint"})
@@ -106,7 +106,7 @@ def _unb64(text: Any) -> bytes:
     return raw
 
 
-def verify_receipt(receipt: Receipt, entry_bytes: bytes, verifier_key: str) -> Checkpoint:
+def verify_receipt(receipt: Receipt, entry_bytes: bytes, verifier_key: VerifierKeys) -> Checkpoint:
     """Check ``receipt`` for ``entry_bytes`` against the ledger key; return its checkpoint.
 
     Verifies the checkpoint signature, that the entry is canonical and sits at the

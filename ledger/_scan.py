@@ -16,7 +16,7 @@ from ledger import _merkle
 from ledger._entry import GENESIS_PREV, LedgerEntry
 from ledger._errors import LedgerForkError, LedgerVerificationError
 from ledger._events import EventChecker
-from ledger._note import Checkpoint, open_checkpoint, parse_verifier_key
+from ledger._note import Checkpoint, VerifierKeys, open_checkpoint, parse_verifier_keys
 
 Progress = Callable[[int, int], None]
 PROGRESS_EVERY = 1000  # entries between progress calls
@@ -67,7 +67,7 @@ class EntryScanner:
 Trusted = str | Sequence[str] | None  # one kept checkpoint note, several, or none
 
 
-def open_trusted(trusted: Trusted, verifier_key: str) -> list[tuple[Checkpoint, str]]:
+def open_trusted(trusted: Trusted, verifier_key: VerifierKeys) -> list[tuple[Checkpoint, str]]:
     """Open the kept checkpoint notes (each must be signed by the key) with their text."""
     notes = [] if trusted is None else [trusted] if isinstance(trusted, str) else list(trusted)
     return [(open_checkpoint(note, verifier_key), note) for note in notes]
@@ -109,7 +109,7 @@ def check_trusted(
 def verify_entries(
     entries: Iterable[bytes],
     checkpoint: str,
-    verifier_key: str,
+    verifier_key: VerifierKeys,
     *,
     trusted_checkpoint: Trusted = None,
     progress: Progress | None = None,
@@ -125,7 +125,7 @@ def verify_entries(
     the first bad entry (:class:`LedgerForkError` for a rollback or fork), and
     :class:`~ledger.LedgerError` for a malformed key.
     """
-    parse_verifier_key(verifier_key)
+    parse_verifier_keys(verifier_key)
     trusted = open_trusted(trusted_checkpoint, verifier_key)
     try:
         signed = open_checkpoint(checkpoint, verifier_key)

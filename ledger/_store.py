@@ -17,9 +17,10 @@ hash), ``checkpoints`` (size -> signed note), ``meta`` (format, origin, key name
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from ledger._errors import LedgerError
@@ -245,3 +246,25 @@ def latest_cosigned(connection: sqlite3.Connection) -> tuple[int, list[str]] | N
             )
         ]
     return size, lines
+
+
+def active_keys(meta: Mapping[str, str]) -> list[str]:
+    """Return the verifier keys that sign new checkpoints (oldest first)."""
+    if "active_keys" not in meta:
+        return [meta["verifier_key"]]
+    try:
+        keys = json.loads(meta["active_keys"])
+    except ValueError:
+        raise LedgerError("ledger metadata: active_keys is not JSON") from None
+    if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
+        raise LedgerError("ledger metadata: active_keys must be a non-empty list of keys")
+    return keys
+
+
+def write_active_keys(connection: sqlite3.Connection, keys: list[str]) -> None:
+    """Record the active verifier keys (in the caller's transaction)."""
+    with sql_errors("recording the active keys"):
+        connection.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('active_keys', ?)",
+            (json.dumps(keys),),
+        )

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from ledger._errors import LedgerVerificationError
 from ledger._merkle import HASH_SIZE, leaf_hash
-from ledger._note import Checkpoint, open_checkpoint
+from ledger._note import Checkpoint, VerifierKeys, open_checkpoint
 from ledger._proofs import verify_inclusion
 from ledger._receipt import MAX_PROOF_LENGTH
 
@@ -91,7 +91,7 @@ def tlog_proof(index: int, hashes: Sequence[bytes], checkpoint: str) -> str:
     return TlogProof(index, tuple(hashes), checkpoint).format()
 
 
-def verify_tlog_proof(text: str, entry_bytes: bytes, verifier_key: str) -> Checkpoint:
+def verify_tlog_proof(text: str, entry_bytes: bytes, verifier_key: VerifierKeys) -> Checkpoint:
     """Check that ``entry_bytes`` is entry ``index`` under the proof's signed checkpoint.
 
     Returns the checkpoint; raises :class:`LedgerVerificationError` naming the index.

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ledger import _merkle, _store
 from ledger._errors import LedgerError, LedgerVerificationError
-from ledger._note import Checkpoint, open_checkpoint, parse_verifier_key
+from ledger._note import Checkpoint, VerifierKeys, open_checkpoint, parse_verifier_keys
 from ledger._scan import (
     EntryScanner,
     Progress,
@@ -30,7 +30,7 @@ _CHUNK = 1000  # rows fetched (and progress reported) at a time
 
 def verify_ledger(
     directory: Path,
-    verifier_key: str,
+    verifier_key: VerifierKeys,
     *,
     progress: Progress | None = None,
     trusted_checkpoint: Trusted = None,
@@ -48,7 +48,7 @@ def verify_ledger(
     the first bad entry (``index``) when there is one, and :class:`LedgerError` when the
     folder holds no ledger or the key is malformed.
     """
-    parse_verifier_key(verifier_key)  # a malformed key is the caller's error: fail first
+    parse_verifier_keys(verifier_key)  # a malformed key is the caller's error: fail first
     trusted = open_trusted(trusted_checkpoint, verifier_key)
     connection = _store.connect(Path(directory), read_only=True)
     try:
@@ -60,7 +60,7 @@ def verify_ledger(
 
 def _verify(
     connection: sqlite3.Connection,
-    key: str,
+    key: VerifierKeys,
     progress: Progress | None,
     trusted: list[tuple[Checkpoint, str]],
 ) -> VerificationReport:
@@ -103,7 +103,7 @@ def _verify(
 
 
 def _latest_checkpoint(
-    connection: sqlite3.Connection, key: str
+    connection: sqlite3.Connection, key: VerifierKeys
 ) -> tuple[Checkpoint | None, LedgerVerificationError | None]:
     latest = _store.latest_checkpoint(connection)
     if latest is None:
@@ -141,7 +141,7 @@ def _scan_entries(
 
 
 def _locate(
-    connection: sqlite3.Connection, key: str, leaves: list[bytes], limit: int
+    connection: sqlite3.Connection, key: VerifierKeys, leaves: list[bytes], limit: int
 ) -> LedgerVerificationError | None:
     """Find the first entry below ``limit`` that differs from what the key signed.
 
@@ -182,7 +182,7 @@ def _locate(
 
 
 def _matches(
-    connection: sqlite3.Connection, key: str, leaves: list[bytes], size: int
+    connection: sqlite3.Connection, key: VerifierKeys, leaves: list[bytes], size: int
 ) -> bool | None:
     row = connection.execute("SELECT note FROM checkpoints WHERE size = ?", (size,)).fetchone()
     if row is None or not isinstance(row[0], str):

@@ -35,7 +35,8 @@ KeyOpt = Annotated[
     typer.Option(
         "--key",
         envvar="INDOMAIN_LEDGER_KEY",
-        help="The ledger's verifier key (or a file holding it), as the bureau published it "
+        help="The ledger's verifier key, or a file with one key per line (any of them may "
+        "sign, e.g. across a key rotation), as the bureau published it "
         "[default: the key stored with the ledger or export]",
     ),
 ]
@@ -74,15 +75,21 @@ def _read_text(path: Path, what: str) -> str:
         raise ConfigError(f"cannot read the {what} {path}: {exc}") from None
 
 
-def _key(option: str | None, default: Path | None) -> str:
+def _key(option: str | None, default: Path | None) -> list[str]:
+    """The verifier key set: one key, or a file with one key per line (a key rotation)."""
     from indomain.errors import ConfigError
 
     if option is not None:
         path = Path(option)
-        return _read_text(path, "key file").strip() if path.is_file() else option.strip()
-    if default is None:
+        text = _read_text(path, "key file") if path.is_file() else option
+    elif default is None:
         raise ConfigError("--key is required with --url: use the key the bureau published")
-    return _read_text(default, "verifier key file").strip()
+    else:
+        text = _read_text(default, "verifier key file")
+    keys = [line.strip() for line in text.splitlines() if line.strip()]
+    if not keys:
+        raise ConfigError("no verifier key given")
+    return keys
 
 
 @ledger_app.command("export")
@@ -110,7 +117,7 @@ WitnessOpt = Annotated[
 
 
 def _witnessed(
-    cosigned: str | None, verifier: str, witnesses: list[str], quorum: int | None
+    cosigned: str | None, verifier: list[str], witnesses: list[str], quorum: int | None
 ) -> list[str]:
     """The cosigned checkpoint as an extra trusted note, once a quorum of witnesses signed it."""
     import ledger
@@ -211,7 +218,8 @@ def ledger_verify(
                 source = str(h.root)
         console.print(
             f"[green]ledger verified[/]: {report.size} entries from {source}, root "
-            f"{report.root_hash.hex()}, checkpoint signed by {verifier.split('+')[0]}"
+            f"{report.root_hash.hex()}, checkpoint signed by "
+            + ", ".join(sorted({k.split("+")[0] for k in verifier}))
             + (", extends the trusted checkpoint" if trusted else "")
             + (", extends the witnessed checkpoint" if witnesses else "")
         )

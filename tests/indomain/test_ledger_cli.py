@@ -237,3 +237,15 @@ def test_a_witness_cosigns_over_http_and_auditors_can_require_it(
     assert code == 4 and "rolled back" in err
     assert bigger in out
     assert state.read_text() == bigger  # the evidence is kept
+
+
+def test_verify_accepts_a_configured_key_set_and_nothing_outside_it(
+    sandbox_home: dict[str, object], tmp_path: Path
+):
+    home, key = str(sandbox_home["root"]), str(sandbox_home["key"])
+    other = ledger.verifier_key(key.split("+")[0], Ed25519PrivateKey.generate().public_key())
+    (tmp_path / "both").write_text(f"{other}\n{key}\n")
+    (tmp_path / "other").write_text(f"{other}\n")
+    assert run("ledger", "verify", "--home", home, "--key", str(tmp_path / "both"))[0] == 0
+    code, _, err = run("ledger", "verify", "--home", home, "--key", str(tmp_path / "other"))
+    assert code == 4 and "no signature" in err
