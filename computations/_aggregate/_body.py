@@ -15,8 +15,8 @@ from typing import Any, Literal
 from computations._dataset import ColumnClass, DatasetSpec
 from computations._errors import ComputationError
 
-Function = Literal["count", "count_distinct", "sum", "avg"]
-FUNCTIONS: tuple[Function, ...] = ("count", "count_distinct", "sum", "avg")
+Function = Literal["count", "count_distinct", "sum", "avg", "quantile"]
+FUNCTIONS: tuple[Function, ...] = ("count", "count_distinct", "sum", "avg", "quantile")
 #: Output names are plain identifiers so results read the same in SQL, Arrow and JSON.
 OUTPUT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -31,11 +31,15 @@ class GroupOutput:
 
 @dataclass(frozen=True)
 class AggregateOutput:
-    """``function(column)`` per group; ``column`` is ``None`` only for ``COUNT(*)``."""
+    """``function(column)`` per group; ``column`` is ``None`` only for ``COUNT(*)``.
+
+    ``alpha`` is the quantile's level (0.5 for MEDIAN), set only for ``quantile``.
+    """
 
     name: str
     function: Function
     column: str | None
+    alpha: float | None = None
 
 
 Output = GroupOutput | AggregateOutput
@@ -102,6 +106,7 @@ class AggregateBody:
                         "name": out.name,
                         "function": out.function,
                         "column": out.column,
+                        **({"alpha": out.alpha} if out.function == "quantile" else {}),
                     }
                 )
         return {
@@ -133,13 +138,31 @@ class AggregateBody:
                     raise _malformed("group output name and column must be strings")
                 outputs.append(GroupOutput(name=name, column=column))
             elif kind == "aggregate":
-                _keys(raw, {"kind", "name", "function", "column"}, "aggregate output")
+                quantile = raw.get("function") == "quantile"
+                expected = {"kind", "name", "function", "column"} | (
+                    {"alpha"} if quantile else set()
+                )
+                _keys(raw, expected, "aggregate output")
                 name, function, column = raw["name"], raw["function"], raw["column"]
                 if not isinstance(name, str) or not (column is None or isinstance(column, str)):
                     raise _malformed("aggregate output name must be a string, column a string")
                 if function not in FUNCTIONS:
                     raise _malformed(f"aggregate function must be one of {', '.join(FUNCTIONS)}")
-                outputs.append(AggregateOutput(name=name, function=function, column=column))
+                alpha = raw.get("alpha")
+                if quantile and (
+                    isinstance(alpha, bool)
+                    or not isinstance(alpha, int | float)
+                    or not 0 <= alpha <= 1
+                ):
+                    raise _malformed("a quantile's alpha must be a number from 0 to 1")
+                outputs.append(
+                    AggregateOutput(
+                        name=name,
+                        function=function,
+                        column=column,
+                        alpha=float(alpha) if quantile else None,  # type: ignore[arg-type]
+                    )
+                )
             else:
                 raise _malformed("output kind must be 'group' or 'aggregate'")
         raw_where = body["where"]
@@ -235,6 +258,10 @@ class AggregateBody:
         if privacy.min_group_size < dataset.min_group_size:
             raise _invalid("min_group_size is below the dataset's")
         if privacy.mode == "threshold_only":
+            if any(
+                isinstance(o, AggregateOutput) and o.function == "quantile" for o in self.outputs
+            ):
+                raise _invalid("an exact quantile would publish one person's value")
             if rules.mode != "threshold_only":
                 raise _invalid("threshold-only release is not allowed for this dataset")
             if privacy.epsilon != 0 or privacy.delta != 0:
@@ -246,7 +273,7 @@ class AggregateBody:
             raise _invalid("delta must be at most the dataset's delta")
         names = {c.name: c for c in dataset.columns}
         for out in self.outputs:
-            if isinstance(out, AggregateOutput) and out.function in ("sum", "avg"):
+            if isinstance(out, AggregateOutput) and out.function in ("sum", "avg", "quantile"):
                 column = names.get(out.column or "")
                 if column is None or column.bounds is None:
                     raise _invalid(f"{out.function} of {out.column!r} needs declared bounds")

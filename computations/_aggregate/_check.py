@@ -36,7 +36,7 @@ RULES = frozenset(
     {
         "params", "parse", "single-statement", "select-only", "no-set-operation", "no-cte",
         "no-subquery", "no-window", "no-distinct", "no-join", "where-form", "where-column",
-        "where-constant", "unbounded-column", "no-having",
+        "where-constant", "unbounded-column", "no-exact-quantile", "quantile-level", "no-having",
         "no-qualify", "no-order-by", "no-limit", "no-sample", "unsupported-clause",
         "single-table", "table-function", "file-path", "select-star", "select-item",
         "aggregate-function", "aggregate-argument", "aggregate-distinct", "aggregate-required",
@@ -46,7 +46,9 @@ RULES = frozenset(
 )  # fmt: skip
 
 #: The only functions a query may call.
-ALLOWED_FUNCTIONS = "only COUNT, SUM and AVG are allowed"
+ALLOWED_FUNCTIONS = "only COUNT, SUM, AVG, MEDIAN and QUANTILE_CONT are allowed"
+_AGGREGATES = (exp.Count, exp.Sum, exp.Avg)
+_QUANTILES = (exp.Median, exp.PercentileCont, exp.PercentileDisc, exp.Quantile)
 
 # Select clauses that are refused, each with its own rule so the refusal says what to drop.
 _CLAUSE_RULES: dict[str, tuple[str, str]] = {
@@ -204,14 +206,20 @@ def _select_item(item: exp.Expr, dataset: DatasetSpec) -> GroupOutput | Aggregat
                 _sql(node),
             )
         return GroupOutput(name=alias or spec.name, column=spec.name)
-    if isinstance(node, exp.Count | exp.Sum | exp.Avg):
+    if isinstance(node, _AGGREGATES):
         function, column = _aggregate(node, dataset)
         return AggregateOutput(
             name=alias or _default_name(function, column), function=function, column=column
         )
+    if isinstance(node, _QUANTILES):
+        column, alpha = _quantile(node, dataset)
+        default = f"median_{column}" if isinstance(node, exp.Median) else f"quantile_{column}"
+        return AggregateOutput(
+            name=alias or default, function="quantile", column=column, alpha=alpha
+        )
     # Name the first function that is not allowed, wherever it sits (CAST(MAX(x) AS INT)).
     for inner in node.walk():
-        if isinstance(inner, exp.Func) and not isinstance(inner, exp.Count | exp.Sum | exp.Avg):
+        if isinstance(inner, exp.Func) and not isinstance(inner, _AGGREGATES + _QUANTILES):
             raise QueryRefused("aggregate-function", ALLOWED_FUNCTIONS, _sql(inner))
     raise QueryRefused(
         "select-item",
@@ -250,6 +258,32 @@ def _aggregate(
             "identifier-column", f"identifier column {spec.name} may not be aggregated", _sql(node)
         )
     return plain, spec.name
+
+
+def _quantile(node: exp.Expr, dataset: DatasetSpec) -> tuple[str, float]:
+    """``MEDIAN(col)`` or ``QUANTILE_CONT(col, level)``: the column and the level."""
+    level_key = "quantile" if isinstance(node, exp.Quantile) else "expression"
+    allowed = {"this"} if isinstance(node, exp.Median) else {"this", level_key}
+    _only(node, allowed, "aggregate-argument", "a quantile takes a column and a level")
+    arg = node.this
+    if not isinstance(arg, exp.Column) or arg.is_star:
+        raise QueryRefused(
+            "aggregate-argument", "a quantile takes a single column of the dataset", _sql(node)
+        )
+    spec = _column(arg, dataset)
+    if spec.cls is ColumnClass.identifier:
+        raise QueryRefused(
+            "identifier-column", f"identifier column {spec.name} may not be aggregated", _sql(node)
+        )
+    if isinstance(node, exp.Median):
+        return spec.name, 0.5
+    level_node = node.args.get(level_key)
+    level = _literal(level_node) if isinstance(level_node, exp.Expr) else None
+    if isinstance(level, bool) or not isinstance(level, int | float) or not 0 <= level <= 1:
+        raise QueryRefused(
+            "quantile-level", "the quantile level is a number from 0 to 1", _sql(node)
+        )
+    return spec.name, float(level)
 
 
 def _group_by(select: exp.Select, dataset: DatasetSpec) -> list[str]:
@@ -398,10 +432,18 @@ def _assemble(
             "aggregate-required", "select at least one of COUNT, SUM or AVG", ", ".join(group_by)
         )
     for out in outputs:
-        if privacy.mode != "dp" or not isinstance(out, AggregateOutput):
+        if not isinstance(out, AggregateOutput):
+            continue
+        if out.function == "quantile" and privacy.mode != "dp":
+            raise QueryRefused(
+                "no-exact-quantile",
+                "an exact quantile is one person's value; quantiles need differential privacy",
+                out.name,
+            )
+        if privacy.mode != "dp":
             continue
         spec = dataset.column(out.column) if out.column else None
-        if out.function in ("sum", "avg") and spec is not None and spec.bounds is None:
+        if out.function in ("sum", "avg", "quantile") and spec is not None and spec.bounds is None:
             # Differential privacy needs to know how much one person can add to a sum.
             raise QueryRefused(
                 "unbounded-column",

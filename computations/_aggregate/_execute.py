@@ -19,7 +19,13 @@ import duckdb
 import pyarrow as pa
 
 from computations._aggregate._body import AggregateBody, AggregateOutput, GroupOutput
-from computations._aggregate._noise import discrete_laplace, key_threshold, laplace_scale
+from computations._aggregate._noise import (
+    discrete_laplace,
+    key_threshold,
+    laplace_scale,
+    private_quantile,
+    quantile_grid,
+)
 from computations._aggregate._sql import UNITS, Measure, bounded_sql, exact_sql, measures
 from computations._dataset import DatasetSpec
 from computations._errors import ComputationError
@@ -76,6 +82,7 @@ def _dp(
 ) -> ComputationResult:
     rules, privacy = dataset.privacy, body.privacy
     raw = _query(con, bounded_sql(body, table=table, dataset=dataset))
+    quantiles: dict[tuple[str, float], list[tuple[int, float]]] = {}
     keys = (
         [
             tuple(row)
@@ -86,19 +93,26 @@ def _dp(
         if body.group_by
         else [()]
     )
-    exact = {m: [int(v or 0) for v in raw.column(m.alias).to_pylist()] for m in measures(body)}
+    every = measures(body)
+    exact: dict[Measure, list[Any]] = {}
+    for m in every:
+        values = raw.column(m.alias).to_pylist()
+        exact[m] = (
+            [v or [] for v in values] if m.kind == "values" else [int(v or 0) for v in values]
+        )
     if not body.group_by:
         # One overall group, always present (its key is public: the empty key).
-        exact = {m: (values or [0]) for m, values in exact.items()}
+        exact = {m: (v or ([[]] if m.kind == "values" else [0])) for m, v in exact.items()}
     public = not body.needs_threshold(dataset)
     if public and body.group_by:
         keys, exact = _all_public_keys(body, dataset, keys, exact)
 
-    wanted = list(exact)
-    share = privacy.epsilon / len(wanted)
+    share = privacy.epsilon / len(every)
     noisy: dict[Measure, list[int]] = {}
     scales: dict[Measure, float] = {}
-    for m in wanted:
+    for m in every:
+        if m.kind == "values":
+            continue  # quantiles are released per kept group, below
         sensitivity = rules.max_groups_per_unit * _per_group_bound(m, dataset)
         noisy[m] = discrete_laplace(exact[m], sensitivity=sensitivity, epsilon=share)
         scales[m] = laplace_scale(sensitivity, share)
@@ -114,6 +128,31 @@ def _dp(
         )
     kept = [i for i, count in enumerate(noisy[units]) if count >= threshold]
     withheld = len(keys) - len(kept)
+    for m in every:
+        if m.kind == "values":
+            spec = dataset.column(m.column or "")
+            if spec is None or spec.bounds is None:
+                raise ComputationError(f"a quantile of {m.column!r} needs declared bounds")
+            # Each unit is in at most G groups: each group's quantile gets share / G.
+            per_group = share / rules.max_groups_per_unit
+            found = {
+                o.alpha
+                for o in body.outputs
+                if isinstance(o, AggregateOutput)
+                and o.column == m.column
+                and o.function == "quantile"
+            }
+            for alpha in sorted(a for a in found if a is not None):
+                quantiles[(m.column or "", alpha)] = [
+                    private_quantile(
+                        exact[m][i],
+                        alpha=alpha,
+                        bounds=_scaled_bounds(spec.bounds, spec.decimals),
+                        rows_per_unit=rules.max_rows_per_unit,
+                        epsilon=per_group / len(found),
+                    )
+                    for i in kept
+                ]
 
     columns: dict[str, list[Any]] = {}
     types: dict[str, pa.DataType] = {}
@@ -124,6 +163,20 @@ def _dp(
             columns[out.name] = [keys[i][index] for i in kept]
             types[out.name] = raw.schema.field(f"g{index}").type
             continue
+        if out.function == "quantile":
+            spec = dataset.column(out.column or "")
+            unit = 10 ** (spec.decimals if spec is not None else 0)
+            released = quantiles[(out.column or "", out.alpha or 0.0)]
+            columns[out.name] = [q / unit for q, _ in released]
+            types[out.name] = pa.float64()
+            score_scale = released[0][1] if released else None
+            statement[out.name] = {
+                "mechanism": "exponential (OpenDP make_private_quantile)",
+                "alpha": out.alpha,
+                "score_scale": score_scale,
+                "grid_step": _grid_step(spec) / unit if spec is not None else None,
+            }
+            continue
         values, dtype, scale = _release(out, kept, noisy, scales, dataset)
         columns[out.name] = values
         types[out.name] = dtype
@@ -133,7 +186,7 @@ def _dp(
         "mechanism": "discrete_laplace",
         "epsilon": privacy.epsilon,
         "delta": privacy.delta if not public else 0.0,
-        "measures": len(wanted),
+        "measures": len(every),
         "epsilon_per_measure": share,
         "max_groups_per_unit": rules.max_groups_per_unit,
         "max_rows_per_unit": rules.max_rows_per_unit,
@@ -144,7 +197,9 @@ def _dp(
     notes = [
         f"differentially private: epsilon {privacy.epsilon:g}, delta {stated['delta']:g}, "
         f"discrete Laplace noise; scales: "
-        + ", ".join(f"{name} {s['noise_scale']:.4g}" for name, s in statement.items())
+        + ", ".join(
+            f"{name} {s['noise_scale']:.4g}" for name, s in statement.items() if "noise_scale" in s
+        )
     ]
     if withheld:
         notes.append(
@@ -172,6 +227,15 @@ def _all_public_keys(
         m: [values[found[c]] if c in found else 0 for c in combos] for m, values in exact.items()
     }
     return combos, filled
+
+
+def _scaled_bounds(bounds: tuple[float, float], decimals: int) -> tuple[int, int]:
+    return round(bounds[0] * 10**decimals), round(bounds[1] * 10**decimals)
+
+
+def _grid_step(spec: Any) -> int:
+    grid = quantile_grid(_scaled_bounds(spec.bounds, spec.decimals))
+    return grid[1] - grid[0] if len(grid) > 1 else 1
 
 
 def _per_group_bound(measure: Measure, dataset: DatasetSpec) -> int:

@@ -22,6 +22,13 @@ privacy unit), next to the code as STYLE.md asks:
    The release is then (epsilon, delta)-DP (Wilson et al. 2020, section 5; Korolova et al.
    2009).
 
+5. A quantile (MEDIAN, QUANTILE_CONT) of a group is chosen among a public grid of at most
+   1001 candidates between the column's bounds by OpenDP's ``make_private_quantile``
+   (the exponential mechanism over a rank score; Smith 2011), on the group's values after
+   bounding (at most ``R`` per unit, so one unit moves the multiset by ``R``: its
+   symmetric distance). Its scale is found by OpenDP's binary search for the epsilon the
+   measure was given, divided by ``G`` because one unit can be in ``G`` groups.
+
 Everything after the noise (rounding to the grid, dividing sum by count for AVG, clamping
 counts at zero, withholding groups under the minimum) is post-processing.
 """
@@ -78,3 +85,55 @@ def key_threshold(*, scale: float, groups_per_unit: int, delta: float, minimum: 
     if not 0 < delta < 1:
         raise InternalError("a key threshold needs 0 < delta < 1")
     return max(minimum, 1 + math.ceil(scale * math.log(groups_per_unit / delta)))
+
+
+#: Most candidates a quantile chooses among: a public grid between the column's bounds.
+QUANTILE_CANDIDATES = 1001
+
+
+def quantile_grid(bounds: tuple[int, int]) -> tuple[int, ...]:
+    """Evenly spaced integers from ``low`` to ``high`` (inclusive), at most 1001 of them."""
+    low, high = bounds
+    if high - low < QUANTILE_CANDIDATES:
+        return tuple(range(low, high + 1))
+    step = (high - low) / (QUANTILE_CANDIDATES - 1)
+    return tuple(sorted({low + round(i * step) for i in range(QUANTILE_CANDIDATES)}))
+
+
+@cache
+def _quantile_measurement(
+    candidates: tuple[int, ...], alpha: float, rows_per_unit: int, epsilon: float
+) -> tuple[Any, float]:
+    dp = _opendp()
+
+    def make(scale: float) -> Any:
+        return dp.m.make_private_quantile(
+            dp.vector_domain(dp.atom_domain(T="i64")),
+            dp.symmetric_distance(),
+            dp.max_divergence(),
+            candidates=list(candidates),
+            alpha=alpha,
+            scale=scale,
+        )
+
+    scale = float(dp.binary_search_param(make, d_in=rows_per_unit, d_out=epsilon))
+    measurement = make(scale)
+    if measurement.map(rows_per_unit) > epsilon * (1 + 1e-9):
+        raise InternalError("quantile scale does not meet the epsilon it was chosen for")
+    return measurement, scale
+
+
+def private_quantile(
+    values: Sequence[int],
+    *,
+    alpha: float,
+    bounds: tuple[int, int],
+    rows_per_unit: int,
+    epsilon: float,
+) -> tuple[int, float]:
+    """An epsilon-DP ``alpha``-quantile of ``values`` (bounded, scaled integers) on the
+    public grid, and the score scale used (point 5)."""
+    if not (math.isfinite(epsilon) and epsilon > 0) or not 0 <= alpha <= 1:
+        raise InternalError("a quantile needs a positive epsilon and 0 <= alpha <= 1")
+    measurement, scale = _quantile_measurement(quantile_grid(bounds), alpha, rows_per_unit, epsilon)
+    return int(measurement([int(v) for v in values])), scale

@@ -62,6 +62,8 @@ def measures(body: AggregateBody) -> list[Measure]:
             needed = [Measure("count", out.column)]
         elif out.function == "sum":
             needed = [Measure("sum", out.column)]
+        elif out.function == "quantile":
+            needed = [Measure("values", out.column)]
         else:
             needed = [Measure("sum", out.column), Measure("count", out.column)]
         for measure in needed:
@@ -79,7 +81,8 @@ def bounded_sql(body: AggregateBody, *, table: str, dataset: DatasetSpec) -> str
     keys = [_column(f"g{i}") for i in range(len(body.group_by))]
     unit = exp.alias_(_column(dataset.privacy_unit), "__u", quoted=True)
     values: list[exp.Expr] = []
-    for column in sorted({m.column for m in wanted if m.kind in ("sum", "count") and m.column}):
+    numeric = {m.column for m in wanted if m.kind in ("sum", "count", "values") and m.column}
+    for column in sorted(numeric):
         values.append(exp.alias_(_scaled(column, dataset), f"v_{column}", quoted=True))
     where = [*_predicates(body.where), *_public_keys(body, dataset)]
     where.append(exp.Not(this=exp.Is(this=_column(dataset.privacy_unit), expression=exp.Null())))
@@ -93,6 +96,19 @@ def bounded_sql(body: AggregateBody, *, table: str, dataset: DatasetSpec) -> str
         elif m.kind == "count":
             capped = _least(exp.Count(this=_column(f"v_{m.column}")), rows_cap)
             per_unit.append(exp.alias_(capped, m.alias, quoted=True))
+        elif m.kind == "values":
+            # At most R clamped values per unit and group, for a DP quantile.
+            value = _column(f"v_{m.column}")
+            listed = exp.Filter(
+                this=exp.Anonymous(this="list", expressions=[value]),
+                expression=exp.Where(
+                    this=exp.Not(this=exp.Is(this=value.copy(), expression=exp.Null()))
+                ),
+            )
+            capped_list = exp.Anonymous(
+                this="list_slice", expressions=[listed, _n(1), _n(rows_cap)]
+            )
+            per_unit.append(exp.alias_(capped_list, m.alias, quoted=True))
         elif m.kind == "sum":
             count = _least(exp.Count(this=_column(f"v_{m.column}")), rows_cap)
             spec = dataset.column(m.column or "")
@@ -140,6 +156,12 @@ def bounded_sql(body: AggregateBody, *, table: str, dataset: DatasetSpec) -> str
     for m in wanted:
         if m.kind == "units":
             final.append(exp.alias_(exp.Count(this=exp.Star()), m.alias, quoted=True))
+        elif m.kind == "values":
+            gathered = exp.Anonymous(
+                this="flatten",
+                expressions=[exp.Anonymous(this="list", expressions=[_column(m.alias)])],
+            )
+            final.append(exp.alias_(gathered, m.alias, quoted=True))
         else:
             final.append(exp.alias_(exp.Sum(this=_column(m.alias)), m.alias, quoted=True))
     query = (
@@ -308,6 +330,8 @@ def _aggregate(out: AggregateOutput) -> exp.Expr:
         return exp.Count(this=exp.Distinct(expressions=[column]))
     if out.function == "sum":
         return exp.Sum(this=column)
+    if out.function == "quantile":
+        raise ComputationError("an exact quantile is never released")
     return exp.Avg(this=column)
 
 

@@ -313,3 +313,36 @@ def test_missing_values_are_not_clamped_into_sums(
     (row,) = _exact_bounded("SELECT SUM(income), COUNT(income) FROM residents", dp_residents, con)
     # units 4, sum(income) 5 + 0 (-50 clamped to the lower bound 0), count(income) 2
     assert row == (4, 5, 2)
+
+
+def test_dp_median_and_quantile(connect: Connect, dp_residents: DatasetSpec) -> None:
+    rows = [{"resident_id": i, "sex": "f", "income": 1000 * (i % 100)} for i in range(2000)]
+    con = connect({"residents": pa.Table.from_pylist(rows)})
+    table = run(
+        "SELECT MEDIAN(income) AS med, QUANTILE_CONT(income, 0.9) AS p90 FROM residents",
+        dp_residents,
+        con,
+    )
+    (row,) = table.to_pylist()
+    # True median 49500, p90 89100; the grid step is 200 and 2000 values are plenty.
+    assert abs(row["med"] - 49_500) < 5_000
+    assert abs(row["p90"] - 89_100) < 5_000
+    assert row["med"] % 200 == 0 and row["p90"] % 200 == 0
+    stated = privacy_statement(table)
+    assert stated is not None
+    assert stated["outputs"]["med"]["alpha"] == 0.5
+    assert stated["outputs"]["med"]["grid_step"] == 200
+    assert stated["measures"] == 2  # units and the values of income
+
+
+def test_a_median_is_fresh_noise_not_a_persons_value(
+    connect: Connect, dp_residents: DatasetSpec
+) -> None:
+    # Eleven people; the exact median is one person's income.
+    rows = [{"resident_id": i, "sex": "f", "income": 10_007 * (i + 1)} for i in range(11)]
+    con = connect({"residents": pa.Table.from_pylist(rows)})
+    spec = dp_residents.model_copy(update={"min_group_size": 2})
+    released = [run("SELECT MEDIAN(income) AS m FROM residents", spec, con) for _ in range(30)]
+    values = [t.column("m").to_pylist()[0] for t in released if t.num_rows]
+    assert len(set(values)) > 3
+    assert all(v % 200 == 0 for v in values if v is not None)  # grid values, not incomes

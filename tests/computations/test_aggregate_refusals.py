@@ -87,7 +87,13 @@ REFUSALS: list[tuple[str, str]] = [
     ("SELECT ANY_VALUE(income) FROM residents", "aggregate-function"),
     ("SELECT list(income) FROM residents", "aggregate-function"),
     ("SELECT first(income) FROM residents", "aggregate-function"),
-    ("SELECT quantile_cont(income, 0.5) FROM residents", "aggregate-function"),
+    ("SELECT quantile_cont(income, 0.5) FROM residents", "no-exact-quantile"),
+    ("SELECT MEDIAN(income) FROM residents", "no-exact-quantile"),
+    ("SELECT quantile_cont(income, 1.5) FROM residents", "quantile-level"),
+    ("SELECT quantile_cont(income, [0.1, 0.9]) FROM residents", "quantile-level"),
+    ("SELECT quantile_cont(income, income) FROM residents", "quantile-level"),
+    ("SELECT MEDIAN(resident_id) FROM residents", "identifier-column"),
+    ("SELECT MEDIAN(income + 1) FROM residents", "aggregate-argument"),
     ("SELECT COUNT(*)::INT FROM residents", "aggregate-function"),
     ("SELECT CAST(SUM(income) AS VARCHAR) FROM residents", "aggregate-function"),
     ("SELECT CASE WHEN income > 1 THEN 1 END, COUNT(*) FROM residents", "aggregate-function"),
@@ -229,7 +235,8 @@ def test_refusal_message_names_the_function(residents: DatasetSpec) -> None:
     with pytest.raises(QueryRefused) as info:
         get_computation("aggregate").check({"sql": "SELECT MAX(income) FROM residents"}, residents)
     assert str(info.value) == (
-        "refused (aggregate-function): only COUNT, SUM and AVG are allowed; found MAX(income)"
+        "refused (aggregate-function): only COUNT, SUM, AVG, MEDIAN and QUANTILE_CONT are "
+        "allowed; found MAX(income)"
     )
     assert info.value.fragment == "MAX(income)"
 
