@@ -96,11 +96,19 @@ def enterprise_register(
 
 @enterprise_app.command("list")
 def enterprise_list(home: HomeOpt = None) -> None:
-    """List registered enterprises."""
+    """List registered enterprises with their licence (number, expiry, status)."""
     with errors(), open_sandbox(home) as sandbox:
-        table = Table("enterprise", "public key", "registered")
+        table = Table("enterprise", "public key", "registered", "licence", "expires", "status")
         for e in sandbox.store.enterprises():
-            table.add_row(e.name, e.public_key_b64, e.registered_at)
+            licence = sandbox.registry.licence(e.name).to_json()
+            table.add_row(
+                e.name,
+                e.public_key_b64,
+                e.registered_at,
+                licence["licence_number"] or "-",
+                licence["licence_expires"] or "-",
+                licence["status"],
+            )
         console.print(table)
 
 

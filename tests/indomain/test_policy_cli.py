@@ -175,3 +175,9 @@ def test_result_size_comes_from_the_public_keys_of_the_group_columns(home: Path)
     assert result_size_of(plan, spec) == expected
     total = aggregate.check({"sql": "SELECT COUNT(*) AS n FROM residents"}, spec)
     assert result_size_of(total, spec) == 1
+
+
+def test_enterprise_list_shows_licence_status(home: Path) -> None:
+    result = runner.invoke(app, ["enterprise", "list", "--home", str(home)], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "active" in result.output
