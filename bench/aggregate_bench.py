@@ -1,0 +1,189 @@
+"""Where an aggregate job's time goes, and how accurate its noisy answers are.
+
+    python -m bench.aggregate_bench [--rows 1000000] [--repeat 3] [--big]
+
+1. Time breakdown of one DP aggregate job on ``--rows`` rows (``--big`` adds 10M):
+   starting a worker process alone, ``Enclave.run`` (worker + key unwrap + encrypted
+   attach + bounded SQL + noise + attestation), the DP computation in-process on a plain
+   in-memory table, and the plain GROUP BY in DuckDB on an unencrypted Parquet copy.
+2. Relative error of noisy answers at the demo manifest's epsilon, by group size: the
+   median over repeated releases of |noisy - true| / true, and how often a group is
+   withheld (its noisy count under the minimum group size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+SQL = (
+    "SELECT district, age_band, COUNT(*) AS n{i}, SUM(income) AS total_income "
+    "FROM residents GROUP BY district, age_band"
+)
+
+
+def _best(fn: Callable[[int], object], repeat: int) -> float:
+    times = []
+    for i in range(repeat):
+        start = time.perf_counter()
+        fn(i)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def breakdown(rows: int, repeat: int, work: Path) -> list[tuple[str, str, str]]:
+    """Time of each stage of one job, best of ``repeat`` (distinct aliases: no cache hits)."""
+    from computations import DatasetSpec, get_computation
+    from indomain.demo_data import MANIFEST, write_residents
+    from indomain.sandbox import Sandbox
+
+    data, manifest = write_residents(work / "src", rows)
+    sandbox = Sandbox.init(work / "home", origin="bench.indomain.example/ledger")
+    sandbox.import_dataset(data, name="residents", manifest=manifest)
+    spec = DatasetSpec.from_manifest(yaml.safe_load(MANIFEST), name="residents")
+    aggregate = get_computation("aggregate")
+
+    def plan(i: int) -> object:
+        return aggregate.check({"sql": SQL.format(i=i)}, spec)
+
+    probe = _best(lambda i: sandbox.enclave.probe(), repeat)
+    enclave = _best(
+        lambda i: sandbox.enclave.run(plan(i), job_id=f"job_bench_{i}", policy_version="v"),  # type: ignore[arg-type]
+        repeat,
+    )
+    plain = duckdb.connect()
+    plain.execute(f"CREATE TABLE residents AS SELECT * FROM read_parquet('{data}')")
+    in_process = _best(
+        lambda i: aggregate.execute(plan(i), plain, table="residents", dataset=spec),  # type: ignore[arg-type]
+        repeat,
+    )
+    direct_sql = SQL.format(i=0).replace("FROM residents", f"FROM read_parquet('{data}')")
+    direct = _best(lambda i: duckdb.connect().execute(direct_sql).to_arrow_table(), repeat)
+    sandbox.close()
+    ms = lambda s: f"{s * 1000:,.0f} ms"  # noqa: E731
+    return [
+        (f"worker process start (probe), {rows:,} rows", ms(probe), ""),
+        (f"Enclave.run (worker, decrypt, DP, attest), {rows:,} rows", ms(enclave), ""),
+        (f"DP computation in-process, plain table, {rows:,} rows", ms(in_process), ""),
+        (
+            f"DuckDB GROUP BY on plain Parquet, {rows:,} rows (floor)",
+            ms(direct),
+            f"Enclave.run / floor = {enclave / direct:,.1f}×",
+        ),
+    ]
+
+
+def relative_error(releases: int = 30) -> list[tuple[str, str, str, str, str]]:
+    """Median relative error by group size under the demo manifest's privacy rules."""
+    from computations import DatasetSpec, get_computation
+    from indomain.demo_data import MANIFEST
+
+    sizes = [10, 30, 100, 300, 1_000, 10_000, 100_000]
+    rng = np.random.default_rng(7)  # synthetic data only; the noise comes from OpenDP
+    districts = [
+        "Dongcheng",
+        "Xicheng",
+        "Haidian",
+        "Chaoyang",
+        "Fengtai",
+        "Shijingshan",
+        "Tongzhou",
+    ]
+    group, income = [], []
+    for district, size in zip(districts, sizes, strict=True):
+        group += [district] * size
+        income += list(np.clip(rng.lognormal(np.log(72_000), 0.55, size), 0, 500_000).astype(int))
+    table = pa.table(
+        {
+            "resident_id": pa.array(range(len(group)), pa.int64()),
+            "district": pa.array(group),
+            "income": pa.array(income, pa.int64()),
+        }
+    )
+    con = duckdb.connect()
+    con.register("source", table)
+    con.execute("CREATE TABLE residents AS SELECT * FROM source")
+    spec = DatasetSpec.from_manifest(yaml.safe_load(MANIFEST), name="residents")
+    aggregate = get_computation("aggregate")
+    sql = (
+        "SELECT district, COUNT(*) AS n, SUM(income) AS s, AVG(income) AS a "
+        "FROM residents GROUP BY district"
+    )
+    truth = {
+        row[0]: row[1:]
+        for row in con.execute(
+            "SELECT district, COUNT(*), SUM(income), AVG(income) FROM residents GROUP BY 1"
+        ).fetchall()
+    }
+    errors: dict[str, list[list[float]]] = {d: [[], [], []] for d in districts}
+    withheld = dict.fromkeys(districts, 0)
+    for _ in range(releases):
+        plan = aggregate.check({"sql": sql}, spec)
+        released = {
+            r["district"]: r
+            for r in aggregate.execute(plan, con, table="residents", dataset=spec).table.to_pylist()
+        }
+        for district in districts:
+            row = released.get(district)
+            if row is None:
+                withheld[district] += 1
+                continue
+            for k, name in enumerate(("n", "s", "a")):
+                true = float(truth[district][k])
+                if row[name] is not None:
+                    errors[district][k].append(abs(float(row[name]) - true) / true)
+    out = []
+    for district, size in zip(districts, sizes, strict=True):
+        medians = [
+            f"{statistics.median(e) * 100:,.2f} %" if e else "withheld" for e in errors[district]
+        ]
+        out.append((f"{size:,}", *medians, f"{withheld[district] / releases:.0%}"))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--big", action="store_true", help="also run 10M rows")
+    args = parser.parse_args()
+    console = Console()
+    for table in tables(args.rows, args.repeat, big=args.big, console=console):
+        console.print(table)
+
+
+def tables(rows: int, repeat: int, *, big: bool, console: Console) -> list[Table]:
+    """The breakdown and the error tables, ready to print."""
+    timing = Table("stage", "time", "note", title="aggregate job: where the time goes")
+    with tempfile.TemporaryDirectory(prefix="indomain-agg-bench-") as tmp:
+        for n in [rows, *([10_000_000] if big else [])]:
+            with console.status(f"timing an aggregate job on {n:,} rows"):
+                for row in breakdown(n, repeat, Path(tmp) / str(n)):
+                    timing.add_row(*row)
+    accuracy = Table(
+        "persons in group",
+        "COUNT rel. error",
+        "SUM rel. error",
+        "AVG rel. error",
+        "withheld",
+        title="noisy answers at epsilon 1 per job (demo manifest), median over 30 releases",
+    )
+    with console.status("measuring relative error"):
+        for row in relative_error():
+            accuracy.add_row(*row)
+    return [timing, accuracy]
+
+
+if __name__ == "__main__":
+    main()
