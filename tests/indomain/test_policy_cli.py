@@ -181,3 +181,12 @@ def test_enterprise_list_shows_licence_status(home: Path) -> None:
     result = runner.invoke(app, ["enterprise", "list", "--home", str(home)], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     assert "active" in result.output
+
+
+def test_a_denial_carries_its_message_id_and_both_languages(home: Path) -> None:
+    with Sandbox.open(home) as sandbox:
+        denied = sandbox.admit(job(purpose="direct_marketing"), job_id="m1", signature="s")
+    assert denied.outcome == "denied"
+    assert denied.details["decision_code"] == "no_permit"
+    assert "direct_marketing" in denied.details["messages"]["en"]
+    assert "已拒绝" in denied.details["messages"]["zh"]
