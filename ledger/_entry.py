@@ -46,28 +46,56 @@ def _valid_time(text: str) -> bool:
     if _TIME.fullmatch(text) is None:
         return False
     try:
-        datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")  # the Z is a literal: UTC
+        datetime.fromisoformat(text[:-1])  # the shape is checked above; this checks ranges
     except ValueError:
         return False
     return True
 
 
-def _to_json(value: Any, path: str) -> Any:
-    """Return ``value`` as plain JSON types (dict, list, ...), or raise naming where it fails."""
+MAX_SAFE_INTEGER = 2**53 - 1  # RFC 8785 §3.2.2.3: numbers are IEEE 754 doubles
+
+
+def _to_json(value: Any, path: str, simple: list[bool]) -> Any:
+    """Return ``value`` as plain JSON types (dict, list, ...), or raise naming where it fails.
+
+    Sets ``simple[0]`` to False when a float or an integer beyond ±(2^53 - 1) appears.
+    """
     if value is None or isinstance(value, bool | str):
         return value
-    if isinstance(value, int | float):
+    if isinstance(value, int):
+        if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            simple[0] = False
+        return value
+    if isinstance(value, float):
+        simple[0] = False
         return value
     if isinstance(value, Mapping):
         result: dict[str, Any] = {}
         for key, item in value.items():
             if not isinstance(key, str):
                 raise LedgerError(f"{path}: object keys must be strings")
-            result[key] = _to_json(item, f"{path}.{key}")
+            result[key] = _to_json(item, f"{path}.{key}", simple)
         return result
     if isinstance(value, list | tuple):
-        return [_to_json(item, f"{path}[{i}]") for i, item in enumerate(value)]
+        return [_to_json(item, f"{path}[{i}]", simple) for i, item in enumerate(value)]
     raise LedgerError(f"{path}: {type(value).__name__} is not a JSON value")
+
+
+def _fast_canonical(document: dict[str, Any]) -> bytes | None:
+    """RFC 8785 bytes from the standard library's C encoder, when it provably agrees.
+
+    For a document with no floats and only safe integers whose output is ASCII, JCS and
+    ``json.dumps(sort_keys, compact, ensure_ascii=False)`` produce the same bytes: the
+    same string escapes (RFC 8785 §3.2.2.2: quote, backslash, the five short control
+    escapes, other controls as lowercase u00hh), integers printed exactly, and keys
+    sorted by code point, which for ASCII is the UTF-16 order JCS asks for (§3.2.3).
+    Anything else takes the reference implementation. A property test checks both agree.
+    """
+    try:
+        text = _ENCODER.encode(document)
+    except (ValueError, RecursionError):
+        return None
+    return text.encode("ascii") if text.isascii() else None
 
 
 def _freeze(value: Any) -> Any:
@@ -90,11 +118,14 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+# Built once: json.loads/dumps with options would build a new decoder/encoder per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def _loads(data: bytes) -> Any:
     # Strict UTF-8 first: json.loads would otherwise guess UTF-16/32 from the bytes.
-    return json.loads(
-        data.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=_unique_keys
-    )
+    return _DECODER.decode(data.decode("utf-8"))
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,32 +155,43 @@ class LedgerEntry:
             raise LedgerError("entry prev must be 64 lowercase hex digits")
         if not isinstance(self.fields, Mapping):
             raise LedgerError("entry fields must be a mapping")
+        simple = [True]
         try:
             document = {
                 "index": self.index,
                 "type": self.type,
                 "time": self.time,
                 "prev": self.prev,
-                "fields": _to_json(self.fields, "fields"),
+                "fields": _to_json(self.fields, "fields", simple),
             }
+        except RecursionError:
+            raise LedgerError("entry fields are nested too deeply") from None
+        fast = _fast_canonical(document) if simple[0] else None
+        canonical = fast if fast is not None else self._reference_canonical(document)
+        if len(canonical) > MAX_ENTRY_BYTES:
+            raise LedgerError(f"entry is larger than {MAX_ENTRY_BYTES} bytes")
+        parsed = document if fast is not None else _loads(canonical)
+        object.__setattr__(self, "_canonical", canonical)
+        object.__setattr__(self, "fields", _freeze(parsed["fields"]))
+
+    @staticmethod
+    def _reference_canonical(document: dict[str, Any]) -> bytes:
+        """RFC 8785 bytes by the reference implementation, checked to round-trip."""
+        try:
             canonical = rfc8785.dumps(document)
         except rfc8785.CanonicalizationError as exc:
             raise LedgerError(f"entry is not canonical JSON: {exc}") from exc
         except RecursionError:
             raise LedgerError("entry fields are nested too deeply") from None
-        if len(canonical) > MAX_ENTRY_BYTES:
-            raise LedgerError(f"entry is larger than {MAX_ENTRY_BYTES} bytes")
         # The bytes must parse back to themselves, or the ledger would hold an entry that
         # verification refuses: e.g. the float 2.0**53 prints as an integer too large for JCS.
-        parsed = _loads(canonical)
         try:
-            again = rfc8785.dumps(parsed)
-        except rfc8785.CanonicalizationError:
+            again = rfc8785.dumps(_loads(canonical))
+        except (rfc8785.CanonicalizationError, ValueError, RecursionError):
             again = None
         if again != canonical:
             raise LedgerError("entry fields hold a number that does not survive a JSON round trip")
-        object.__setattr__(self, "_canonical", canonical)
-        object.__setattr__(self, "fields", _freeze(parsed["fields"]))
+        return canonical
 
     def canonical(self) -> bytes:
         """Return the RFC 8785 canonical JSON of the entry: the bytes the ledger hashes."""

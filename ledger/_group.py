@@ -76,6 +76,23 @@ class GroupCommit(Generic[R, T]):
             raise outcome
         return outcome  # type: ignore[return-value]  # set by _lead with a T
 
+    def submit_batch(self, requests: Sequence[R]) -> Sequence[T | BaseException]:
+        """Commit ``requests`` together, as one batch of their own; return their outcomes.
+
+        Waits for the commit in progress, then leads (others queue behind it).
+        """
+        with self._cond:
+            while self._committing:
+                self._cond.wait()
+            self._committing = True
+        try:
+            outcomes = self._commit(requests)
+        finally:
+            with self._cond:
+                self._committing = False
+                self._cond.notify_all()
+        return outcomes
+
     def _lead(self, batch: list[_Slot[R, T]]) -> None:
         outcomes: Sequence[T | BaseException]
         try:

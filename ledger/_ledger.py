@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from indomain.errors import InternalError
 from ledger import _merkle, _store
 from ledger._cosign import parse_witness_key, verify_cosignature
 from ledger._entry import GENESIS_PREV, LedgerEntry, format_time
@@ -231,6 +232,25 @@ class Ledger:
             raise LedgerError("the ledger was opened read-only (no signing key)")
         stamp = None if time is None else format_time(time)
         return self._group.submit((type, fields, stamp, None))
+
+    def append_many(self, events: Sequence[tuple[str, Mapping[str, Any]]]) -> list[LedgerEntry]:
+        """Append several (type, fields) events in one commit, all or none; return the entries.
+
+        For bulk loads (imports, benchmarks): one transaction, one fsync, one checkpoint.
+        Raises :class:`LedgerError` before writing anything if any event is invalid.
+        """
+        if self._signers is None:
+            raise LedgerError("the ledger was opened read-only (no signing key)")
+        requests: list[_Append] = [(type_, fields, None, None) for type_, fields in events]
+        stamp = format_time(datetime.now(UTC))
+        for type_, fields, _, _ in requests:  # fail before writing: entries do not depend
+            LedgerEntry(index=0, type=type_, time=stamp, prev=GENESIS_PREV, fields=fields)
+        entries = []
+        for outcome in self._group.submit_batch(requests):
+            if isinstance(outcome, BaseException):
+                raise InternalError("a pre-checked event failed") from outcome
+            entries.append(outcome)
+        return entries
 
     def add_signing_key(
         self, key: Ed25519PrivateKey, *, key_name: str | None = None

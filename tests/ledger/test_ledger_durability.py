@@ -403,3 +403,18 @@ def test_a_torn_or_corrupt_last_commit_drops_only_that_commit(tmp_path, signing_
         with Ledger.open(target, signing_key=signing_key) as led:
             assert led.append("after", {}).index == report.size
         assert verify_ledger(target, key).size == report.size + 1
+
+
+def test_append_many_is_one_commit_and_all_or_nothing(tmp_path, signing_key):
+    directory = tmp_path / "l"
+    with Ledger.create(directory, origin=ORIGIN, signing_key=signing_key) as led:
+        with pytest.raises(LedgerError):
+            led.append_many([("t", {"n": 0}), ("bad type", {"n": 1})])
+        assert led.size == 0
+        entries = led.append_many([("t", {"n": n}) for n in range(50)])
+        assert [e.index for e in entries] == list(range(50))
+        key = led.verifier_key
+    with sqlite3.connect(directory / "ledger.sqlite") as db:
+        sizes = [s for (s,) in db.execute("SELECT size FROM checkpoints ORDER BY size")]
+    assert sizes == [0, 50]  # one commit, one checkpoint
+    assert verify_ledger(directory, key).size == 50
