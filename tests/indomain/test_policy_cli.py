@@ -190,3 +190,20 @@ def test_a_denial_carries_its_message_id_and_both_languages(home: Path) -> None:
     assert denied.details["decision_code"] == "no_permit"
     assert "direct_marketing" in denied.details["messages"]["en"]
     assert "已拒绝" in denied.details["messages"]["zh"]
+
+
+def test_diff_names_the_past_allows_a_narrower_grant_would_deny(home: Path, tmp_path: Path) -> None:
+    with Sandbox.open(home) as sandbox:
+        sandbox.admit(job(), job_id="d1", signature="s")  # an allowed decision to replay
+    narrower = tmp_path / "narrower"
+    shutil.copytree(DEMO, narrower)
+    grant = narrower / "acme_credit.cedar"
+    grant.write_text(grant.read_text().replace('"credit_risk_model"', '"credit_scoring_v2"'))
+    result = invoke("policy", "diff", DEMO, narrower, "--home", home, "--json")
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.output)
+    assert body["changed"], body
+    flips = {(c["old"], c["new"]) for c in body["changed"]}
+    assert flips == {("allow", "deny (no_permit)")}
+    assert all(c["purpose"] == "credit_risk_model" for c in body["changed"])
+    assert body["changed"] == [c for c in body["changed"] if c["enterprise"] == "Acme Credit"]
