@@ -246,3 +246,24 @@ def test_result_size_can_be_limited_and_unknown_fails_closed() -> None:
     for bad in (-1, True, 2**63, "10"):
         with pytest.raises(PolicyError):
             req(result_size=bad)
+
+
+@pytest.mark.parametrize("folder", ["policies", "bureau"])
+def test_every_approved_computation_is_an_action_in_the_schema(folder: str) -> None:
+    from computations import available_computations
+
+    schema = (Path(indomain.__file__).parent / "demo" / folder / "schema.cedarschema").read_text()
+    for name in available_computations():
+        PolicySet.from_files(
+            {
+                "schema.cedarschema": schema,
+                "a.cedar": f'@id("a") permit (principal, action == Action::"{name}", resource);',
+            }
+        )
+    with pytest.raises(PolicyInvalid):  # and an undeclared one is refused
+        PolicySet.from_files(
+            {
+                "schema.cedarschema": schema,
+                "a.cedar": '@id("a") permit (principal, action == Action::"drop", resource);',
+            }
+        )
