@@ -17,6 +17,8 @@ from computations._errors import ComputationError
 
 Function = Literal["count", "count_distinct", "sum", "avg", "quantile"]
 FUNCTIONS: tuple[Function, ...] = ("count", "count_distinct", "sum", "avg", "quantile")
+#: Most groups a query over public keys may release (every combination is released).
+MAX_PUBLIC_GROUPS = 100_000
 #: Output names are plain identifiers so results read the same in SQL, Arrow and JSON.
 OUTPUT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -250,6 +252,9 @@ class AggregateBody:
             spec = names.get(pred.column)
             if spec is None or spec.cls is ColumnClass.identifier or not spec.dimension:
                 raise _invalid(f"WHERE column {pred.column!r} is not a dimension")
+        groups = self.public_groups(dataset)
+        if groups is not None and groups > MAX_PUBLIC_GROUPS:
+            raise _invalid(f"the public keys give more than {MAX_PUBLIC_GROUPS} groups")
         self._validate_privacy(dataset)
 
     def _validate_privacy(self, dataset: DatasetSpec) -> None:
@@ -279,6 +284,16 @@ class AggregateBody:
                     raise _invalid(f"{out.function} of {out.column!r} needs declared bounds")
         if self.needs_threshold(dataset) and privacy.delta <= 0:
             raise _invalid("releasing group keys on a noisy threshold needs delta > 0")
+
+    def public_groups(self, dataset: DatasetSpec) -> int | None:
+        """How many groups the declared keys give, or ``None`` if a key set is private."""
+        count = 1
+        for column in self.group_by:
+            spec = dataset.column(column)
+            if spec is None or spec.keys is None:
+                return None
+            count *= len(spec.keys)
+        return count
 
     def needs_threshold(self, dataset: DatasetSpec) -> bool:
         """Whether group keys are private (released above a noisy threshold)."""

@@ -16,6 +16,7 @@ import sqlglot
 from sqlglot import exp
 
 from computations._aggregate._body import (
+    MAX_PUBLIC_GROUPS,
     OUTPUT_NAME,
     AggregateBody,
     AggregateOutput,
@@ -36,7 +37,8 @@ RULES = frozenset(
     {
         "params", "parse", "single-statement", "select-only", "no-set-operation", "no-cte",
         "no-subquery", "no-window", "no-distinct", "no-join", "where-form", "where-column",
-        "where-constant", "unbounded-column", "no-exact-quantile", "quantile-level", "no-having",
+        "where-constant", "unbounded-column", "no-exact-quantile", "quantile-level",
+        "too-many-groups", "no-having",
         "no-qualify", "no-order-by", "no-limit", "no-sample", "unsupported-clause",
         "single-table", "table-function", "file-path", "select-star", "select-item",
         "aggregate-function", "aggregate-argument", "aggregate-distinct", "aggregate-required",
@@ -97,6 +99,14 @@ def check_sql(sql: str, dataset: DatasetSpec, privacy: Privacy) -> AggregateBody
     group_by = _group_by(select, dataset)
     where = _where(select, dataset)
     body = _assemble(outputs, group_by, where, privacy, dataset)
+    groups = body.public_groups(dataset)
+    if groups is not None and groups > MAX_PUBLIC_GROUPS:
+        raise QueryRefused(
+            "too-many-groups",
+            f"the declared keys of these columns give {groups} groups; at most "
+            f"{MAX_PUBLIC_GROUPS} are released",
+            ", ".join(group_by),
+        )
     try:
         body.validate(dataset)
     except ComputationError as exc:  # the checker above must have refused already

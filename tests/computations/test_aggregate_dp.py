@@ -20,6 +20,7 @@ from computations import (
     ComputationError,
     DatasetSpec,
     Plan,
+    QueryRefused,
     get_computation,
     plan_cost,
     privacy_statement,
@@ -346,3 +347,23 @@ def test_a_median_is_fresh_noise_not_a_persons_value(
     values = [t.column("m").to_pylist()[0] for t in released if t.num_rows]
     assert len(set(values)) > 3
     assert all(v % 200 == 0 for v in values if v is not None)  # grid values, not incomes
+
+
+def test_public_key_products_are_capped(dp_residents: DatasetSpec) -> None:
+    many = tuple(f"k{i}" for i in range(400))
+    columns = tuple(
+        c.model_copy(update={"keys": many}) if c.name == "district" else c
+        for c in dp_residents.columns
+    )
+    spec = dp_residents.model_copy(update={"columns": columns})
+    sql = "SELECT district, age_band, sex, health_flag, COUNT(*) FROM residents GROUP BY ALL"
+    sql = sql.replace("ALL", "district, age_band, sex, health_flag")
+    AGGREGATE.check({"sql": sql.replace(", health_flag", "")}, spec)  # 400*4*2 = 3200
+    columns = tuple(
+        c.model_copy(update={"keys": many}) if c.name in ("district", "age_band") else c
+        for c in dp_residents.columns
+    )
+    wide = dp_residents.model_copy(update={"columns": columns})
+    with pytest.raises(QueryRefused) as info:  # 400*400*2*2 = 640000
+        AGGREGATE.check({"sql": sql}, wide)
+    assert info.value.rule == "too-many-groups"
