@@ -248,3 +248,77 @@ class LedgerEntry:
         if entry.canonical() != data:
             raise LedgerVerificationError("entry bytes are not in canonical form (RFC 8785)")
         return entry
+
+
+@dataclass(frozen=True, slots=True)
+class QuickEntry:
+    """The parts of an entry that verification reads, from :func:`quick_parse`."""
+
+    index: int
+    type: str
+    prev: str
+    fields: Mapping[str, Any]
+
+
+class _NotSimple(Exception):
+    """A float or an unsafe integer: the quick path does not apply."""
+
+
+def _safe_int(text: str) -> int:
+    value = int(text)
+    if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+        raise _NotSimple
+    return value
+
+
+def _no_float(text: str) -> float:
+    raise _NotSimple
+
+
+_QUICK_DECODER = json.JSONDecoder(
+    parse_float=_no_float, parse_int=_safe_int, parse_constant=_reject_constant
+)
+
+
+def quick_parse(data: bytes) -> QuickEntry | None:
+    """Parse valid canonical entry bytes at C speed, or return ``None`` to take
+    :meth:`LedgerEntry.parse` (which then also explains what is wrong).
+
+    Applies to ASCII entries without floats or unsafe integers, where the canonical form
+    is exactly what the stdlib encoder prints (see :func:`_fast_canonical`). Duplicate
+    keys need no hook: a dict keeps one of them, so the re-encoding differs from the bytes.
+    ``fields`` is the parsed dict itself: callers must not mutate it.
+    """
+    if not isinstance(data, bytes) or len(data) > MAX_ENTRY_BYTES or not data.isascii():
+        return None
+    try:
+        document = _QUICK_DECODER.decode(data.decode("ascii"))
+    except (_NotSimple, ValueError, RecursionError):
+        return None
+    if (
+        not isinstance(document, dict)
+        or document.keys() != ENTRY_KEYS
+        or _ENCODER.encode(document).encode("ascii") != data
+    ):
+        return None
+    index, type_, time, prev, fields = (
+        document["index"],
+        document["type"],
+        document["time"],
+        document["prev"],
+        document["fields"],
+    )
+    if (
+        isinstance(index, bool)
+        or not isinstance(index, int)
+        or index < 0
+        or not isinstance(type_, str)
+        or _TYPE.fullmatch(type_) is None
+        or not isinstance(time, str)
+        or not _valid_time(time)
+        or not isinstance(prev, str)
+        or _PREV.fullmatch(prev) is None
+        or not isinstance(fields, dict)
+    ):
+        return None
+    return QuickEntry(index, type_, prev, fields)

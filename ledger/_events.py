@@ -23,13 +23,12 @@ import base64
 import binascii
 import hashlib
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ledger._entry import LedgerEntry
 from ledger._errors import LedgerError
 from ledger._note import parse_verifier_key
 
@@ -38,6 +37,19 @@ ENTERPRISE_REGISTERED = "enterprise.registered"
 JOB_TYPES = frozenset({"job.accepted", "job.denied", "job.refused"})
 RUN_COMPLETED = "run.completed"
 KEY_TYPES = frozenset({"ledger.key_added", "ledger.key_retired"})  # key rotation
+
+
+class Event(Protocol):
+    """What the checks read of an entry (a :class:`~ledger.LedgerEntry` or a quick parse)."""
+
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def fields(self) -> Mapping[str, Any]: ...
 
 
 def thaw(value: Any) -> Any:
@@ -90,7 +102,7 @@ class EventChecker:
         self._enterprises: dict[str, Ed25519PublicKey] = {}
         self._accepted: dict[str, tuple[int, Mapping[str, Any]]] = {}
 
-    def check(self, entry: LedgerEntry) -> str | None:
+    def check(self, entry: Event) -> str | None:
         """Check ``entry`` against what earlier entries recorded; remember what it records."""
         fields = entry.fields
         if entry.type == SANDBOX_CREATED:
@@ -114,7 +126,7 @@ class EventChecker:
             return self._run(entry)
         return None
 
-    def _created(self, entry: LedgerEntry) -> str | None:
+    def _created(self, entry: Event) -> str | None:
         if entry.index != 0:
             return "sandbox.created may only be entry 0"
         key = _public_key(entry.fields.get("enclave_public_key"))
@@ -123,7 +135,7 @@ class EventChecker:
         self._enclave_key = key
         return None
 
-    def _job(self, entry: LedgerEntry) -> str | None:
+    def _job(self, entry: Event) -> str | None:
         fields = entry.fields
         request = fields.get("request")
         name = fields.get("enterprise")
@@ -144,7 +156,7 @@ class EventChecker:
             self._accepted[fields["job_id"]] = (entry.index, fields)
         return None
 
-    def _run(self, entry: LedgerEntry) -> str | None:
+    def _run(self, entry: Event) -> str | None:
         fields = entry.fields
         if self._enclave_key is None:
             return "no enclave key on the ledger (no sandbox.created entry 0)"

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ledger import _merkle
-from ledger._entry import GENESIS_PREV, LedgerEntry
+from ledger._entry import GENESIS_PREV, LedgerEntry, QuickEntry, quick_parse
 from ledger._errors import LedgerForkError, LedgerVerificationError
 from ledger._events import EventChecker
 from ledger._note import Checkpoint, VerifierKeys, open_checkpoint, parse_verifier_keys
@@ -42,10 +42,12 @@ class EntryScanner:
     def add(self, data: bytes) -> None:
         """Check the next entry; raise :class:`LedgerVerificationError` naming its index."""
         position = len(self.leaves)
-        try:
-            entry = LedgerEntry.parse(data)
-        except LedgerVerificationError as exc:
-            raise LedgerVerificationError(exc.reason, position) from None
+        entry: QuickEntry | LedgerEntry | None = quick_parse(data)
+        if entry is None:  # the reference path, which also says what is wrong
+            try:
+                entry = LedgerEntry.parse(data)
+            except LedgerVerificationError as exc:
+                raise LedgerVerificationError(exc.reason, position) from None
         if entry.index != position:
             raise LedgerVerificationError(
                 f"entry says it is entry {entry.index} (moved or swapped)", position

@@ -218,6 +218,34 @@ def test_the_fast_encoder_agrees_with_the_rfc8785_reference(fields):
 
 
 @settings(max_examples=300, deadline=None)
+@given(
+    fields=st.dictionaries(st.text(max_size=6), ASCII_HEAVY, max_size=4),
+    edit=st.tuples(st.integers(0, 400), st.binary(max_size=3), st.integers(0, 3)),
+)
+def test_the_quick_parse_accepts_only_what_the_reference_parse_accepts(fields, edit):
+    """Verification's fast path never accepts bytes the reference parser refuses."""
+    from ledger._entry import quick_parse
+    from ledger._events import thaw
+
+    try:
+        data = entry(index=3, fields=fields).canonical()
+    except LedgerError:
+        return
+    at, insert, cut = edit
+    for candidate in (data, data[:at] + insert + data[at + cut :]):
+        quick = quick_parse(candidate)
+        if quick is None:
+            continue
+        reference = LedgerEntry.parse(candidate)  # must not raise
+        assert (quick.index, quick.type, quick.prev) == (
+            reference.index,
+            reference.type,
+            reference.prev,
+        )
+        assert thaw(quick.fields) == thaw(reference.fields)  # dict/list against frozen
+
+
+@settings(max_examples=300, deadline=None)
 @given(junk=st.binary(max_size=200))
 def test_arbitrary_bytes_raise_only_verification_errors(junk):
     try:
