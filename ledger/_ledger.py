@@ -118,6 +118,9 @@ class Ledger:
         self._active = _store.active_keys(meta)
         self._signers = None if signing_key is None else _signers(self._active, signing_key)
         self._lock = threading.Lock()
+        # (size, note, root) of the last checkpoint this object committed: the next commit
+        # finds exactly this note on top unless another process appended meanwhile.
+        self._head: tuple[int, str, bytes] | None = None
         self._group: GroupCommit[_Append, LedgerEntry] = GroupCommit(
             self._commit_batch, max_batch=MAX_BATCH
         )
@@ -293,6 +296,7 @@ class Ledger:
             raise LedgerError("the ledger was opened read-only (no signing key)")
         signers = dict(self._signers)  # verifier key -> (name, private key), in order
         signed_by = dict(signers)  # every key active at any point of this batch signs
+        head: list[tuple[int, str, bytes]] = []
 
         def write(connection: sqlite3.Connection) -> list[LedgerEntry | BaseException]:
             n = _store.size(connection)
@@ -332,6 +336,7 @@ class Ledger:
                 checkpoint = Checkpoint(self._origin, n, _merkle.tree_root(n, reader))
                 note = sign_checkpoint_by(checkpoint, list(signed_by.values()))
                 connection.execute("INSERT INTO checkpoints (size, note) VALUES (?, ?)", (n, note))
+                head.append((n, note, checkpoint.root_hash))
                 if list(signers) != self._active:
                     _store.write_active_keys(connection, list(signers))
             return outcomes
@@ -340,6 +345,8 @@ class Ledger:
         # Committed: from now on sign with the keys active after this batch.
         self._active = list(signers)
         self._signers = list(signers.items())
+        if head:
+            self._head = head[-1]
         return outcomes
 
     @staticmethod
@@ -367,8 +374,14 @@ class Ledger:
         latest = _store.latest_checkpoint(connection)
         if latest is None or latest[0] != n:
             raise LedgerError("ledger storage is corrupt: no signed checkpoint for its size")
-        signed = open_checkpoint(latest[1], self._active)
-        if signed.size != n or signed.root_hash != _merkle.tree_root(n, reader):
+        if self._head is not None and self._head[:2] == latest:
+            root = self._head[2]  # the very note this object signed last: no need to re-verify
+        else:
+            signed = open_checkpoint(latest[1], self._active)
+            if signed.size != n:
+                raise LedgerError("ledger storage is corrupt: checkpoint size is wrong")
+            root = signed.root_hash
+        if root != _merkle.tree_root(n, reader):
             raise LedgerError("ledger storage is corrupt: tree differs from the signed checkpoint")
 
     # -- reading ------------------------------------------------------------------------

@@ -12,7 +12,6 @@ import base64
 import binascii
 import hashlib
 import re
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -43,8 +42,14 @@ def _malformed(what: str) -> LedgerVerificationError:
     return LedgerVerificationError(f"malformed checkpoint note: {what}")
 
 
+# Unicode category Cc is exactly U+0000-U+001F and U+007F-U+009F.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+
+
 def _has_control(text: str, *, allow_newline: bool) -> bool:
-    return any(unicodedata.category(c) == "Cc" and not (allow_newline and c == "\n") for c in text)
+    pattern = _CONTROL_BUT_NEWLINE if allow_newline else _CONTROL
+    return pattern.search(text) is not None
 
 
 def _valid_key_name(name: str) -> bool:

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger import Ledger, LedgerError, verify_ledger
+from ledger import Ledger, LedgerError, stored_hash_index, verify_ledger
 from ledger._group import GroupCommit
 from ledger._store import read_meta
 from tests.ledger.conftest import ORIGIN
@@ -418,3 +418,18 @@ def test_append_many_is_one_commit_and_all_or_nothing(tmp_path, signing_key):
         sizes = [s for (s,) in db.execute("SELECT size FROM checkpoints ORDER BY size")]
     assert sizes == [0, 50]  # one commit, one checkpoint
     assert verify_ledger(directory, key).size == 50
+
+
+def test_the_head_check_still_catches_a_tree_changed_under_an_open_ledger(tmp_path, signing_key):
+    """The appender skips re-verifying its own last signature, never the tree under it."""
+    directory = tmp_path / "l"
+    with Ledger.create(directory, origin=ORIGIN, signing_key=signing_key) as led:
+        for n in range(3):
+            led.append("t", {"n": n})
+        with sqlite3.connect(directory / "ledger.sqlite") as db:
+            # The root of leaves 0-1, which the size-3 root is computed from.
+            node = stored_hash_index(1, 0)
+            db.execute("UPDATE hashes SET hash = ? WHERE idx = ?", (b"\x00" * 32, node))
+        with pytest.raises(LedgerError, match="tree differs"):
+            led.append("t", {"n": 3})
+        assert led.size == 3
