@@ -358,3 +358,70 @@ def ledger_proof(
         with ledger.Ledger.open(h.ledger) as log:
             receipt = log.receipt(index, size)
         print(ledger.tlog_proof(receipt.index, receipt.proof, receipt.checkpoint), end="")
+
+
+@ledger_app.command("rotate-key")
+def ledger_rotate_key(
+    step: Annotated[str, typer.Argument(help="begin (new key signs too) or finish (old retires)")],
+    home: HomeOpt = None,
+) -> None:
+    """Operator: rotate the ledger signing key with an overlap, recorded on the ledger.
+
+    begin: make keys/ledger.next.key, append ledger.key_added; from then on checkpoints
+    carry both signatures (give auditors keys/ledger.next.pub). finish: append
+    ledger.key_retired; the new key becomes keys/ledger.key and keys/ledger.pub, the old
+    one is kept as keys/ledger.key.retired-<key id> for you to destroy. Stop the gateway
+    first; it signs with the keys it loaded.
+    """
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    import ledger
+    from gateway import load_private_key
+    from indomain.errors import ConfigError
+    from indomain.home import Home, resolve_home
+    from indomain.sandbox import write_private_key
+
+    with errors():
+        h = Home.open(resolve_home(home))
+        following, following_pub = h.keys / "ledger.next.key", h.keys / "ledger.next.pub"
+        old = load_private_key(h.ledger_key)
+        if step == "begin":
+            # The key file first: losing a key the ledger names would stop all appends.
+            if following.exists():  # resume a begin that stopped before its entry
+                new = load_private_key(following)
+                with ledger.Ledger.open(h.ledger) as log:
+                    if ledger.verifier_key(h.origin, new.public_key()) in log.verifier_keys:
+                        raise ConfigError(
+                            "a rotation is under way: run `indomain ledger rotate-key finish`"
+                        )
+            else:
+                new = Ed25519PrivateKey.generate()
+                write_private_key(following, new)
+            with ledger.Ledger.open(h.ledger, signing_key=old) as log:
+                entry = log.add_signing_key(new)
+                following_pub.write_text(log.verifier_key + "\n")
+            console.print(
+                f"entry {entry.index}: new ledger key {log.verifier_key}; both keys sign "
+                "from now on. Give auditors keys/ledger.next.pub, then run "
+                "`indomain ledger rotate-key finish`."
+            )
+        elif step == "finish":
+            if not following.exists():
+                raise ConfigError("no rotation under way: run `indomain ledger rotate-key begin`")
+            new = load_private_key(following)
+            with ledger.Ledger.open(h.ledger) as log:
+                active = log.verifier_keys
+            retired = next((k for k in active if k != following_pub.read_text().strip()), None)
+            if retired is not None:  # else a previous finish stopped after retiring
+                with ledger.Ledger.open(h.ledger, signing_key=[old, new]) as log:
+                    entry = log.retire_signing_key(retired)
+                console.print(f"entry {entry.index}: retired {retired}")
+            key_id = ledger.verifier_key(h.origin, old.public_key()).split("+")[1]
+            h.ledger_key.rename(h.keys / f"ledger.key.retired-{key_id}")
+            following.rename(h.ledger_key)
+            following_pub.replace(h.keys / "ledger.pub")
+            console.print(
+                "the new key is now keys/ledger.key; keys/ledger.pub holds its verifier key"
+            )
+        else:
+            raise ConfigError("step must be begin or finish")

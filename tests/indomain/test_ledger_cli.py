@@ -249,3 +249,39 @@ def test_verify_accepts_a_configured_key_set_and_nothing_outside_it(
     assert run("ledger", "verify", "--home", home, "--key", str(tmp_path / "both"))[0] == 0
     code, _, err = run("ledger", "verify", "--home", home, "--key", str(tmp_path / "other"))
     assert code == 4 and "no signature" in err
+
+
+def test_the_operator_rotates_the_ledger_key_with_an_overlap(tmp_path: Path):
+    from indomain.sandbox import Sandbox
+
+    root = tmp_path / "home"
+    Sandbox.init(root, origin="rotate.indomain.example/ledger").close()
+    old_key = (root / "keys" / "ledger.pub").read_text().strip()
+    assert run("ledger", "rotate-key", "begin", "--home", str(root))[0] == 0
+    new_key = (root / "keys" / "ledger.next.pub").read_text().strip()
+    assert run("ledger", "rotate-key", "begin", "--home", str(root))[0] == 2  # under way
+    with Sandbox.open(root) as sandbox:  # loads both keys: both sign during the overlap
+        sandbox.ledger.append("test.overlap", {})
+    for key in (old_key, new_key):
+        assert run("ledger", "verify", "--home", str(root), "--key", key)[0] == 0
+
+    code, _, err = run("ledger", "rotate-key", "finish", "--home", str(root))
+    assert code == 0, err
+    assert (root / "keys" / "ledger.pub").read_text().strip() == new_key
+    assert not (root / "keys" / "ledger.next.key").exists()
+    assert list((root / "keys").glob("ledger.key.retired-*"))
+    with Sandbox.open(root) as sandbox:
+        sandbox.ledger.append("test.after", {})
+    assert run("ledger", "verify", "--home", str(root))[0] == 0
+    assert run("ledger", "verify", "--home", str(root), "--key", old_key)[0] == 4
+    (tmp_path / "keys").write_text(f"{old_key}\n{new_key}\n")
+    assert run("ledger", "verify", "--home", str(root), "--key", str(tmp_path / "keys"))[0] == 0
+    _, out, _ = run("ledger", "show", "--home", str(root), "--json")
+    types = [json.loads(line)["type"] for line in out.splitlines()]
+    assert types == [
+        "sandbox.created",
+        "ledger.key_added",
+        "test.overlap",
+        "ledger.key_retired",
+        "test.after",
+    ]
