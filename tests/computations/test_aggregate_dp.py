@@ -90,7 +90,9 @@ def test_noise_is_fresh_unbiased_and_of_the_stated_scale(
     variance = 2 * math.e / (math.e - 1) ** 2
     assert len(set(draws)) > 3, "no noise"
     assert abs(statistics.fmean(draws) - people) < 6 * math.sqrt(variance / len(draws))
-    assert 0.6 * variance < statistics.pvariance(draws) < 1.6 * variance
+    # The sample variance of 400 draws has a relative sd of about 0.11: these bounds are
+    # more than 4.5 sd away, so only a wrong scale fails them.
+    assert 0.5 * variance < statistics.pvariance(draws) < 1.7 * variance
     assert all(isinstance(d, int) for d in draws)  # integers: a public grid
 
 
