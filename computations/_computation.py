@@ -79,8 +79,12 @@ class Computation(Protocol):
         *,
         table: str,
         dataset: DatasetSpec,
+        unit_unique: bool = False,
     ) -> ComputationResult:
-        """Run ``plan`` against ``table`` on ``con``; raise ``ComputationError`` on failure."""
+        """Run ``plan`` against ``table`` on ``con``; raise ``ComputationError`` on failure.
+
+        ``unit_unique``: the enclave measured at import that no privacy unit has two rows.
+        """
         ...
 
 

@@ -100,9 +100,16 @@ def _import(request: dict[str, Any]) -> dict[str, Any]:
         row_count = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
         digest = _engine.content_hash(con, table)
         con.execute(f"CREATE TABLE {_ALIAS}.{_engine.META_TABLE} (key VARCHAR, value VARCHAR)")
+        # Measured here, from the data, so a run can trust it: with at most one row per
+        # privacy unit, contribution bounding needs no per-unit aggregation (much faster).
+        unit = _engine.quote_ident(spec.privacy_unit)
+        (unique,) = con.execute(
+            f"SELECT COUNT({unit}) = COUNT(DISTINCT {unit}) FROM {table}"
+        ).fetchone()
         con.execute(
-            f"INSERT INTO {_ALIAS}.{_engine.META_TABLE} VALUES ('dataset', ?), ('content_hash', ?)",
-            [spec.name, digest],
+            f"INSERT INTO {_ALIAS}.{_engine.META_TABLE} VALUES ('dataset', ?), ('content_hash', ?),"
+            " ('unit_unique', ?)",
+            [spec.name, digest, "true" if unique else "false"],
         )
         types = {row[0]: row[1] for row in con.execute(f"DESCRIBE {table}").fetchall()}
         con.execute(f"CHECKPOINT {_ALIAS}")
@@ -152,7 +159,13 @@ def _run(request: dict[str, Any], network_isolated: bool) -> dict[str, Any]:
                 f"the encrypted file of dataset {record.name!r} does not match its record"
             )
         _engine.lock_down(con)
-        result = computation.execute(plan, con, table=record.name, dataset=record.spec)
+        result = computation.execute(
+            plan,
+            con,
+            table=record.name,
+            dataset=record.spec,
+            unit_unique=stored.get("unit_unique") == "true",
+        )
     finally:
         con.close()
     ipc = table_to_ipc(result.table)

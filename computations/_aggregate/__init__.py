@@ -115,8 +115,13 @@ class Aggregate:
         *,
         table: str,
         dataset: DatasetSpec,
+        unit_unique: bool = False,
     ) -> ComputationResult:
         """Run ``plan`` on ``con`` against ``table`` (the dataset's table in DuckDB).
+
+        ``unit_unique`` is for the enclave only: it says the table holds at most one row per
+        privacy unit (measured at import), which lets bounding skip a per-unit aggregation.
+        Passing it for a table where that is false would break the privacy guarantee.
 
         The plan body is validated again against ``dataset``; the connection is only read.
         Raises :class:`ComputationError` for a plan of another computation or dataset, a
@@ -128,7 +133,7 @@ class Aggregate:
             raise ComputationError(f"plan is for dataset {plan.dataset!r}, not {dataset.name!r}")
         body = AggregateBody.from_json(plan.body)
         body.validate(dataset)
-        return run(body, con, table=table, dataset=dataset)
+        return run(body, con, table=table, dataset=dataset, unit_unique=unit_unique)
 
 
 def release_privacy(dataset: DatasetSpec, obligations: Mapping[str, str]) -> Privacy:

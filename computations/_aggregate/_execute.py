@@ -51,7 +51,12 @@ def privacy_statement(table: pa.Table) -> dict[str, Any] | None:
 
 
 def run(
-    body: AggregateBody, con: duckdb.DuckDBPyConnection, *, table: str, dataset: DatasetSpec
+    body: AggregateBody,
+    con: duckdb.DuckDBPyConnection,
+    *,
+    table: str,
+    dataset: DatasetSpec,
+    unit_unique: bool = False,
 ) -> ComputationResult:
     """Run ``body`` on ``con`` and release it under ``body.privacy``.
 
@@ -60,7 +65,7 @@ def run(
     """
     if body.privacy.mode == "threshold_only":
         return _threshold_only(body, con, table=table, dataset=dataset)
-    return _dp(body, con, table=table, dataset=dataset)
+    return _dp(body, con, table=table, dataset=dataset, unit_unique=unit_unique)
 
 
 def _query(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
@@ -78,10 +83,16 @@ def _query(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
 
 
 def _dp(
-    body: AggregateBody, con: duckdb.DuckDBPyConnection, *, table: str, dataset: DatasetSpec
+    body: AggregateBody,
+    con: duckdb.DuckDBPyConnection,
+    *,
+    table: str,
+    dataset: DatasetSpec,
+    unit_unique: bool,
 ) -> ComputationResult:
     rules, privacy = dataset.privacy, body.privacy
-    raw = _query(con, bounded_sql(body, table=table, dataset=dataset))
+    sql = bounded_sql(body, table=table, dataset=dataset, unit_unique=unit_unique)
+    raw = _query(con, sql)
     quantiles: dict[tuple[str, float], list[tuple[int, float]]] = {}
     keys = (
         [

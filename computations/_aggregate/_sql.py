@@ -72,8 +72,15 @@ def measures(body: AggregateBody) -> list[Measure]:
     return found
 
 
-def bounded_sql(body: AggregateBody, *, table: str, dataset: DatasetSpec) -> str:
-    """Per-unit bounded exact sums: columns ``g<i>``, then each measure's alias."""
+def bounded_sql(
+    body: AggregateBody, *, table: str, dataset: DatasetSpec, unit_unique: bool = False
+) -> str:
+    """Per-unit bounded exact sums: columns ``g<i>``, then each measure's alias.
+
+    ``unit_unique`` (the enclave measured at import that no privacy unit has two rows) skips
+    the per-unit pre-aggregation: with one row per unit, every row is already within the
+    bounds it would enforce (one row, one group, each value clamped).
+    """
     rules = dataset.privacy
     rows_cap, groups_cap = rules.max_rows_per_unit, rules.max_groups_per_unit
     wanted = measures(body)
@@ -88,6 +95,8 @@ def bounded_sql(body: AggregateBody, *, table: str, dataset: DatasetSpec) -> str
     where.append(exp.Not(this=exp.Is(this=_column(dataset.privacy_unit), expression=exp.Null())))
     filtered = exp.Select(expressions=[unit, *groups, *values]).from_(_source(table))
     filtered = filtered.where(exp.and_(*where))
+    if unit_unique:
+        return _one_row_per_unit(body, wanted, filtered, keys)
 
     per_unit: list[exp.Expr] = [_column("__u"), *keys]
     for m in wanted:
@@ -171,6 +180,34 @@ def bounded_sql(body: AggregateBody, *, table: str, dataset: DatasetSpec) -> str
         .with_("p", as_=pre)
         .with_("t", as_=bounded)
     )
+    if keys:
+        query = query.group_by(*keys).order_by(*_ordinals(len(keys)))
+    return query.sql(dialect="duckdb")
+
+
+def _one_row_per_unit(
+    body: AggregateBody, wanted: list[Measure], filtered: exp.Select, keys: list[exp.Column]
+) -> str:
+    final: list[exp.Expr] = list(keys)
+    for m in wanted:
+        value = _column(f"v_{m.column}") if m.column else None
+        node: exp.Expr
+        if m.kind in ("units", "rows"):
+            node = exp.Count(this=exp.Star())
+        elif m.kind == "count":
+            node = exp.Count(this=value)
+        elif m.kind == "sum":
+            node = exp.Coalesce(this=exp.Sum(this=value), expressions=[_n(0)])
+        else:
+            assert value is not None
+            node = exp.Filter(
+                this=exp.Anonymous(this="list", expressions=[value]),
+                expression=exp.Where(
+                    this=exp.Not(this=exp.Is(this=value.copy(), expression=exp.Null()))
+                ),
+            )
+        final.append(exp.alias_(node, m.alias, quoted=True))
+    query = exp.Select(expressions=final).from_("f").with_("f", as_=filtered)
     if keys:
         query = query.group_by(*keys).order_by(*_ordinals(len(keys)))
     return query.sql(dialect="duckdb")

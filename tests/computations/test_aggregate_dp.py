@@ -369,3 +369,38 @@ def test_public_key_products_are_capped(dp_residents: DatasetSpec) -> None:
     with pytest.raises(QueryRefused) as info:  # 400*400*2*2 = 640000
         AGGREGATE.check({"sql": sql}, wide)
     assert info.value.rule == "too-many-groups"
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT COUNT(*), SUM(income), COUNT(income) FROM residents",
+        "SELECT district, COUNT(*), SUM(income), AVG(insurance_months) FROM residents "
+        "GROUP BY district",
+        "SELECT sex, age_band, COUNT(DISTINCT resident_id), SUM(income) FROM residents "
+        "WHERE health_flag = true GROUP BY sex, age_band",
+        "SELECT sex, MEDIAN(income) FROM residents GROUP BY sex",
+    ],
+)
+def test_one_row_per_unit_fast_path_bounds_exactly_like_the_general_one(
+    sql: str, connect: Connect, dp_residents: DatasetSpec, residents_table: pa.Table
+) -> None:
+    from computations._aggregate._body import AggregateBody
+    from computations._aggregate._sql import bounded_sql
+
+    # One row per person: drop the repeated records of the fixture.
+    first = pa.Table.from_pylist(
+        list({r["resident_id"]: r for r in reversed(residents_table.to_pylist())}.values()),
+        schema=residents_table.schema,
+    )
+    con = connect({"residents": first})
+    body = AggregateBody.from_json(AGGREGATE.check({"sql": sql}, dp_residents).body)
+
+    def rows(unique: bool) -> list[Any]:
+        query = bounded_sql(body, table="residents", dataset=dp_residents, unit_unique=unique)
+        return [
+            tuple(sorted(v) if isinstance(v, list) else v for v in row)
+            for row in con.execute(query).fetchall()
+        ]
+
+    assert rows(True) == rows(False)
