@@ -14,6 +14,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from indomain.errors import InternalError
 from ledger import _merkle, _store
+from ledger._batch import (
+    MAX_BATCH,
+    Append,
+    BatchReader,
+    SigningKeys,
+    applicable,
+    apply_change,
+    signers_for,
+)
 from ledger._cosign import parse_witness_key, verify_cosignature
 from ledger._entry import GENESIS_PREV, LedgerEntry, format_time
 from ledger._errors import LedgerError
@@ -21,7 +30,6 @@ from ledger._group import GroupCommit
 from ledger._note import (
     Checkpoint,
     open_checkpoint,
-    parse_verifier_key,
     sign_checkpoint,
     sign_checkpoint_by,
     verifier_key,
@@ -29,70 +37,6 @@ from ledger._note import (
 from ledger._receipt import Receipt
 
 _T = TypeVar("_T")
-# A key change rides with its entry: ("add", verifier key, private key) or ("retire", key, None)
-_KeyChange = tuple[str, str, Ed25519PrivateKey | None]
-# type, fields, formatted time or None, key change or None
-_Append = tuple[str, Mapping[str, Any], str | None, _KeyChange | None]
-SigningKeys = Ed25519PrivateKey | Sequence[Ed25519PrivateKey]
-_Signer = tuple[str, Ed25519PrivateKey]  # (key name, private key)
-
-
-def _signers(active: list[str], keys: SigningKeys) -> list[tuple[str, _Signer]]:
-    """Pair each active verifier key with its private key; every active key needs one."""
-    given = [keys] if isinstance(keys, Ed25519PrivateKey) else list(keys)
-    if not given or not all(isinstance(k, Ed25519PrivateKey) for k in given):
-        raise LedgerError("signing_key must be an Ed25519 private key (or a list of them)")
-    by_public = {k.public_key().public_bytes_raw(): k for k in given}
-    signers = []
-    for vkey in active:
-        parsed = parse_verifier_key(vkey)
-        private = by_public.pop(parsed.public_key.public_bytes_raw(), None)
-        if private is None:
-            raise LedgerError(
-                f"signing_key is not this ledger's key (missing {vkey.rsplit('+', 1)[0]})"
-            )
-        signers.append((vkey, (parsed.name, private)))
-    if by_public:
-        raise LedgerError("signing_key is not this ledger's key (a given key is not active)")
-    return signers
-
-
-def _applicable(change: _KeyChange, signers: dict[str, _Signer]) -> bool:
-    kind, vkey, _ = change
-    if kind == "add":
-        return vkey not in signers
-    return vkey in signers and len(signers) > 1
-
-
-def _apply(change: _KeyChange, signers: dict[str, _Signer]) -> None:
-    kind, vkey, private = change
-    if kind == "add" and private is not None:
-        signers[vkey] = (parse_verifier_key(vkey).name, private)
-    else:
-        del signers[vkey]
-
-
-MAX_BATCH = 4096  # appends per group commit: bounds one transaction's size and latency
-
-
-class _BatchReader:
-    """Stored hashes as they will be once the batch commits: stored ones plus new ones."""
-
-    def __init__(self, stored: _store.SqliteHashReader) -> None:
-        self.stored = stored
-        self._new: dict[int, bytes] = {}
-
-    def add(self, n: int, hashes: list[bytes]) -> None:
-        first = _merkle.stored_hash_index(0, n)
-        self._new.update((first + i, h) for i, h in enumerate(hashes))
-
-    def new_rows(self) -> list[tuple[int, bytes]]:
-        return sorted(self._new.items())
-
-    def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
-        old = [i for i in indexes if i not in self._new]
-        found = dict(zip(old, self.stored.read_hashes(old), strict=True)) if old else {}
-        return [self._new[i] if i in self._new else found[i] for i in indexes]
 
 
 class Ledger:
@@ -116,12 +60,12 @@ class Ledger:
         self._connection: sqlite3.Connection | None = connection
         self._origin = meta["origin"]
         self._active = _store.active_keys(meta)
-        self._signers = None if signing_key is None else _signers(self._active, signing_key)
+        self._signers = None if signing_key is None else signers_for(self._active, signing_key)
         self._lock = threading.Lock()
         # (size, note, root) of the last checkpoint this object committed: the next commit
         # finds exactly this note on top unless another process appended meanwhile.
         self._head: tuple[int, str, bytes] | None = None
-        self._group: GroupCommit[_Append, LedgerEntry] = GroupCommit(
+        self._group: GroupCommit[Append, LedgerEntry] = GroupCommit(
             self._commit_batch, max_batch=MAX_BATCH
         )
 
@@ -182,7 +126,7 @@ class Ledger:
         try:
             meta = _store.read_meta(connection)
             if signing_key is not None:
-                _signers(_store.active_keys(meta), signing_key)
+                signers_for(_store.active_keys(meta), signing_key)
         except BaseException:
             connection.close()
             raise
@@ -244,7 +188,7 @@ class Ledger:
         """
         if self._signers is None:
             raise LedgerError("the ledger was opened read-only (no signing key)")
-        requests: list[_Append] = [(type_, fields, None, None) for type_, fields in events]
+        requests: list[Append] = [(type_, fields, None, None) for type_, fields in events]
         stamp = format_time(datetime.now(UTC))
         for type_, fields, _, _ in requests:  # fail before writing: entries do not depend
             LedgerEntry(index=0, type=type_, time=stamp, prev=GENESIS_PREV, fields=fields)
@@ -290,7 +234,7 @@ class Ledger:
         fields = {"verifier_key": retired}
         return self._group.submit(("ledger.key_retired", fields, None, ("retire", retired, None)))
 
-    def _commit_batch(self, requests: Sequence[_Append]) -> list[LedgerEntry | BaseException]:
+    def _commit_batch(self, requests: Sequence[Append]) -> list[LedgerEntry | BaseException]:
         """Write ``requests`` in one transaction; one outcome per request (leader thread)."""
         if self._signers is None:
             raise LedgerError("the ledger was opened read-only (no signing key)")
@@ -300,14 +244,14 @@ class Ledger:
 
         def write(connection: sqlite3.Connection) -> list[LedgerEntry | BaseException]:
             n = _store.size(connection)
-            reader = _BatchReader(_store.SqliteHashReader(connection))
+            reader = BatchReader(_store.SqliteHashReader(connection))
             self._check_head(connection, n, reader.stored)
             prev = GENESIS_PREV if n == 0 else self._previous_leaf(connection, n - 1, reader.stored)
             now = format_time(datetime.now(UTC))
             outcomes: list[LedgerEntry | BaseException] = []
             rows: list[tuple[int, bytes]] = []
             for type_, fields, stamp, change in requests:
-                if change is not None and not _applicable(change, signers):
+                if change is not None and not applicable(change, signers):
                     outcomes.append(LedgerError("the key change no longer applies"))
                     continue
                 try:
@@ -324,7 +268,7 @@ class Ledger:
                 prev = entry.leaf_hash.hex()
                 n += 1
                 if change is not None:
-                    _apply(change, signers)
+                    apply_change(change, signers)
                     signed_by.update(signers)
             if not rows:
                 return outcomes

@@ -1,0 +1,81 @@
+"""What one commit works with: queued appends, key changes, and the batch's hash view.
+
+Split from :mod:`ledger._ledger` so the :class:`~ledger.Ledger` class reads as its
+public behaviour; everything here is private to the package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ledger import _merkle, _store
+from ledger._errors import LedgerError
+from ledger._note import parse_verifier_key
+
+# A key change rides with its entry: ("add", verifier key, private key) or ("retire", key, None)
+KeyChange = tuple[str, str, Ed25519PrivateKey | None]
+# type, fields, formatted time or None, key change or None
+Append = tuple[str, Mapping[str, Any], str | None, KeyChange | None]
+SigningKeys = Ed25519PrivateKey | Sequence[Ed25519PrivateKey]
+Signer = tuple[str, Ed25519PrivateKey]  # (key name, private key)
+
+
+def signers_for(active: list[str], keys: SigningKeys) -> list[tuple[str, Signer]]:
+    """Pair each active verifier key with its private key; every active key needs one."""
+    given = [keys] if isinstance(keys, Ed25519PrivateKey) else list(keys)
+    if not given or not all(isinstance(k, Ed25519PrivateKey) for k in given):
+        raise LedgerError("signing_key must be an Ed25519 private key (or a list of them)")
+    by_public = {k.public_key().public_bytes_raw(): k for k in given}
+    signers = []
+    for vkey in active:
+        parsed = parse_verifier_key(vkey)
+        private = by_public.pop(parsed.public_key.public_bytes_raw(), None)
+        if private is None:
+            raise LedgerError(
+                f"signing_key is not this ledger's key (missing {vkey.rsplit('+', 1)[0]})"
+            )
+        signers.append((vkey, (parsed.name, private)))
+    if by_public:
+        raise LedgerError("signing_key is not this ledger's key (a given key is not active)")
+    return signers
+
+
+def applicable(change: KeyChange, signers: dict[str, Signer]) -> bool:
+    kind, vkey, _ = change
+    if kind == "add":
+        return vkey not in signers
+    return vkey in signers and len(signers) > 1
+
+
+def apply_change(change: KeyChange, signers: dict[str, Signer]) -> None:
+    kind, vkey, private = change
+    if kind == "add" and private is not None:
+        signers[vkey] = (parse_verifier_key(vkey).name, private)
+    else:
+        del signers[vkey]
+
+
+MAX_BATCH = 4096  # appends per group commit: bounds one transaction's size and latency
+
+
+class BatchReader:
+    """Stored hashes as they will be once the batch commits: stored ones plus new ones."""
+
+    def __init__(self, stored: _store.SqliteHashReader) -> None:
+        self.stored = stored
+        self._new: dict[int, bytes] = {}
+
+    def add(self, n: int, hashes: list[bytes]) -> None:
+        first = _merkle.stored_hash_index(0, n)
+        self._new.update((first + i, h) for i, h in enumerate(hashes))
+
+    def new_rows(self) -> list[tuple[int, bytes]]:
+        return sorted(self._new.items())
+
+    def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
+        old = [i for i in indexes if i not in self._new]
+        found = dict(zip(old, self.stored.read_hashes(old), strict=True)) if old else {}
+        return [self._new[i] if i in self._new else found[i] for i in indexes]
