@@ -10,7 +10,9 @@ evidence signed by someone other than the ledger key:
 - ``ledger.key_added`` / ``ledger.key_retired`` (key rotation): a well-formed verifier key;
 - ``run.completed``: the enclave's Ed25519 signature over the RFC 8785 bytes of
   ``attestation``, verified with the key of the ``sandbox.created`` entry (entry 0 of a
-  sandbox ledger), and the attestation must be for the job the run names.
+  sandbox ledger), and the attestation must be for the job the run names;
+- ``run.reused`` (a repeated query answered with an earlier release): ``reuse_of`` must
+  name an earlier attested run whose ``result_digest`` is the one recorded.
 
 An auditor therefore needs nothing but the ledger's verifier key: every other key is on
 the ledger, before the entries it verifies. Entry types not named here carry no embedded
@@ -36,6 +38,7 @@ SANDBOX_CREATED = "sandbox.created"
 ENTERPRISE_REGISTERED = "enterprise.registered"
 JOB_TYPES = frozenset({"job.accepted", "job.denied", "job.refused"})
 RUN_COMPLETED = "run.completed"
+RUN_REUSED = "run.reused"
 KEY_TYPES = frozenset({"ledger.key_added", "ledger.key_retired"})  # key rotation
 
 
@@ -101,6 +104,7 @@ class EventChecker:
         self._enclave_key: Ed25519PublicKey | None = None
         self._enterprises: dict[str, Ed25519PublicKey] = {}
         self._accepted: dict[str, tuple[int, Mapping[str, Any]]] = {}
+        self._results: dict[str, Any] = {}  # job id -> attested result digest
 
     def check(self, entry: Event) -> str | None:
         """Check ``entry`` against what earlier entries recorded; remember what it records."""
@@ -124,6 +128,8 @@ class EventChecker:
             return self._job(entry)
         if entry.type == RUN_COMPLETED:
             return self._run(entry)
+        if entry.type == RUN_REUSED:
+            return self._reused(entry)
         return None
 
     def _created(self, entry: Event) -> str | None:
@@ -166,12 +172,32 @@ class EventChecker:
         ):
             return "run attestation signature does not verify with the enclave key"
         job_id = fields.get("job_id")
-        if attestation.get("job_id") != job_id:
+        if not isinstance(job_id, str) or attestation.get("job_id") != job_id:
             return "the run attestation is for another job"
-        accepted = self._accepted.get(job_id) if isinstance(job_id, str) else None
+        accepted = self._accepted.get(job_id)
         if accepted is None or fields.get("accepted_at_index") != accepted[0]:
             return "accepted_at_index does not name this job's earlier job.accepted entry"
         for key_name in ("code_hash", "params_digest"):
             if attestation.get(key_name) != accepted[1].get(key_name):
                 return f"the attested {key_name} differs from the one accepted"
+        self._results[job_id] = attestation.get("result_digest")
+        return None
+
+    def _reused(self, entry: Event) -> str | None:
+        """A job answered with an earlier release: that release must be attested, same bytes."""
+        fields = entry.fields
+        job_id, original = fields.get("job_id"), fields.get("reuse_of")
+        accepted = self._accepted.get(job_id) if isinstance(job_id, str) else None
+        if (
+            not isinstance(job_id, str)
+            or accepted is None
+            or fields.get("accepted_at_index") != accepted[0]
+        ):
+            return "accepted_at_index does not name this job's earlier job.accepted entry"
+        attested = self._results.get(original) if isinstance(original, str) else None
+        if attested is None:
+            return "reuse_of names no earlier attested run"
+        if fields.get("result_digest") != attested:
+            return "the reused result's digest differs from the attested run's"
+        self._results[job_id] = attested
         return None

@@ -265,3 +265,72 @@ def test_malformed_keys_on_the_ledger_are_refused(
 ):
     directory = write(("enterprise.registered", {"enterprise": "Acme", "public_key": bad}))
     _fails_at(directory, _key(signing_key), 0, "raw Ed25519 key")
+
+
+def _reused(accepted_at: int, *, reuse_of: str = "job_1", digest: str = "sha256:result"):
+    return (
+        "run.reused",
+        {
+            "job_id": "job_2",
+            "enterprise": "Acme",
+            "dataset": "residents",
+            "accepted_at_index": accepted_at,
+            "reuse_of": reuse_of,
+            "result_digest": digest,
+        },
+    )
+
+
+def _second_job() -> tuple[str, dict[str, Any]]:
+    fields = job_fields(_request(nonce="m" * 22))
+    fields["job_id"] = "job_2"
+    return ("job.accepted", fields)
+
+
+def test_a_reused_release_verifies_against_the_attested_run(
+    write: Callable[..., Path], signing_key: Ed25519PrivateKey
+):
+    directory = write(
+        GENESIS,
+        REGISTERED,
+        ("job.accepted", job_fields(_request())),
+        ("run.completed", run_fields(2)),
+        _second_job(),
+        _reused(4),
+    )
+    assert verify_ledger(directory, _key(signing_key)).size == 6
+
+
+@pytest.mark.parametrize(
+    ("reuse", "words"),
+    [
+        ({"reuse_of": "job_9"}, "no earlier attested run"),
+        ({"digest": "sha256:other"}, "digest differs"),
+    ],
+)
+def test_a_reuse_cannot_hand_out_a_result_no_enclave_attested(
+    write: Callable[..., Path], signing_key: Ed25519PrivateKey, reuse: dict[str, str], words: str
+):
+    directory = write(
+        GENESIS,
+        REGISTERED,
+        ("job.accepted", job_fields(_request())),
+        ("run.completed", run_fields(2)),
+        _second_job(),
+        _reused(4, **reuse),
+    )
+    _fails_at(directory, _key(signing_key), 5, words)
+
+
+def test_a_reuse_of_a_run_recorded_later_does_not_count(
+    write: Callable[..., Path], signing_key: Ed25519PrivateKey
+):
+    directory = write(
+        GENESIS,
+        REGISTERED,
+        ("job.accepted", job_fields(_request())),
+        _second_job(),
+        _reused(3),
+        ("run.completed", run_fields(2)),
+    )
+    _fails_at(directory, _key(signing_key), 4, "no earlier attested run")
