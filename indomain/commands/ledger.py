@@ -163,6 +163,12 @@ def ledger_verify(
     from indomain.home import Home, resolve_home
 
     witnesses = list(witness or [])
+    if key is None and url is None:
+        err.print(
+            "note: using the verifier key stored with the ledger; pass --key with the one the "
+            "bureau published to trust nothing the operator holds",
+            highlight=False,
+        )
     with _verifying():
         if sum(x is not None for x in (home, url, export)) > 1:
             raise ConfigError("give one of --home, --url or --export")
