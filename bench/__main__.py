@@ -72,7 +72,6 @@ def bench_aggregate(rows: int, repeat: int, work: Path) -> list[tuple[str, str, 
         serve_in_thread(sandbox.app()) as url,
         Client(url, enterprise="Acme Credit", private_key=key) as client,
     ):
-
         runs = iter(range(1_000_000))
 
         def job() -> None:

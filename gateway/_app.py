@@ -40,9 +40,12 @@ from gateway._jobs import (
     request_message,
     verify_signature,
 )
+from gateway._ledger_routes import register_ledger_routes
 from gateway._processor import Admission, JobProcessor
+from gateway._review_routes import register_review_routes
 from gateway._store import FINAL_STATUSES, Enterprise, JobRecord, StateStore
 from indomain.errors import IndomainError
+from ledger import Ledger
 
 log = logging.getLogger("indomain.gateway")
 
@@ -57,8 +60,12 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     workers: int = 2,
+    ledger: Ledger | None = None,
 ) -> FastAPI:
-    """Build the gateway app. Accepted jobs run on a small thread pool in this process."""
+    """Build the gateway app. Accepted jobs run on a small thread pool in this process.
+
+    With ``ledger``, the public ledger endpoints (entries, proofs) are served from it.
+    """
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="indomain-job")
     running: set[str] = set()
     running_lock = threading.Lock()
@@ -237,8 +244,17 @@ def create_app(
 
     @app.get("/v1/catalogue")
     def catalogue(request: Request) -> dict[str, Any]:
-        authenticate(request)
-        return {"datasets": processor.catalogue()}
+        enterprise = authenticate(request)
+        # With the caller's name: what its grants allow, and a synthetic sample.
+        view = getattr(processor, "catalogue_for", None)
+        return {"datasets": view(enterprise.name) if view else processor.catalogue()}
+
+    @app.get("/v1/budgets")
+    def budgets(request: Request) -> dict[str, Any]:
+        """The caller's privacy budgets: spent and remaining epsilon per dataset."""
+        enterprise = authenticate(request)
+        view = getattr(processor, "budgets", None)
+        return {"enterprise": enterprise.name, "budgets": view(enterprise.name) if view else []}
 
     @app.get("/v1/ledger/checkpoint", response_class=PlainTextResponse)
     def checkpoint() -> str:
@@ -248,6 +264,11 @@ def create_app(
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    if ledger is not None:
+        register_ledger_routes(app, ledger)
+    desk = getattr(processor, "proposal_desk", None)
+    if desk is not None:
+        register_review_routes(app, desk=desk, store=store, authenticate=authenticate, clock=clock)
     return app
 
 

@@ -15,11 +15,14 @@ from typing import Annotated
 
 import typer
 
+from indomain.commands.budget import budget_app
 from indomain.commands.bureau import dataset_app, enterprise_app
+from indomain.commands.catalogue import catalogue_command
 from indomain.commands.client import client_app
 from indomain.commands.common import HomeOpt, console, errors, open_sandbox
 from indomain.commands.ledger import ledger_app
 from indomain.commands.policy import policy_app
+from indomain.commands.review import review_app
 
 app = typer.Typer(
     help="indomain: a sandbox where approved computations run on sensitive public data "
@@ -31,8 +34,11 @@ app = typer.Typer(
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(enterprise_app, name="enterprise")
 app.add_typer(policy_app, name="policy")
+app.add_typer(review_app, name="review")
+app.command("catalogue")(catalogue_command)
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(client_app, name="client")
+app.add_typer(budget_app, name="budget")
 
 
 # init ---------------------------------------------------------------------------------

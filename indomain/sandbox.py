@@ -28,6 +28,8 @@ from computations import (
     DatasetSpec,
     QueryRefused,
     get_computation,
+    privacy_statement,
+    table_from_ipc,
 )
 from enclave import DatasetError, DatasetRecord, Enclave
 from gateway import (
@@ -39,8 +41,11 @@ from gateway import (
     create_app,
     load_private_key,
 )
-from indomain.errors import ConfigError
+from indomain import budgets
+from indomain.errors import ConfigError, IndomainError
 from indomain.home import Home
+from indomain.registry import Registry
+from indomain.reviews import ReviewStore
 
 
 def write_private_key(path: Path, key: Ed25519PrivateKey) -> None:
@@ -60,6 +65,30 @@ class Sandbox:
     enclave: Enclave
     store: StateStore
     _policy_cache: tuple[str, policies.PolicySet] | None = field(default=None, repr=False)
+    _registry: Registry | None = field(default=None, repr=False)
+    _reviews: ReviewStore | None = field(default=None, repr=False)
+    _accountant: budgets.Accountant | None = field(default=None, repr=False)
+
+    @property
+    def reviews(self) -> ReviewStore:
+        """Proposed computations and their reviews."""
+        if self._reviews is None:
+            self._reviews = ReviewStore(self.home.state)
+        return self._reviews
+
+    @property
+    def proposal_desk(self) -> Any:
+        """What the gateway's proposal endpoints call."""
+        from indomain.approvals import ProposalDesk
+
+        return ProposalDesk(self)
+
+    @property
+    def registry(self) -> Registry:
+        """Licences and dataset classes, read fresh at every decision."""
+        if self._registry is None:
+            self._registry = Registry(self.home.state)
+        return self._registry
 
     # construction ---------------------------------------------------------------------
 
@@ -72,20 +101,38 @@ class Sandbox:
         log = ledger.Ledger.create(home.ledger, origin=home.origin, signing_key=ledger_key)
         (home.keys / "ledger.pub").write_text(log.verifier_key + "\n")
         enclave = Enclave.initialise(keys_dir=home.keys, datasets_dir=home.datasets)
+        # Entry 0 puts the enclave key on the ledger: auditors verify run attestations with it.
+        log.append(
+            "sandbox.created",
+            {
+                "origin": home.origin,
+                "ledger_verifier_key": log.verifier_key,
+                "enclave_public_key": base64.b64encode(
+                    enclave.public_key.public_bytes_raw()
+                ).decode(),
+            },
+        )
         return cls(home=home, ledger=log, enclave=enclave, store=StateStore(home.state))
 
     @classmethod
     def open(cls, root: Path) -> Sandbox:
         home = Home.open(root)
         key = load_private_key(home.ledger_key)
+        # During a ledger key rotation (indomain ledger rotate-key) both keys sign.
+        following = home.keys / "ledger.next.key"
+        keys = [key, load_private_key(following)] if following.exists() else key
         return cls(
             home=home,
-            ledger=ledger.Ledger.open(home.ledger, signing_key=key),
+            ledger=ledger.Ledger.open(home.ledger, signing_key=keys),
             enclave=Enclave(keys_dir=home.keys, datasets_dir=home.datasets),
             store=StateStore(home.state),
         )
 
     def close(self) -> None:
+        if self._registry is not None:
+            self._registry.close()
+        if self._reviews is not None:
+            self._reviews.close()
         self.store.close()
         self.ledger.close()
 
@@ -124,7 +171,14 @@ class Sandbox:
         )
         return record
 
-    def register_enterprise(self, name: str, public_key_file: Path) -> Enterprise:
+    def register_enterprise(
+        self,
+        name: str,
+        public_key_file: Path,
+        *,
+        licence_number: str = "",
+        licence_expires: datetime | None = None,
+    ) -> Enterprise:
         try:
             key = serialization.load_pem_public_key(public_key_file.read_bytes())
         except FileNotFoundError:
@@ -134,11 +188,65 @@ class Sandbox:
         if not isinstance(key, Ed25519PublicKey):
             raise ConfigError(f"{public_key_file} is not an Ed25519 public key")
         enterprise = self.store.register_enterprise(name, key)
+        licence = self.registry.set_licence(
+            name, licence_number=licence_number, expires=licence_expires, status="active"
+        )
         self.ledger.append(
             "enterprise.registered",
-            {"enterprise": name, "public_key": enterprise.public_key_b64},
+            {
+                "enterprise": name,
+                "public_key": enterprise.public_key_b64,
+                "licence": licence.to_json(),
+            },
         )
         return enterprise
+
+    def update_licence(
+        self,
+        name: str,
+        *,
+        status: str | None = None,
+        licence_number: str | None = None,
+        expires: datetime | None = None,
+    ) -> Any:
+        """Change a registered enterprise's licence (suspend, reinstate, expire, renew);
+        recorded on the ledger and enforced from the next decision on."""
+        if name not in {e.name for e in self.store.enterprises()}:
+            raise ConfigError(f"no registered enterprise named {name!r}")
+        licence = self.registry.set_licence(
+            name, licence_number=licence_number, expires=expires, status=status
+        )
+        self.ledger.append("enterprise.licence", {"licence": licence.to_json()})
+        return licence
+
+    def classify_dataset(self, name: str, *, sensitivity: int, groups: tuple[str, ...]) -> Any:
+        """Set a dataset's sensitivity and groups for policies; recorded on the ledger."""
+        self.enclave.dataset(name)  # raises for an unknown dataset
+        value = self.registry.classify(name, sensitivity=sensitivity, groups=groups)
+        self.ledger.append(
+            "dataset.classified",
+            {"dataset": name, "sensitivity": value.sensitivity, "groups": list(value.groups)},
+        )
+        return value
+
+    def access_request(
+        self,
+        job: JobDocument,
+        *,
+        columns: tuple[str, ...] = (),
+        result_size: int | None = None,
+        when: datetime | None = None,
+    ) -> policies.AccessRequest:
+        """The policy request for ``job``, with licence and dataset class from the registry."""
+        from indomain.policy_requests import build_request
+
+        return build_request(
+            self.registry,
+            job,
+            columns=columns,
+            result_size=result_size,
+            when=when or datetime.now(UTC),
+        )
 
     @property
     def policy_set(self) -> policies.PolicySet | None:
@@ -155,9 +263,20 @@ class Sandbox:
             self._policy_cache = (key, policies.PolicySet.load(self.home.policies))
         return self._policy_cache[1]
 
-    def apply_policies(self, directory: Path) -> tuple[policies.PolicySet, int]:
-        """Validate, install and record a policy version; returns it and its ledger index."""
+    def apply_policies(
+        self, directory: Path, *, author: str = ""
+    ) -> tuple[policies.PolicySet, int]:
+        """Validate, install and record a policy version with its author and a summary of
+        what changed (policies, and past decisions that would now differ); returns it and
+        its ledger index. An invalid set raises before anything is written."""
+        from indomain.policy_diff import summary
+
         policy_set = policies.PolicySet.load(directory)
+        try:
+            previous = self.policy_set
+        except policies.PolicyError:
+            previous = None
+        diff = summary(self, previous, policy_set)
         policy_set.save(self.home.policies)
         entry = self.ledger.append(
             "policy.applied",
@@ -165,6 +284,8 @@ class Sandbox:
                 "policy_version": policy_set.version,
                 "policy_ids": list(policy_set.policy_ids),
                 "files": {n: _digest(t.encode()) for n, t in sorted(policy_set.files.items())},
+                "author": author,
+                "diff": diff,
             },
         )
         return policy_set, entry.index
@@ -190,22 +311,32 @@ class Sandbox:
             record = self.enclave.dataset(job.dataset)
         except DatasetError as exc:
             return self._refuse(request, "unknown_dataset", str(exc))
+        from indomain.approvals import resolve_params
+        from indomain.policy_requests import columns_of, result_size_of, with_obligations
+        from indomain.reviews import ProposalError
+
+        try:
+            params = resolve_params(self, job)
+        except ProposalError as exc:
+            return self._refuse(request, "proposal_not_approved", str(exc))
         policy_set = self.policy_set
-        decision = policies.decide(
-            policy_set,
-            policies.AccessRequest(
-                enterprise=job.enterprise,
-                computation=job.computation,
-                dataset=job.dataset,
-                purpose=job.purpose,
-                time=datetime.now(UTC),
-            ),
-        )
+        try:
+            shape = computation.check(params, record.spec)
+            columns, size = columns_of(shape), result_size_of(shape, record.spec)
+        except ComputationError:
+            columns, size = (), None  # refused below, after the policy decision, as before
+        try:
+            access = self.access_request(job, columns=columns, result_size=size)
+        except policies.PolicyError as exc:
+            return self._refuse(request, "policy_denied", f"denied: {exc}")
+        decision = policies.decide(policy_set, access)
         decided = {
             "allowed": decision.allowed,
             "policies": list(decision.determining_policies),
             "reason": decision.reason,
             "policy_version": decision.policy_version,
+            "code": decision.code,
+            "obligations": dict(decision.obligations),
         }
         if not decision.allowed:
             entry = self.ledger.append("job.denied", {**request, "decision": decided})
@@ -216,9 +347,19 @@ class Sandbox:
                 ledger_index=entry.index,
                 policies=decision.determining_policies,
                 policy_version=decision.policy_version,
+                details={
+                    "decision_code": decision.code,
+                    "messages": {
+                        lang: policies.message(decision.code, decision.details, lang=lang)
+                        for lang in ("en", "zh")
+                    },
+                },
             )
+        obligations = dict(getattr(decision, "obligations", {}))
         try:
-            plan = computation.check(job.params, record.spec)
+            plan = computation.check(
+                params, with_obligations(record.spec, decision), obligations=obligations
+            )
         except QueryRefused as exc:
             return self._refuse(
                 request,
@@ -229,6 +370,18 @@ class Sandbox:
             )
         except ComputationError as exc:
             return self._refuse(request, "query_refused", str(exc), decided=decided)
+        try:  # the privacy budget is reserved before anything runs (indomain/budgets.py)
+            budget = budgets.reserve_for_plan(
+                self.accountant,
+                plan,
+                spec=record.spec,
+                enterprise=job.enterprise,
+                job_id=job_id,
+                obligations=obligations,
+                is_released=self._has_result,
+            )
+        except (budgets.BudgetExhausted, ConfigError) as exc:
+            return self._refuse(request, "budget_exhausted", str(exc), decided=decided)
         entry = self.ledger.append(
             "job.accepted",
             {
@@ -236,6 +389,7 @@ class Sandbox:
                 "decision": decided,
                 "code_hash": computation.code_hash,
                 "params_digest": plan.params_digest,
+                "budget": budget,
             },
         )
         return Admission(
@@ -245,6 +399,10 @@ class Sandbox:
             ledger_index=entry.index,
             policies=decision.determining_policies,
             policy_version=decision.policy_version,
+            details={
+                **({"obligations": dict(decision.obligations)} if decision.obligations else {}),
+                "budget": budget,
+            },
         )
 
     def _refuse(
@@ -269,9 +427,20 @@ class Sandbox:
         )
 
     def execute(self, job: JobDocument, *, job_id: str, admission: Admission) -> Execution:
+        from indomain.approvals import resolve_params
+        from indomain.policy_requests import spec_with_obligations
+
         computation = get_computation(job.computation)
         record = self.enclave.dataset(job.dataset)
-        plan = computation.check(job.params, record.spec)
+        obligations = admission.details.get("obligations", {})
+        budget = admission.details.get("budget", {})
+        if budget.get("reuse_of"):
+            return self._reuse(job, job_id=job_id, admission=admission, original=budget["reuse_of"])
+        plan = computation.check(
+            resolve_params(self, job),  # re-checked at run time
+            spec_with_obligations(record.spec, obligations),
+            obligations=obligations,
+        )
         output = self.enclave.run(
             plan, job_id=job_id, policy_version=admission.policy_version or "none"
         )
@@ -300,8 +469,62 @@ class Sandbox:
             "suppressed_groups": output.suppressed_groups,
             "result_digest": output.attestation.result_digest,
             "notes": list(output.notes),
+            "privacy": privacy_statement(table_from_ipc(output.result_ipc)),
         }
+        if budget.get("release_key"):
+            self.accountant.record_release(
+                enterprise=job.enterprise,
+                dataset=job.dataset,
+                release_key=budget["release_key"],
+                job_id=job_id,
+            )
         return Execution(result_ipc=output.result_ipc, receipt=receipt, summary=summary)
+
+    # privacy budget -------------------------------------------------------------------
+
+    @property
+    def accountant(self) -> budgets.Accountant:
+        """The privacy budget accountant (tables in state.sqlite)."""
+        if self._accountant is None:
+            self._accountant = budgets.Accountant(self.home.state)
+        return self._accountant
+
+    def budgets(self, enterprise: str | None = None) -> list[dict[str, Any]]:
+        """Spent and remaining budget per dataset, for one enterprise or all of them."""
+        names = [enterprise] if enterprise else [e.name for e in self.store.enterprises()]
+        specs = [record.spec for record in self.enclave.datasets()]
+        return budgets.budget_views(self.accountant, specs, names)
+
+    def _has_result(self, job_id: str) -> bool:
+        try:
+            return self.store.job(job_id).status == "succeeded"
+        except IndomainError:
+            return False
+
+    def _reuse(
+        self, job: JobDocument, *, job_id: str, admission: Admission, original: str
+    ) -> Execution:
+        """Answer an equivalent query with the stored release: same bytes, same receipt."""
+        ipc, receipt = self.store.job_result(original)
+        entry = self.ledger.append(
+            "run.reused",
+            {
+                "job_id": job_id,
+                "enterprise": job.enterprise,
+                "dataset": job.dataset,
+                "accepted_at_index": admission.ledger_index,
+                "reuse_of": original,
+                "result_digest": _digest(ipc),
+            },
+        )
+        summary = {
+            "run_ledger_index": entry.index,
+            "reuse_of": original,
+            "result_digest": _digest(ipc),
+            "notes": ["answered from an earlier release of the same query, at no cost"],
+            "privacy": privacy_statement(table_from_ipc(ipc)),
+        }
+        return Execution(result_ipc=ipc, receipt=receipt, summary=summary)
 
     def record_failure(self, job: JobDocument, *, job_id: str, reason: str) -> int:
         entry = self.ledger.append(
@@ -341,11 +564,18 @@ class Sandbox:
             )
         return out
 
+    def catalogue_for(self, enterprise: str | None) -> list[dict[str, Any]]:
+        """:meth:`catalogue` with privacy rules, a synthetic sample and, for an
+        enterprise, the computations and purposes its grants allow now."""
+        from indomain.catalogue import catalogue_for
+
+        return catalogue_for(self, enterprise)
+
     def checkpoint(self) -> str:
         return self.ledger.checkpoint()
 
     def app(self, **kwargs: Any) -> FastAPI:
-        return create_app(store=self.store, processor=self, **kwargs)
+        return create_app(store=self.store, processor=self, ledger=self.ledger, **kwargs)
 
 
 def _digest(data: bytes) -> str:

@@ -140,7 +140,8 @@ def test_an_allowed_job_returns_a_verified_result(home: dict[str, object]) -> No
     assert result.returncode == 0, result.stderr
     assert "receipt verified" in result.stderr
     rows = json.loads(result.stdout)["rows"]
-    assert sum(r["residents"] for r in rows) <= 5000
+    # Counts are noisy (differential privacy): near the 5000 residents, not exactly.
+    assert abs(sum(r["residents"] for r in rows) - 5000) <= 200
     assert {"district", "residents", "mean_income"} == set(rows[0])
 
 
@@ -190,13 +191,18 @@ def test_the_auditor_verifies_and_then_catches_one_changed_byte(
     assert "ledger verified" in verified.stdout
     shown = indomain("ledger", "show", "--home", str(root), "--json")
     types = [json.loads(line)["type"] for line in shown.stdout.splitlines()]
-    assert types[:3] == ["dataset.imported", "enterprise.registered", "policy.applied"]
+    assert types[:4] == [
+        "sandbox.created",  # entry 0 records the enclave key auditors check runs with
+        "dataset.imported",
+        "enterprise.registered",
+        "policy.applied",
+    ]
     assert {"job.accepted", "run.completed", "job.denied", "job.refused"} <= set(types)
 
     # Tamper with a copy so the other tests keep a good ledger.
     copy = tmp_path / "home"
     subprocess.run(["cp", "-a", str(root), str(copy)], check=True)
-    target = 2
+    target = 3  # policy.applied
     db = sqlite3.connect(copy / "ledger" / "ledger.sqlite")
     table, index_col, data_col = _entries_table(db)
     (data,) = db.execute(
