@@ -9,6 +9,7 @@ from gateway._app import ARROW_STREAM, DEFAULT_MAX_BODY, create_app
 from gateway._client import Client, JobResult, load_private_key, verify_result
 from gateway._errors import (
     AuthenticationError,
+    BudgetExhausted,
     GatewayError,
     InvalidJob,
     MalformedRequest,
@@ -40,6 +41,7 @@ __all__ = [
     "MAX_CLOCK_SKEW",
     "Admission",
     "AuthenticationError",
+    "BudgetExhausted",
     "Client",
     "Enterprise",
     "Execution",

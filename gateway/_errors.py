@@ -62,6 +62,12 @@ class Refused(GatewayError):
     status, code = 422, "refused"
 
 
+class BudgetExhausted(Refused):
+    """The job would spend more privacy budget than the enterprise has left in this window."""
+
+    code = "budget_exhausted"
+
+
 class ServerError(GatewayError):
     status, code = 500, "internal"
 
@@ -86,9 +92,12 @@ _BY_CODE: dict[str, type[GatewayError]] = {
     "query_refused": Refused,
     "unknown_dataset": Refused,
     "unknown_computation": Refused,
-    "budget_exhausted": Refused,
     "refused": Refused,
     "job_failed": Refused,
+    "proposal_not_approved": Refused,
+    "budget_exhausted": BudgetExhausted,
+    "unauthenticated": AuthenticationError,
+    "invalid_request": InvalidJob,
 }
 
 

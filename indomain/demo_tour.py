@@ -146,8 +146,14 @@ def _enterprise_jobs(client: Client, ledger_key: str, console: Console) -> None:
         for row in table_to_rows(result.table):
             out.add_row(*(f"{v:,.0f}" if isinstance(v, float) else str(v) for v in row.values()))
         console.print(out)
+        for note in state.get("notes", []):
+            console.print(f"  [dim]privacy:[/] {note}")
+        for window in state.get("budget", {}).get("windows", []):
+            console.print(
+                f"  [dim]budget:[/] epsilon {window['spent_after']:g} of {window['budget']} "
+                f"spent in {window['window']}"
+            )
         console.print(
-            f"  suppressed groups: {state.get('suppressed_groups', 0)} · receipt verified: "
-            f"run recorded at ledger entry {state['run_ledger_index']}, inclusion proof checked "
-            "against the signed checkpoint"
+            f"  [green]receipt verified[/]: run recorded at ledger entry "
+            f"{state['run_ledger_index']}, inclusion proof checked against the signed checkpoint"
         )

@@ -85,3 +85,24 @@ def test_freshness_window_is_five_minutes_either_way() -> None:
 def test_numbers_without_a_canonical_form_are_an_invalid_job_not_a_crash(value: object) -> None:
     with pytest.raises(InvalidJob, match="canonical"):
         parse_job({**_job().model_dump(), "params": {"n": value}})
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "kind"),
+    [
+        (422, "budget_exhausted", "BudgetExhausted"),
+        (422, "proposal_not_approved", "Refused"),
+        (422, "query_refused", "Refused"),
+        (403, "policy_denied", "PolicyDenied"),
+        (401, "unauthenticated", "AuthenticationError"),
+        (500, "something_new", "ServerError"),
+    ],
+)
+def test_the_client_rebuilds_each_server_error_as_its_own_class(
+    status: int, code: str, kind: str
+) -> None:
+    from gateway._errors import error_from_json
+
+    exc = error_from_json(status, {"error": {"code": code, "message": "m", "ledger_index": 7}})
+    assert type(exc).__name__ == kind
+    assert (exc.code, exc.status, exc.extra) == (code, status, {"ledger_index": 7})
