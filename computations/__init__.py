@@ -17,6 +17,17 @@ from computations._computation import Computation
 from computations._dataset import ColumnClass, ColumnSpec, DatasetSpec, PrivacyRules, parse_budget
 from computations._errors import ComputationError, QueryRefused
 from computations._plan import ComputationResult, Plan, params_digest
+from computations._psi import (
+    PsiClient,
+    PsiError,
+    PsiLimits,
+    PsiMembership,
+    PsiOffer,
+    PsiReblinded,
+    PsiRequest,
+    PsiServer,
+    PsiSize,
+)
 from computations._registry import available_computations, get_computation
 
 __all__ = [
@@ -28,6 +39,15 @@ __all__ = [
     "DatasetSpec",
     "Plan",
     "PrivacyRules",
+    "PsiClient",
+    "PsiError",
+    "PsiLimits",
+    "PsiMembership",
+    "PsiOffer",
+    "PsiReblinded",
+    "PsiRequest",
+    "PsiServer",
+    "PsiSize",
     "QueryRefused",
     "available_computations",
     "get_computation",

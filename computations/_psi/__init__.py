@@ -1,0 +1,30 @@
+"""Private set intersection (ECDH over ristretto255); not yet wired into jobs."""
+
+from computations._psi._group import PsiError, hash_to_group
+from computations._psi._protocol import (
+    PsiClient,
+    PsiLimits,
+    PsiMembership,
+    PsiOffer,
+    PsiReblinded,
+    PsiRequest,
+    PsiServer,
+    PsiSize,
+)
+from computations._psi._rr import debias_counts, keep_probability, randomised_response
+
+__all__ = [
+    "PsiClient",
+    "PsiError",
+    "PsiLimits",
+    "PsiMembership",
+    "PsiOffer",
+    "PsiReblinded",
+    "PsiRequest",
+    "PsiServer",
+    "PsiSize",
+    "debias_counts",
+    "hash_to_group",
+    "keep_probability",
+    "randomised_response",
+]

@@ -1,0 +1,243 @@
+"""ECDH private set intersection over ristretto255, after Google's Private Join and Compute.
+
+Three messages, each a frozen dataclass of 32-byte group elements::
+
+    enterprise (key a)                                   sandbox (key b)
+    PsiRequest    [a·H(c) for its identifiers c]  ──▶
+                                                   ◀──  PsiOffer  per group g: shuffled
+                                                         [b·H(s) for s in g], padded with
+                                                         random points to one common length
+    PsiReblinded  per group: shuffled [a·p for p]  ──▶
+                                                         matches b·(a·H(c)) with a·(b·H(s))
+
+Both keys are fresh per session (a new :class:`PsiClient` / :class:`PsiServer`), so nothing
+is linkable across sessions. Under the decisional Diffie-Hellman assumption in ristretto255:
+
+- the sandbox sees only blinded enterprise points: it never learns an enterprise identifier,
+  and, because the enterprise re-shuffled each group, never which of its rows matched; it
+  learns per blinded enterprise item whether it matched and in which group;
+- the enterprise sees only blinded sandbox points, shuffled and padded, so it learns the
+  number of groups and a common padded length (at least the largest group), and then what
+  the sandbox releases: the intersection size (:meth:`PsiServer.intersection_size`) or, per
+  item, a randomised-response report of membership and group (:meth:`PsiServer.membership`).
+
+Adversary: semi-honest parties. A malicious enterprise can drop or duplicate points in its
+re-blinded reply; the sandbox checks lengths, encodings and duplicates but cannot check
+that each point was raised to the same ``a``. docs/threat-model.md says what that allows.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from computations._psi._group import (
+    PsiError,
+    blind,
+    check_point,
+    hash_to_group,
+    random_point,
+    random_scalar,
+)
+from computations._psi._rr import randomised_response
+
+_SHUFFLER = secrets.SystemRandom()
+
+
+def _shuffled(points: Iterable[bytes]) -> tuple[bytes, ...]:
+    items = list(points)
+    _SHUFFLER.shuffle(items)
+    return tuple(items)
+
+
+def _check_points(points: object, what: str) -> tuple[bytes, ...]:
+    if not isinstance(points, tuple):
+        raise PsiError(f"{what} must be a tuple of points")
+    for point in points:
+        check_point(point)
+    if len(set(points)) != len(points):
+        raise PsiError(f"{what} repeats a point")
+    return points
+
+
+@dataclass(frozen=True)
+class PsiLimits:
+    """The policy's limits on one PSI session: the most enterprise identifiers it may send,
+    and the smallest intersection the sandbox will answer for."""
+
+    max_set_size: int
+    min_intersection: int
+
+    def __post_init__(self) -> None:
+        for name in ("max_set_size", "min_intersection"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise PsiError(f"{name} must be a positive integer")
+
+
+@dataclass(frozen=True)
+class PsiRequest:
+    """Enterprise → sandbox: its blinded identifiers ``a·H(c)``, in the enterprise's order."""
+
+    items: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        _check_points(self.items, "a PSI request")
+        if not self.items:
+            raise PsiError("a PSI request must hold at least one identifier")
+
+
+@dataclass(frozen=True)
+class PsiOffer:
+    """Sandbox → enterprise: per group, its blinded identifiers ``b·H(s)``, shuffled and
+    padded with random points so every group has the same length."""
+
+    groups: tuple[tuple[bytes, ...], ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.groups, tuple) or not self.groups:
+            raise PsiError("a PSI offer must hold at least one group")
+        for group in self.groups:
+            _check_points(group, "a PSI offer group")
+        if len({len(group) for group in self.groups}) != 1:
+            raise PsiError("a PSI offer's groups must have one common length")
+
+
+@dataclass(frozen=True)
+class PsiReblinded:
+    """Enterprise → sandbox: each offered group re-blinded ``a·(b·H(s))`` and re-shuffled."""
+
+    groups: tuple[tuple[bytes, ...], ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.groups, tuple) or not self.groups:
+            raise PsiError("a PSI reply must hold at least one group")
+        for group in self.groups:
+            _check_points(group, "a PSI reply group")
+
+
+@dataclass(frozen=True)
+class PsiSize:
+    """What the enterprise learns in size mode: the size of the intersection."""
+
+    intersection_size: int
+
+
+@dataclass(frozen=True)
+class PsiMembership:
+    """What the enterprise learns in membership mode, per item of its request in order:
+    ``0`` for "not in the dataset" or ``g + 1`` for "in the dataset, in ``groups[g]``",
+    each reported under ``epsilon``-local differential privacy (randomised response)."""
+
+    reports: tuple[int, ...]
+    groups: tuple[str, ...]
+    epsilon: float
+
+
+class PsiClient:
+    """The enterprise side of one session: a fresh secret key, its identifiers in order."""
+
+    def __init__(self, identifiers: Sequence[bytes]) -> None:
+        points = [hash_to_group(identifier) for identifier in identifiers]
+        if len(set(points)) != len(points):
+            raise PsiError("the identifiers repeat; send each identifier once")
+        self._key = random_scalar()
+        self._points = tuple(points)
+
+    def request(self) -> PsiRequest:
+        """The blinded identifiers, in the order they were given."""
+        return PsiRequest(tuple(blind(self._key, point) for point in self._points))
+
+    def reblind(self, offer: PsiOffer) -> PsiReblinded:
+        """Each offered point raised to the session key, each group shuffled anew."""
+        return PsiReblinded(
+            tuple(_shuffled(blind(self._key, p) for p in group) for group in offer.groups)
+        )
+
+
+class PsiServer:
+    """The sandbox side of one session over its ``identifier → group`` records.
+
+    A fresh secret key per instance; use one instance for one session. The group labels
+    are the values of a public dimension (district, age band); size mode uses one group.
+    """
+
+    def __init__(self, records: Mapping[bytes, str], *, limits: PsiLimits) -> None:
+        if not records:
+            raise PsiError("the dataset side of a PSI session has no identifiers")
+        self._limits = limits
+        self._key = random_scalar()
+        self._group_names = tuple(sorted(set(records.values())))
+        index = {name: i for i, name in enumerate(self._group_names)}
+        members: list[list[bytes]] = [[] for _ in self._group_names]
+        for identifier, group in records.items():
+            members[index[group]].append(hash_to_group(identifier))
+        self._members = members
+        self._request: tuple[bytes, ...] | None = None
+        self._offered_length = 0
+
+    def respond(self, request: PsiRequest) -> PsiOffer:
+        """Accept the enterprise's blinded identifiers and offer the dataset's.
+
+        Raises :class:`PsiError` for a request over the cap or a second request.
+        """
+        if self._request is not None:
+            raise PsiError("this PSI session already has a request")
+        if len(request.items) > self._limits.max_set_size:
+            raise PsiError(
+                f"a PSI request may hold at most {self._limits.max_set_size} identifiers"
+            )
+        self._request = tuple(blind(self._key, point) for point in request.items)
+        self._offered_length = max(len(group) for group in self._members)
+        groups = []
+        for group in self._members:
+            blinded = [blind(self._key, point) for point in group]
+            padding = [random_point() for _ in range(self._offered_length - len(group))]
+            groups.append(_shuffled(blinded + padding))
+        return PsiOffer(tuple(groups))
+
+    def _outcomes(self, reply: PsiReblinded) -> list[int]:
+        """Per request item: 0 if unmatched, else 1 + its group's index."""
+        if self._request is None:
+            raise PsiError("a PSI reply came before the request")
+        if len(reply.groups) != len(self._members) or any(
+            len(group) != self._offered_length for group in reply.groups
+        ):
+            raise PsiError("the PSI reply does not have the shape of the offer")
+        where: dict[bytes, int] = {}
+        for g, group in enumerate(reply.groups):
+            for point in group:
+                if point in where:
+                    raise PsiError("the PSI reply repeats a point")
+                where[point] = g + 1
+        return [where.get(point, 0) for point in self._request]
+
+    def _check_minimum(self, outcomes: Sequence[int]) -> None:
+        if sum(1 for outcome in outcomes if outcome) < self._limits.min_intersection:
+            raise PsiError(
+                f"refused: the intersection is smaller than {self._limits.min_intersection}"
+            )
+
+    def intersection_size(self, reply: PsiReblinded) -> PsiSize:
+        """The intersection size, for release to the enterprise.
+
+        Raises :class:`PsiError` if it is under the policy's minimum or ``reply`` does not
+        fit the offer.
+        """
+        outcomes = self._outcomes(reply)
+        self._check_minimum(outcomes)
+        return PsiSize(sum(1 for outcome in outcomes if outcome))
+
+    def membership(self, reply: PsiReblinded, *, epsilon: float) -> PsiMembership:
+        """Per request item, its membership and group under ``epsilon``-randomised response.
+
+        Raises :class:`PsiError` if the intersection is under the policy's minimum, if
+        ``reply`` does not fit the offer, or for a bad ``epsilon``.
+        """
+        outcomes = self._outcomes(reply)
+        self._check_minimum(outcomes)
+        reports, stated = randomised_response(
+            outcomes, outcomes=len(self._group_names) + 1, epsilon=epsilon
+        )
+        return PsiMembership(reports, self._group_names, stated)
