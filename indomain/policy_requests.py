@@ -40,13 +40,14 @@ def epsilon_of(params: Mapping[str, Any]) -> Decimal | None:
 
 
 def columns_of(plan: Any) -> tuple[str, ...]:
-    """The dataset columns a checked plan uses (group columns and aggregated columns)."""
+    """The dataset columns a checked plan uses: group columns, aggregated columns and the
+    columns its WHERE clause tests (a filter reads a column as surely as a GROUP BY)."""
     body = getattr(plan, "body", {})
-    used: set[str] = set()
-    for column in body.get("group_by", ()) if isinstance(body, Mapping) else ():
-        used.add(str(column))
-    for out in body.get("outputs", ()) if isinstance(body, Mapping) else ():
-        column = out.get("column") if isinstance(out, Mapping) else None
+    if not isinstance(body, Mapping):
+        return ()
+    used: set[str] = {str(column) for column in body.get("group_by", ())}
+    for item in (*body.get("outputs", ()), *body.get("where", ())):
+        column = item.get("column") if isinstance(item, Mapping) else None
         if isinstance(column, str) and column != "*":
             used.add(column)
     return tuple(sorted(used))

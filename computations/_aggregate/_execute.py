@@ -138,7 +138,11 @@ def _dp(
             minimum=minimum,
         )
     kept = [i for i, count in enumerate(noisy[units]) if count >= threshold]
-    withheld = len(keys) - len(kept)
+    # With public keys, which groups were withheld is a function of the noisy counts and
+    # public data: saying how many is post-processing. Without them, len(keys) is the exact
+    # number of distinct groups in the data, so the withheld count would release an exact,
+    # non-private statistic (one person can move it by one): it is not disclosed.
+    withheld = len(keys) - len(kept) if public else 0
     for m in every:
         if m.kind == "values":
             spec = dataset.column(m.column or "")
@@ -216,6 +220,11 @@ def _dp(
         notes.append(
             f"{withheld} groups withheld: noisy count of distinct {dataset.privacy_unit} "
             f"below {threshold}"
+        )
+    elif not public:
+        notes.append(
+            f"groups are released only when their noisy count of distinct "
+            f"{dataset.privacy_unit} reaches {threshold}; how many were not is not disclosed"
         )
     return _result(body, columns, types, stated, withheld, notes)
 
