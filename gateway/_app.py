@@ -89,10 +89,24 @@ def create_app(
         return admission
 
     def resume() -> None:
-        """Nothing stored is lost: jobs a crash left undecided or unfinished go on now."""
+        """Nothing stored is lost: jobs a crash left undecided or unfinished go on now.
+
+        One job that cannot be admitted again fails on its own; it never keeps the gateway
+        from starting."""
         for job_id in store.jobs_with_status("received"):
             record = store.job(job_id)
-            admit_and_store(job_id, parse_job(json.loads(record.document)), record.signature)
+            job = parse_job(json.loads(record.document))
+            try:
+                admit_and_store(job_id, job, record.signature)
+            except Exception:
+                log.exception("job %s could not be admitted after a restart", job_id)
+                reason = "could not be admitted after a restart; the operator has the log"
+                index = processor.record_failure(job, job_id=job_id, reason=reason)
+                store.update_job(
+                    job_id,
+                    status="failed",
+                    outcome={"error": reason, "failure_ledger_index": index},
+                )
         for job_id in store.jobs_with_status("accepted", "running"):
             pool.submit(run_job, job_id)
 

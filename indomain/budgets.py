@@ -177,6 +177,21 @@ class Accountant:
         with self._connect() as con:
             con.execute("BEGIN IMMEDIATE")
             try:
+                charged = con.execute(
+                    "SELECT epsilon, delta, charged_at FROM budget_charges WHERE job_id = ?",
+                    (job_id,),
+                ).fetchone()
+                if charged is not None:
+                    # The job was charged before a crash and is being admitted again: the
+                    # charge stands, once (never twice, never refunded).
+                    con.execute("COMMIT")
+                    return Charge(
+                        job_id=job_id,
+                        epsilon=charged[0] / UNITS,
+                        delta=charged[1] / UNITS,
+                        charged_at=str(charged[2]),
+                        windows=(),
+                    )
                 for budget in budgets:
                     label, start, end = budget.bounds(now or datetime.now(UTC))
                     spent = _spent(con, enterprise, dataset, start, end)[0]

@@ -70,3 +70,26 @@ def test_undecided_and_unfinished_jobs_complete_after_a_restart(
         assert states == {received: "succeeded", refused: "denied", accepted: "succeeded"}
         assert client.result(received, ledger_key=sandbox.verifier_key).table.num_rows == 2
     sandbox.close()
+
+
+def test_a_job_charged_before_a_crash_is_charged_once_and_the_gateway_starts(
+    tmp_path: Path, home_builder: Any
+) -> None:
+    sandbox, acme, _ = home_builder(tmp_path / "home", tmp_path / "source", rows=1000)
+    job_id = _store_without_running(sandbox, acme, "credit_risk_model")
+    job = sandbox.store.job(job_id)
+    # admitted (budget reserved, ledger written) but the crash hit before the store update
+    first = sandbox.admit(
+        parse_job(json.loads(job.document)), job_id=job_id, signature=job.signature
+    )
+    assert first.outcome == "accepted"
+    spent_before = sandbox.budgets("Acme Credit")
+
+    with (
+        serve_in_thread(sandbox.app()) as url,
+        Client(url, enterprise=ACME, private_key=acme) as client,
+    ):
+        state = client.wait(job_id, timeout=60)
+    assert state["status"] == "succeeded"
+    assert sandbox.budgets("Acme Credit") == spent_before  # charged once, not twice
+    sandbox.close()
