@@ -24,13 +24,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from computations import table_from_ipc, table_to_rows
+from gateway._body import read_json
 from gateway._errors import (
     AuthenticationError,
     GatewayError,
     MalformedRequest,
     NotFound,
     NotReady,
-    PayloadTooLarge,
 )
 from gateway._jobs import (
     JobDocument,
@@ -177,11 +177,7 @@ def create_app(
 
     @app.post("/v1/jobs", status_code=202)
     async def submit(request: Request) -> JSONResponse:
-        body = await _read_capped(request, max_body_bytes)
-        try:
-            data = json.loads(body, parse_constant=_no_constants)
-        except (ValueError, UnicodeDecodeError):
-            raise MalformedRequest("the body is not valid JSON") from None
+        data = await read_json(request, max_body_bytes)
         if not isinstance(data, dict) or set(data) != {"job", "signature"}:
             raise MalformedRequest(
                 'the body must be {"job": {...}, "signature": "<base64 Ed25519>"}',
@@ -286,26 +282,8 @@ def create_app(
     return app
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _refusal_status(code: str) -> int:
     return 404 if code == "unknown_dataset" else 422
-
-
-async def _read_capped(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the body is larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"the body is larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _execute(store: StateStore, processor: JobProcessor, job_id: str) -> None:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gateway._errors import AuthenticationError, InvalidJob
 
 MAX_CLOCK_SKEW = timedelta(minutes=5)
+MAX_PARAMS_BYTES = 16 * 1024
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
@@ -73,12 +74,15 @@ def parse_job(data: Any) -> JobDocument:
         ]
         raise InvalidJob("the job document is invalid: " + "; ".join(problems)) from None
     try:
-        job.canonical()
+        params_size = len(rfc8785.dumps(job.params))
     except rfc8785.CanonicalizationError:
         raise InvalidJob(
             "params: a value has no RFC 8785 canonical form (integers beyond ±2^53-1, "
             "NaN or infinite numbers); send such numbers as strings"
         ) from None
+    if params_size > MAX_PARAMS_BYTES:
+        # params are recorded on the ledger for good: they stay small.
+        raise InvalidJob(f"params: at most {MAX_PARAMS_BYTES} bytes of canonical JSON")
     return job
 
 

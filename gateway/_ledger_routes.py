@@ -23,11 +23,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 
 import ledger
+from gateway._body import read_json
 from gateway._errors import GatewayError, MalformedRequest, NotFound, TransportError
 
 MAX_PAGE = 1000  # entries per answer: bounded work and memory per request
@@ -85,7 +87,16 @@ def register_ledger_routes(app: FastAPI, log: ledger.Ledger) -> None:
         return note
 
     @app.post("/v1/ledger/cosignatures", status_code=201)
-    def add_cosignature(body: CosignatureSubmission) -> dict[str, Any]:
+    async def add_cosignature(request: Request) -> dict[str, Any]:
+        try:
+            body = CosignatureSubmission.model_validate(await read_json(request, 4096))
+        except ValidationError:
+            raise MalformedRequest(
+                'the body must be {"size": <int>, "witness_key": "...", "cosignature": "..."}'
+            ) from None
+        return await run_in_threadpool(_store_cosignature, body)
+
+    def _store_cosignature(body: CosignatureSubmission) -> dict[str, Any]:
         within(size=body.size)
         try:
             log.add_cosignature(body.size, body.witness_key, body.cosignature)

@@ -21,7 +21,6 @@ also review over HTTP:
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
@@ -32,12 +31,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from gateway._body import read_json
 from gateway._errors import (
     AuthenticationError,
     GatewayError,
     MalformedRequest,
     NotFound,
-    PayloadTooLarge,
 )
 from gateway._jobs import check_fresh, parse_time, request_message, verify_signature
 from gateway._store import Enterprise, StateStore
@@ -95,13 +94,7 @@ def register_review_routes(
 
     @app.post("/v1/proposals", status_code=201)
     async def submit_proposal(request: Request) -> JSONResponse:
-        body = await request.body()
-        if len(body) > _MAX_BODY:
-            raise PayloadTooLarge(f"a proposal may be at most {_MAX_BODY} bytes")
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise MalformedRequest("the body is not valid JSON") from None
+        data = await read_json(request, _MAX_BODY)
         if not isinstance(data, dict) or set(data) != {"proposal", "signature"}:
             raise MalformedRequest('the body must be {"proposal": {...}, "signature": "..."}')
         proposal, signature = data["proposal"], data["signature"]
@@ -172,13 +165,7 @@ def register_review_routes(
 
     @app.post("/v1/reviews")
     async def submit_review(request: Request) -> JSONResponse:
-        body = await request.body()
-        if len(body) > _MAX_BODY:
-            raise PayloadTooLarge(f"a review may be at most {_MAX_BODY} bytes")
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise MalformedRequest("the body is not valid JSON") from None
+        data = await read_json(request, _MAX_BODY)
         if not isinstance(data, dict) or set(data) != {"review", "signature"}:
             raise MalformedRequest('the body must be {"review": {...}, "signature": "..."}')
         review, signature = data["review"], data["signature"]

@@ -168,8 +168,54 @@ def test_numbers_outside_canonical_json_are_refused_not_a_500(world: Any, raw: b
     assert _counts(world) == before
 
 
+def test_deeply_nested_json_is_malformed_not_a_server_error(world: Any) -> None:
+    before = _counts(world)
+    for depth in (40, 5000):
+        raw = b'{"job": ' + b"[" * depth + b"]" * depth + b', "signature": "x"}'
+        response = _post(world, raw)
+        assert response.status_code == 400, (depth, response.text)
+        assert _error(response)["code"] == "malformed_json"
+    assert _counts(world) == before
+
+
+def _raw_signed(key: Ed25519PrivateKey, params: dict[str, Any]) -> dict[str, Any]:
+    """A signed body built by hand, for params the client library itself refuses."""
+    import rfc8785
+
+    job = _body(key)["job"]
+    job["params"] = params
+    return {"job": job, "signature": base64.b64encode(key.sign(rfc8785.dumps(job))).decode()}
+
+
+def test_params_larger_than_16_kib_are_refused_before_the_ledger(world: Any) -> None:
+    before = _counts(world)
+    response = _post(world, _raw_signed(world.acme_key, {"sql": SQL, "pad": "x" * 17_000}))
+    assert response.status_code == 422
+    assert "params" in _error(response)["message"]
+    assert _counts(world) == before
+
+
+@pytest.mark.parametrize("path", ["/v1/proposals", "/v1/reviews", "/v1/ledger/cosignatures"])
+def test_every_body_taking_route_stops_reading_at_its_cap(world: Any, path: str) -> None:
+    import tracemalloc
+
+    def chunks() -> Any:
+        for _ in range(512):  # 32 MiB offered without a Content-Length
+            yield b" " * 65536
+
+    tracemalloc.start()  # the world's gateway runs in this process: its allocations count
+    try:
+        response = httpx.post(world.url + path, content=chunks(), timeout=60)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert response.status_code == 413
+    assert _error(response)["code"] == "payload_too_large"
+    assert peak < 8 * 1024 * 1024, f"the gateway held {peak} bytes of a refused body"
+
+
 def test_an_oversized_body_is_refused_with_or_without_a_length(world: Any) -> None:
-    big = _body(world.acme_key, params={"sql": SQL, "pad": "x" * (2 << 20)})
+    big = _raw_signed(world.acme_key, {"sql": SQL, "pad": "x" * (2 << 20)})
     data = json.dumps(big).encode()
     assert _post(world, data).status_code == 413
 
