@@ -95,6 +95,7 @@ _BY_CODE: dict[str, type[GatewayError]] = {
     "refused": Refused,
     "job_failed": Refused,
     "proposal_not_approved": Refused,
+    "review_required": Refused,
     "budget_exhausted": BudgetExhausted,
     "unauthenticated": AuthenticationError,
     "invalid_request": InvalidJob,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,20 @@ from indomain.errors import ConfigError
 
 HOME_FORMAT = "indomain-home/v1"
 DEFAULT_HOME = Path(".indomain")
+
+
+def check_private(path: Path) -> Path:
+    """Refuse a key file that group or others may read or write; return ``path``."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ConfigError(f"key file {path} is missing") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"key file {path} is accessible by group or others (mode {stat.S_IMODE(mode):o}); "
+            f"run: chmod 600 {path}"
+        )
+    return path
 
 
 def resolve_home(option: Path | None) -> Path:

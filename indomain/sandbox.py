@@ -43,7 +43,7 @@ from gateway import (
 )
 from indomain import budgets
 from indomain.errors import ConfigError, IndomainError
-from indomain.home import Home
+from indomain.home import Home, check_private
 from indomain.registry import Registry
 from indomain.reviews import ReviewStore
 
@@ -117,10 +117,10 @@ class Sandbox:
     @classmethod
     def open(cls, root: Path) -> Sandbox:
         home = Home.open(root)
-        key = load_private_key(home.ledger_key)
+        key = load_private_key(check_private(home.ledger_key))
         # During a ledger key rotation (indomain ledger rotate-key) both keys sign.
         following = home.keys / "ledger.next.key"
-        keys = [key, load_private_key(following)] if following.exists() else key
+        keys = [key, load_private_key(check_private(following))] if following.exists() else key
         return cls(
             home=home,
             ledger=ledger.Ledger.open(home.ledger, signing_key=keys),
@@ -356,6 +356,16 @@ class Sandbox:
                 },
             )
         obligations = dict(getattr(decision, "obligations", {}))
+        review = str(obligations.get("review", "none"))
+        if review != "none" and "proposal" not in job.params:
+            # A grant that requires review covers reviewed computations only.
+            return self._refuse(
+                request,
+                "review_required",
+                f"the grant requires {review} review: run an approved proposal "
+                "(params {\"proposal\": ..., \"values\": ...}) instead of ad-hoc SQL",
+                decided=decided,
+            )
         try:
             plan = computation.check(
                 params, with_obligations(record.spec, decision), obligations=obligations

@@ -62,3 +62,40 @@ def test_a_column_used_only_in_where_is_still_subject_to_allowed_columns(
     entry = sandbox.ledger.entry(filtered.ledger_index)
     assert entry.type == "job.denied"
     sandbox.close()
+
+
+def test_a_ledger_key_readable_by_others_stops_the_sandbox_opening(
+    tmp_path: Path, home_builder: Any
+) -> None:
+    import os
+
+    import pytest
+
+    from indomain.errors import ConfigError
+    from indomain.sandbox import Sandbox
+
+    sandbox, _, _ = home_builder(tmp_path / "home", tmp_path / "source", rows=200)
+    sandbox.close()
+    os.chmod(tmp_path / "home" / "keys" / "ledger.key", 0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        Sandbox.open(tmp_path / "home")
+    os.chmod(tmp_path / "home" / "keys" / "ledger.key", 0o600)
+    Sandbox.open(tmp_path / "home").close()
+
+
+def test_a_grant_that_requires_review_refuses_ad_hoc_sql(tmp_path: Path, home_builder: Any) -> None:
+    sandbox, _, _ = home_builder(tmp_path / "home", tmp_path / "source", rows=300)
+    reviewed = tmp_path / "reviewed"
+    shutil.copytree(DEMO_POLICIES, reviewed)
+    grant = reviewed / "acme_credit.cedar"
+    grant.write_text(
+        grant.read_text().replace(
+            '@id("acme-credit-aggregate")', '@id("acme-credit-aggregate")\n@review("two-person")'
+        )
+    )
+    sandbox.apply_policies(reviewed)
+    admission = _submit(sandbox, "SELECT sex, COUNT(*) AS n FROM residents GROUP BY sex", "j1")
+    assert admission.outcome == "refused"  # before the fix: accepted
+    assert admission.code == "review_required"
+    assert sandbox.ledger.entry(admission.ledger_index).type == "job.refused"
+    sandbox.close()
