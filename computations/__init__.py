@@ -16,6 +16,7 @@ from computations._arrow import table_from_ipc, table_to_ipc, table_to_rows
 from computations._computation import Computation
 from computations._dataset import ColumnClass, ColumnSpec, DatasetSpec, PrivacyRules, parse_budget
 from computations._errors import ComputationError, QueryRefused
+from computations._he import HeError, PublicContext, load_ckks_vector, load_public_context
 from computations._plan import ComputationResult, Plan, params_digest
 from computations._psi import (
     PsiClient,
@@ -37,6 +38,7 @@ __all__ = [
     "ComputationError",
     "ComputationResult",
     "DatasetSpec",
+    "HeError",
     "Plan",
     "PrivacyRules",
     "PsiClient",
@@ -48,9 +50,12 @@ __all__ = [
     "PsiRequest",
     "PsiServer",
     "PsiSize",
+    "PublicContext",
     "QueryRefused",
     "available_computations",
     "get_computation",
+    "load_ckks_vector",
+    "load_public_context",
     "params_digest",
     "parse_budget",
     "plan_cost",
