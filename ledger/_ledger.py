@@ -458,7 +458,9 @@ class Ledger:
         text = line if line.endswith("\n") else line + "\n"
 
         def write(connection: sqlite3.Connection) -> None:
-            _store.insert_cosignature(connection, size, witness.name, text)
+            # Keyed by the whole verifier key, first one kept: a cosignature made with
+            # another key under the same witness name can never displace the real one.
+            _store.insert_cosignature(connection, size, f"{witness.name} {witness_key}", text)
 
         self._run(write, write=True)
 

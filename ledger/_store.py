@@ -216,7 +216,8 @@ def _has_cosignatures(connection: sqlite3.Connection) -> bool:
 
 
 def insert_cosignature(connection: sqlite3.Connection, size: int, witness: str, line: str) -> None:
-    """Store (or replace) ``witness``'s cosignature line for the checkpoint of ``size``."""
+    """Store ``witness``'s cosignature line for the checkpoint of ``size``; a witness that
+    already cosigned that size keeps its first line (nothing is ever replaced)."""
     with sql_errors("storing a cosignature"):
         connection.execute(COSIGNATURE_SCHEMA)
         (count,) = connection.execute(
@@ -225,7 +226,7 @@ def insert_cosignature(connection: sqlite3.Connection, size: int, witness: str, 
         if count >= MAX_WITNESSES:
             raise LedgerError(f"the checkpoint for size {size} has {MAX_WITNESSES} cosignatures")
         connection.execute(
-            "INSERT OR REPLACE INTO cosignatures (size, witness, line) VALUES (?, ?, ?)",
+            "INSERT OR IGNORE INTO cosignatures (size, witness, line) VALUES (?, ?, ?)",
             (size, witness, line),
         )
 

@@ -168,3 +168,25 @@ def test_an_exported_ledger_carries_its_cosigned_checkpoint(
         served = log.cosigned_checkpoint()
     export_ledger(directory, tmp_path / "out")
     assert (tmp_path / "out" / "cosigned-checkpoint").read_text() == served
+
+
+def test_a_cosignature_under_a_stolen_witness_name_cannot_displace_the_real_one(
+    make_ledger: Callable[..., Path],
+):
+    directory = make_ledger(3)
+    real = witness_key("w1", W1.public_key())
+    impostor_key = Ed25519PrivateKey.generate()
+    impostor = witness_key("w1", impostor_key.public_key())  # same name, the attacker's key
+    with Ledger.open(
+        directory, signing_key=Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
+    ) as log:
+        key = log.verifier_key
+        checkpoint = open_checkpoint(log.checkpoint_at(2), key)
+        log.add_cosignature(2, real, cosign(checkpoint, name="w1", private_key=W1))
+        # It verifies with the key the attacker supplies, so it is stored: beside, not over.
+        log.add_cosignature(2, impostor, cosign(checkpoint, name="w1", private_key=impostor_key))
+        log.add_cosignature(2, real, cosign(checkpoint, name="w1", private_key=W1))  # again
+        note = log.cosigned_checkpoint()
+    assert note is not None
+    opened, seen = open_cosigned(note, key, [real], quorum=1)
+    assert opened.size == 2 and set(seen) == {"w1"}
