@@ -185,7 +185,6 @@ def test_a_cosignature_under_a_stolen_witness_name_cannot_displace_the_real_one(
         log.add_cosignature(2, real, cosign(checkpoint, name="w1", private_key=W1))
         # It verifies with the key the attacker supplies, so it is stored: beside, not over.
         log.add_cosignature(2, impostor, cosign(checkpoint, name="w1", private_key=impostor_key))
-        log.add_cosignature(2, real, cosign(checkpoint, name="w1", private_key=W1))  # again
         note = log.cosigned_checkpoint()
     assert note is not None
     opened, seen = open_cosigned(note, key, [real], quorum=1)
