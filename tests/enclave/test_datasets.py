@@ -132,7 +132,10 @@ def test_a_run_is_attested_and_small_groups_are_suppressed(
     output = enclave.run(plan, job_id="job_1", policy_version="sha256:" + "0" * 64)
     rows = table_to_rows(__import__("computations").table_from_ipc(output.result_ipc))
     assert {r["town"] for r in rows} == {"North", "South"}  # Smallville (2 people) suppressed
-    assert output.suppressed_groups == 1
+    # Towns are not a public key set, so how many groups fell under the noisy threshold
+    # would be an exact count: it is not disclosed.
+    assert output.suppressed_groups == 0
+    assert any("not disclosed" in note for note in output.notes)
     att = output.attestation
     assert att.code_hash == computation.code_hash
     assert att.dataset_content_hash == record.content_hash
