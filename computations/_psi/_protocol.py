@@ -18,8 +18,9 @@ is linkable across sessions. Under the decisional Diffie-Hellman assumption in r
   learns per blinded enterprise item whether it matched and in which group;
 - the enterprise sees only blinded sandbox points, shuffled and padded, so it learns the
   number of groups and a common padded length (at least the largest group), and then what
-  the sandbox releases: the intersection size (:meth:`PsiServer.intersection_size`) or, per
-  item, a randomised-response report of membership and group (:meth:`PsiServer.membership`).
+  the sandbox releases, once per session: the intersection size with DP noise
+  (:meth:`PsiServer.intersection_size`) or, per item, a randomised-response report of
+  membership and group (:meth:`PsiServer.membership`).
 
 Adversary: semi-honest parties. A malicious enterprise can drop or duplicate points in its
 re-blinded reply; the sandbox checks lengths, encodings and duplicates but cannot check
@@ -28,10 +29,12 @@ that each point was raised to the same ``a``. docs/threat-model.md says what tha
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from computations._aggregate._noise import discrete_laplace
 from computations._psi._group import (
     PsiError,
     blind,
@@ -40,7 +43,7 @@ from computations._psi._group import (
     random_point,
     random_scalar,
 )
-from computations._psi._rr import randomised_response
+from computations._psi._rr import debias_counts, randomised_response
 
 _SHUFFLER = secrets.SystemRandom()
 
@@ -119,9 +122,11 @@ class PsiReblinded:
 
 @dataclass(frozen=True)
 class PsiSize:
-    """What the enterprise learns in size mode: the size of the intersection."""
+    """What the enterprise learns in size mode: the intersection size with discrete
+    Laplace noise at ``epsilon`` (clamped at 0)."""
 
     intersection_size: int
+    epsilon: float
 
 
 @dataclass(frozen=True)
@@ -176,6 +181,7 @@ class PsiServer:
         self._members = members
         self._request: tuple[bytes, ...] | None = None
         self._offered_length = 0
+        self._released = False
 
     def respond(self, request: PsiRequest) -> PsiOffer:
         """Accept the enterprise's blinded identifiers and offer the dataset's.
@@ -213,31 +219,55 @@ class PsiServer:
                 where[point] = g + 1
         return [where.get(point, 0) for point in self._request]
 
-    def _check_minimum(self, outcomes: Sequence[int]) -> None:
-        if sum(1 for outcome in outcomes if outcome) < self._limits.min_intersection:
+    def _release(self) -> None:
+        # One release per session: fresh noise on a second release would average away.
+        if self._released:
+            raise PsiError("this PSI session has already released its answer")
+        self._released = True
+
+    def _refuse_below_minimum(self, estimate: float) -> None:
+        # ``estimate`` is already private (a noisy or debiased count), so the refusal is
+        # post-processing and reveals nothing beyond the release's epsilon.
+        if estimate < self._limits.min_intersection:
             raise PsiError(
                 f"refused: the intersection is smaller than {self._limits.min_intersection}"
             )
 
-    def intersection_size(self, reply: PsiReblinded) -> PsiSize:
-        """The intersection size, for release to the enterprise.
+    def intersection_size(self, reply: PsiReblinded, *, epsilon: float) -> PsiSize:
+        """The intersection size plus discrete Laplace noise (OpenDP) at ``epsilon``.
 
-        Raises :class:`PsiError` if it is under the policy's minimum or ``reply`` does not
-        fit the offer.
+        Privacy: against a semi-honest enterprise one dataset row changes the exact size
+        by at most 1, so noise of scale ``1/ε`` makes the release ε-DP; an exact size
+        would reveal a row's membership by differencing two sessions. The minimum is
+        checked on the noisy size. One release per session.
+
+        Raises :class:`PsiError` if the noisy size is under the policy's minimum, for a
+        second release, a bad ``epsilon`` or a ``reply`` that does not fit the offer.
         """
         outcomes = self._outcomes(reply)
-        self._check_minimum(outcomes)
-        return PsiSize(sum(1 for outcome in outcomes if outcome))
+        if isinstance(epsilon, bool) or not isinstance(epsilon, float | int):
+            raise PsiError("a PSI size needs a numeric epsilon")
+        if not (math.isfinite(epsilon) and epsilon > 0):
+            raise PsiError("a PSI size needs a positive, finite epsilon")
+        self._release()
+        exact = sum(1 for outcome in outcomes if outcome)
+        (noisy,) = discrete_laplace([exact], sensitivity=1, epsilon=float(epsilon))
+        self._refuse_below_minimum(noisy)
+        return PsiSize(max(noisy, 0), float(epsilon))
 
     def membership(self, reply: PsiReblinded, *, epsilon: float) -> PsiMembership:
         """Per request item, its membership and group under ``epsilon``-randomised response.
 
-        Raises :class:`PsiError` if the intersection is under the policy's minimum, if
-        ``reply`` does not fit the offer, or for a bad ``epsilon``.
+        The minimum is checked on the debiased count of matches estimated from the
+        reports (post-processing). One release per session.
+
+        Raises :class:`PsiError` if that estimate is under the policy's minimum, for a
+        second release, a bad ``epsilon`` or a ``reply`` that does not fit the offer.
         """
         outcomes = self._outcomes(reply)
-        self._check_minimum(outcomes)
-        reports, stated = randomised_response(
-            outcomes, outcomes=len(self._group_names) + 1, epsilon=epsilon
-        )
+        categories = len(self._group_names) + 1
+        reports, stated = randomised_response(outcomes, outcomes=categories, epsilon=epsilon)
+        self._release()
+        absent = debias_counts(reports, outcomes=categories, epsilon=epsilon)[0]
+        self._refuse_below_minimum(len(reports) - absent)
         return PsiMembership(reports, self._group_names, stated)

@@ -27,6 +27,8 @@ from computations._psi import (
 from computations._psi._group import blind, check_point, random_scalar
 
 LIMITS = PsiLimits(max_set_size=1000, min_intersection=1)
+#: So large an epsilon that the discrete Laplace noise is zero (P(noise != 0) ≈ 2e^-1000).
+EXACT = 1000.0
 
 
 def _ids(n: int, prefix: str) -> list[bytes]:
@@ -54,7 +56,7 @@ def test_intersection_size_on_random_sets(seed: int) -> None:
     client_ids = shared + own
     rng.shuffle(client_ids)
     _, server, reply = _run(client_ids, {i: "all" for i in dataset})
-    assert server.intersection_size(reply).intersection_size == len(shared)
+    assert server.intersection_size(reply, epsilon=EXACT).intersection_size == len(shared)
 
 
 def test_membership_reports_group_of_each_item_in_order() -> None:
@@ -92,9 +94,9 @@ def test_size_matches_plaintext_intersection(
     }
     if overlap == 0:
         with pytest.raises(PsiError, match="smaller than 1"):
-            server.intersection_size(reply)
+            server.intersection_size(reply, epsilon=EXACT)
     else:
-        assert server.intersection_size(reply).intersection_size == overlap
+        assert server.intersection_size(reply, epsilon=EXACT).intersection_size == overlap
 
 
 # -- what each side sees ----------------------------------------------------------------
@@ -155,11 +157,13 @@ def test_intersection_below_minimum_is_refused_in_both_modes() -> None:
     limits = PsiLimits(max_set_size=100, min_intersection=10)
     _, server, reply = _run(_ids(9, "r") + _ids(50, "other"), records, limits)
     with pytest.raises(PsiError, match="smaller than 10"):
-        server.intersection_size(reply)
+        server.intersection_size(reply, epsilon=EXACT)
+    _, server, reply = _run(_ids(9, "r"), records, limits)
+    # Only matching items: a flip can only lower the debiased estimate of 9.
     with pytest.raises(PsiError, match="smaller than 10"):
-        server.membership(reply, epsilon=1.0)
+        server.membership(reply, epsilon=10.0)
     _, server, reply = _run(_ids(10, "r"), records, limits)
-    assert server.intersection_size(reply).intersection_size == 10
+    assert server.intersection_size(reply, epsilon=EXACT).intersection_size == 10
 
 
 @pytest.mark.parametrize("bad", [(0, 1), (1, 0), (-3, 1), (True, 1), (1.5, 1)])
@@ -172,11 +176,52 @@ def test_one_request_per_session_and_reply_after_request() -> None:
     server = PsiServer({b"a": "g"}, limits=LIMITS)
     client = PsiClient([b"a"])
     with pytest.raises(PsiError, match="before the request"):
-        server.intersection_size(PsiReblinded((tuple([hash_to_group(b"a")]),)))
+        server.intersection_size(PsiReblinded(((hash_to_group(b"a"),),)), epsilon=EXACT)
     offer = server.respond(client.request())
     with pytest.raises(PsiError, match="already has a request"):
         server.respond(client.request())
-    assert server.intersection_size(client.reblind(offer)).intersection_size == 1
+    assert server.intersection_size(client.reblind(offer), epsilon=EXACT).intersection_size == 1
+
+
+def test_one_release_per_session() -> None:
+    records = {i: "all" for i in _ids(5, "r")}
+    _, server, reply = _run(_ids(5, "r"), records)
+    server.intersection_size(reply, epsilon=EXACT)
+    with pytest.raises(PsiError, match="already released"):
+        server.intersection_size(reply, epsilon=EXACT)
+    with pytest.raises(PsiError, match="already released"):
+        server.membership(reply, epsilon=1.0)
+
+
+SESSIONS = 400
+
+
+def test_size_noise_is_discrete_laplace_at_epsilon() -> None:
+    # Many one-identifier sessions: the released size is 1 + discrete Laplace(1/ε).
+    epsilon = 1.0
+    records = {b"only": "all"}
+    limits = PsiLimits(max_set_size=1, min_intersection=1)
+    noises = []
+    for _ in range(SESSIONS):
+        _, server, reply = _run([b"only"], records, limits)
+        try:
+            noises.append(server.intersection_size(reply, epsilon=epsilon).intersection_size - 1)
+        except PsiError:
+            noises.append(None)  # refused: the noisy size fell under the minimum of 1
+    refused = noises.count(None) / SESSIONS
+    a = math.exp(-epsilon)
+    p_zero = (1 - a) / (1 + a)
+    p_negative = a / (1 + a)  # P(noise <= -1): exactly the refusals
+    assert abs(refused - p_negative) <= _tolerance(p_negative, SESSIONS)
+    zero = noises.count(0) / SESSIONS
+    assert abs(zero - p_zero) <= _tolerance(p_zero, SESSIONS)
+
+
+@pytest.mark.parametrize("epsilon", [0.0, -1.0, math.inf, math.nan])
+def test_size_refuses_a_bad_epsilon(epsilon: float) -> None:
+    _, server, reply = _run([b"r-1"], {b"r-1": "all"})
+    with pytest.raises(PsiError, match="epsilon"):
+        server.intersection_size(reply, epsilon=epsilon)
 
 
 def test_duplicate_identifiers_are_refused() -> None:
@@ -232,13 +277,13 @@ def test_reply_must_have_the_shape_of_the_offer() -> None:
     _, server, reply = _run([b"r-1"], records)
     dropped = PsiReblinded(reply.groups[:1])
     with pytest.raises(PsiError, match="shape"):
-        server.intersection_size(dropped)
+        server.intersection_size(dropped, epsilon=EXACT)
     short = PsiReblinded((reply.groups[0][:-1], reply.groups[1]))
     with pytest.raises(PsiError, match="shape"):
-        server.intersection_size(short)
+        server.intersection_size(short, epsilon=EXACT)
     copied = PsiReblinded((reply.groups[0], reply.groups[0]))
     with pytest.raises(PsiError, match="repeats"):
-        server.intersection_size(copied)
+        server.intersection_size(copied, epsilon=EXACT)
 
 
 def test_psi_error_is_a_computation_error() -> None:
