@@ -42,10 +42,20 @@ from gateway import (
     load_private_key,
 )
 from indomain import budgets
+from indomain.approvals import ProposalDesk, resolve_params
+from indomain.catalogue import catalogue_for
 from indomain.errors import ConfigError, IndomainError
 from indomain.home import Home, check_private
+from indomain.policy_diff import summary
+from indomain.policy_requests import (
+    build_request,
+    columns_of,
+    result_size_of,
+    spec_with_obligations,
+    with_obligations,
+)
 from indomain.registry import Registry
-from indomain.reviews import ReviewStore
+from indomain.reviews import ProposalError, ReviewStore
 
 
 def write_private_key(path: Path, key: Ed25519PrivateKey) -> None:
@@ -77,10 +87,8 @@ class Sandbox:
         return self._reviews
 
     @property
-    def proposal_desk(self) -> Any:
+    def proposal_desk(self) -> ProposalDesk:
         """What the gateway's proposal endpoints call."""
-        from indomain.approvals import ProposalDesk
-
         return ProposalDesk(self)
 
     @property
@@ -238,8 +246,6 @@ class Sandbox:
         when: datetime | None = None,
     ) -> policies.AccessRequest:
         """The policy request for ``job``, with licence and dataset class from the registry."""
-        from indomain.policy_requests import build_request
-
         return build_request(
             self.registry,
             job,
@@ -269,8 +275,6 @@ class Sandbox:
         """Validate, install and record a policy version with its author and a summary of
         what changed (policies, and past decisions that would now differ); returns it and
         its ledger index. An invalid set raises before anything is written."""
-        from indomain.policy_diff import summary
-
         policy_set = policies.PolicySet.load(directory)
         try:
             previous = self.policy_set
@@ -311,10 +315,6 @@ class Sandbox:
             record = self.enclave.dataset(job.dataset)
         except DatasetError as exc:
             return self._refuse(request, "unknown_dataset", str(exc))
-        from indomain.approvals import resolve_params
-        from indomain.policy_requests import columns_of, result_size_of, with_obligations
-        from indomain.reviews import ProposalError
-
         try:
             params = resolve_params(self, job)
         except ProposalError as exc:
@@ -363,7 +363,7 @@ class Sandbox:
                 request,
                 "review_required",
                 f"the grant requires {review} review: run an approved proposal "
-                "(params {\"proposal\": ..., \"values\": ...}) instead of ad-hoc SQL",
+                '(params {"proposal": ..., "values": ...}) instead of ad-hoc SQL',
                 decided=decided,
             )
         try:
@@ -437,9 +437,6 @@ class Sandbox:
         )
 
     def execute(self, job: JobDocument, *, job_id: str, admission: Admission) -> Execution:
-        from indomain.approvals import resolve_params
-        from indomain.policy_requests import spec_with_obligations
-
         computation = get_computation(job.computation)
         record = self.enclave.dataset(job.dataset)
         obligations = admission.details.get("obligations", {})
@@ -577,8 +574,6 @@ class Sandbox:
     def catalogue_for(self, enterprise: str | None) -> list[dict[str, Any]]:
         """:meth:`catalogue` with privacy rules, a synthetic sample and, for an
         enterprise, the computations and purposes its grants allow now."""
-        from indomain.catalogue import catalogue_for
-
         return catalogue_for(self, enterprise)
 
     def checkpoint(self) -> str:
