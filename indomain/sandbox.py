@@ -23,15 +23,8 @@ from fastapi import FastAPI
 
 import ledger
 import policies
-from computations import (
-    ComputationError,
-    DatasetSpec,
-    QueryRefused,
-    get_computation,
-    privacy_statement,
-    table_from_ipc,
-)
-from enclave import DatasetError, DatasetRecord, Enclave
+from computations import DatasetSpec
+from enclave import DatasetRecord, Enclave
 from gateway import (
     Admission,
     Enterprise,
@@ -41,21 +34,17 @@ from gateway import (
     create_app,
     load_private_key,
 )
-from indomain import budgets
-from indomain.approvals import ProposalDesk, resolve_params
+from indomain import admission, budgets, execution
+from indomain.admission import digest
+from indomain.approvals import ProposalDesk
 from indomain.catalogue import catalogue_for
 from indomain.errors import ConfigError, IndomainError
 from indomain.home import Home, check_private
 from indomain.policy_diff import summary
-from indomain.policy_requests import (
-    build_request,
-    columns_of,
-    result_size_of,
-    spec_with_obligations,
-    with_obligations,
-)
+from indomain.policy_requests import build_request
 from indomain.registry import Registry
-from indomain.reviews import ProposalError, ReviewStore
+from indomain.reviews import ReviewStore
+from indomain.run_journal import RunJournal
 
 
 def write_private_key(path: Path, key: Ed25519PrivateKey) -> None:
@@ -78,6 +67,7 @@ class Sandbox:
     _registry: Registry | None = field(default=None, repr=False)
     _reviews: ReviewStore | None = field(default=None, repr=False)
     _accountant: budgets.Accountant | None = field(default=None, repr=False)
+    _run_journal: RunJournal | None = field(default=None, repr=False)
 
     @property
     def reviews(self) -> ReviewStore:
@@ -90,6 +80,13 @@ class Sandbox:
     def proposal_desk(self) -> ProposalDesk:
         """What the gateway's proposal endpoints call."""
         return ProposalDesk(self)
+
+    @property
+    def run_journal(self) -> RunJournal:
+        """Enclave outputs not yet stored as results (:mod:`indomain.run_journal`)."""
+        if self._run_journal is None:
+            self._run_journal = RunJournal(self.home.state)
+        return self._run_journal
 
     @property
     def registry(self) -> Registry:
@@ -173,7 +170,7 @@ class Sandbox:
                 "dataset": record.name,
                 "content_hash": record.content_hash,
                 "rows_rounded": record.rounded_row_count,
-                "manifest_digest": _digest(json.dumps(spec.to_manifest(), sort_keys=True).encode()),
+                "manifest_digest": digest(json.dumps(spec.to_manifest(), sort_keys=True).encode()),
                 "min_group_size": spec.min_group_size,
             },
         )
@@ -287,7 +284,7 @@ class Sandbox:
             {
                 "policy_version": policy_set.version,
                 "policy_ids": list(policy_set.policy_ids),
-                "files": {n: _digest(t.encode()) for n, t in sorted(policy_set.files.items())},
+                "files": {n: digest(t.encode()) for n, t in sorted(policy_set.files.items())},
                 "author": author,
                 "diff": diff,
             },
@@ -297,195 +294,12 @@ class Sandbox:
     # JobProcessor ---------------------------------------------------------------------
 
     def admit(self, job: JobDocument, *, job_id: str, signature: str) -> Admission:
-        request = {
-            "job_id": job_id,
-            "enterprise": job.enterprise,
-            "computation": job.computation,
-            "dataset": job.dataset,
-            "purpose": job.purpose,
-            "request": job.model_dump(),
-            "request_signature": signature,
-            "request_digest": _digest(job.canonical()),
-        }
-        try:
-            computation = get_computation(job.computation)
-        except ComputationError as exc:
-            return self._refuse(request, "unknown_computation", str(exc))
-        try:
-            record = self.enclave.dataset(job.dataset)
-        except DatasetError as exc:
-            return self._refuse(request, "unknown_dataset", str(exc))
-        try:
-            params = resolve_params(self, job)
-        except ProposalError as exc:
-            return self._refuse(request, "proposal_not_approved", str(exc))
-        policy_set = self.policy_set
-        try:
-            shape = computation.check(params, record.spec)
-            columns, size = columns_of(shape), result_size_of(shape, record.spec)
-        except ComputationError:
-            columns, size = (), None  # refused below, after the policy decision, as before
-        try:
-            access = self.access_request(job, columns=columns, result_size=size)
-        except policies.PolicyError as exc:
-            return self._refuse(request, "policy_denied", f"denied: {exc}")
-        decision = policies.decide(policy_set, access)
-        decided = {
-            "allowed": decision.allowed,
-            "policies": list(decision.determining_policies),
-            "reason": decision.reason,
-            "policy_version": decision.policy_version,
-            "code": decision.code,
-            "obligations": dict(decision.obligations),
-        }
-        if not decision.allowed:
-            entry = self.ledger.append("job.denied", {**request, "decision": decided})
-            return Admission(
-                outcome="denied",
-                code="policy_denied",
-                reason=decision.reason,
-                ledger_index=entry.index,
-                policies=decision.determining_policies,
-                policy_version=decision.policy_version,
-                details={
-                    "decision_code": decision.code,
-                    "messages": {
-                        lang: policies.message(decision.code, decision.details, lang=lang)
-                        for lang in ("en", "zh")
-                    },
-                },
-            )
-        obligations = dict(getattr(decision, "obligations", {}))
-        review = str(obligations.get("review", "none"))
-        if review != "none" and "proposal" not in job.params:
-            # A grant that requires review covers reviewed computations only.
-            return self._refuse(
-                request,
-                "review_required",
-                f"the grant requires {review} review: run an approved proposal "
-                '(params {"proposal": ..., "values": ...}) instead of ad-hoc SQL',
-                decided=decided,
-            )
-        try:
-            plan = computation.check(
-                params, with_obligations(record.spec, decision), obligations=obligations
-            )
-        except QueryRefused as exc:
-            return self._refuse(
-                request,
-                "query_refused",
-                str(exc),
-                decided=decided,
-                details={"rule": exc.rule, "fragment": exc.fragment},
-            )
-        except ComputationError as exc:
-            return self._refuse(request, "query_refused", str(exc), decided=decided)
-        try:  # the privacy budget is reserved before anything runs (indomain/budgets.py)
-            budget = budgets.reserve_for_plan(
-                self.accountant,
-                plan,
-                spec=record.spec,
-                enterprise=job.enterprise,
-                job_id=job_id,
-                obligations=obligations,
-                is_released=self._has_result,
-            )
-        except (budgets.BudgetExhausted, ConfigError) as exc:
-            return self._refuse(request, "budget_exhausted", str(exc), decided=decided)
-        entry = self.ledger.append(
-            "job.accepted",
-            {
-                **request,
-                "decision": decided,
-                "code_hash": computation.code_hash,
-                "params_digest": plan.params_digest,
-                "budget": budget,
-            },
-        )
-        return Admission(
-            outcome="accepted",
-            code="accepted",
-            reason=decision.reason,
-            ledger_index=entry.index,
-            policies=decision.determining_policies,
-            policy_version=decision.policy_version,
-            details={
-                **({"obligations": dict(decision.obligations)} if decision.obligations else {}),
-                "budget": budget,
-            },
-        )
-
-    def _refuse(
-        self,
-        request: dict[str, Any],
-        code: str,
-        reason: str,
-        *,
-        decided: dict[str, Any] | None = None,
-        details: dict[str, Any] | None = None,
-    ) -> Admission:
-        fields = {**request, "refusal": {"code": code, "reason": reason, **(details or {})}}
-        if decided is not None:
-            fields["decision"] = decided
-        entry = self.ledger.append("job.refused", fields)
-        return Admission(
-            outcome="refused",
-            code=code,
-            reason=reason,
-            ledger_index=entry.index,
-            details=details or {},
-        )
+        """Decide on a signed job and record the outcome (:mod:`indomain.admission`)."""
+        return admission.admit(self, job, job_id=job_id, signature=signature)
 
     def execute(self, job: JobDocument, *, job_id: str, admission: Admission) -> Execution:
-        computation = get_computation(job.computation)
-        record = self.enclave.dataset(job.dataset)
-        obligations = admission.details.get("obligations", {})
-        budget = admission.details.get("budget", {})
-        if budget.get("reuse_of"):
-            return self._reuse(job, job_id=job_id, admission=admission, original=budget["reuse_of"])
-        plan = computation.check(
-            resolve_params(self, job),  # re-checked at run time
-            spec_with_obligations(record.spec, obligations),
-            obligations=obligations,
-        )
-        output = self.enclave.run(
-            plan, job_id=job_id, policy_version=admission.policy_version or "none"
-        )
-        entry = self.ledger.append(
-            "run.completed",
-            {
-                "job_id": job_id,
-                "enterprise": job.enterprise,
-                "dataset": job.dataset,
-                "accepted_at_index": admission.ledger_index,
-                "attestation": output.attestation.model_dump(),
-                "attestation_signature": output.signature,
-                "suppressed_groups": output.suppressed_groups,
-            },
-        )
-        receipt = {
-            "entry": entry.canonical().decode(),
-            "receipt": self.ledger.receipt(entry.index).to_json(),
-            "ledger_verifier_key": self.verifier_key,
-            "enclave_public_key": base64.b64encode(
-                self.enclave.public_key.public_bytes_raw()
-            ).decode(),
-        }
-        summary = {
-            "run_ledger_index": entry.index,
-            "suppressed_groups": output.suppressed_groups,
-            "result_digest": output.attestation.result_digest,
-            "notes": list(output.notes),
-            "privacy": privacy_statement(table_from_ipc(output.result_ipc)),
-        }
-        if budget.get("release_key"):
-            self.accountant.record_release(
-                enterprise=job.enterprise,
-                dataset=job.dataset,
-                release_key=budget["release_key"],
-                job_id=job_id,
-            )
-        return Execution(result_ipc=output.result_ipc, receipt=receipt, summary=summary)
+        """Run an admitted job once, or resume it after a crash (:mod:`indomain.execution`)."""
+        return execution.execute(self, job, job_id=job_id, admission=admission)
 
     # privacy budget -------------------------------------------------------------------
 
@@ -502,36 +316,12 @@ class Sandbox:
         specs = [record.spec for record in self.enclave.datasets()]
         return budgets.budget_views(self.accountant, specs, names)
 
-    def _has_result(self, job_id: str) -> bool:
+    def has_released(self, job_id: str) -> bool:
+        """Whether ``job_id`` succeeded, so its stored release can answer equivalent queries."""
         try:
             return self.store.job(job_id).status == "succeeded"
         except IndomainError:
             return False
-
-    def _reuse(
-        self, job: JobDocument, *, job_id: str, admission: Admission, original: str
-    ) -> Execution:
-        """Answer an equivalent query with the stored release: same bytes, same receipt."""
-        ipc, receipt = self.store.job_result(original)
-        entry = self.ledger.append(
-            "run.reused",
-            {
-                "job_id": job_id,
-                "enterprise": job.enterprise,
-                "dataset": job.dataset,
-                "accepted_at_index": admission.ledger_index,
-                "reuse_of": original,
-                "result_digest": _digest(ipc),
-            },
-        )
-        summary = {
-            "run_ledger_index": entry.index,
-            "reuse_of": original,
-            "result_digest": _digest(ipc),
-            "notes": ["answered from an earlier release of the same query, at no cost"],
-            "privacy": privacy_statement(table_from_ipc(ipc)),
-        }
-        return Execution(result_ipc=ipc, receipt=receipt, summary=summary)
 
     def record_failure(self, job: JobDocument, *, job_id: str, reason: str) -> int:
         entry = self.ledger.append(
@@ -581,7 +371,3 @@ class Sandbox:
 
     def app(self, **kwargs: Any) -> FastAPI:
         return create_app(store=self.store, processor=self, ledger=self.ledger, **kwargs)
-
-
-def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()

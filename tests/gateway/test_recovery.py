@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from computations import get_computation, table_from_ipc
 from gateway import Client, new_job, parse_job, sign_job
 from indomain.server import serve_in_thread
 
@@ -93,3 +94,93 @@ def test_a_job_charged_before_a_crash_is_charged_once_and_the_gateway_starts(
     assert state["status"] == "succeeded"
     assert sandbox.budgets("Acme Credit") == spent_before  # charged once, not twice
     sandbox.close()
+
+
+def _runs_of(sandbox: Any, job_id: str) -> list[Any]:
+    entries = sandbox.ledger.entries(0, sandbox.ledger.size)
+    return [e for e in entries if e.type == "run.completed" and e.fields["job_id"] == job_id]
+
+
+def _admitted(sandbox: Any, acme: Any) -> tuple[str, Any, Any]:
+    job_id = _store_without_running(sandbox, acme, "credit_risk_model")
+    record = sandbox.store.job(job_id)
+    job = parse_job(json.loads(record.document))
+    admission = sandbox.admit(job, job_id=job_id, signature=record.signature)
+    sandbox.store.update_job(job_id, status="running", outcome=admission.to_json())
+    return job_id, job, admission
+
+
+def test_a_job_interrupted_after_its_run_was_recorded_is_not_run_again(
+    tmp_path: Path, home_builder: Any
+) -> None:
+    sandbox, acme, _ = home_builder(tmp_path / "home", tmp_path / "source", rows=1000)
+    job_id, job, admission = _admitted(sandbox, acme)
+    # The gateway ran it and the run is on the ledger, then the crash hit before the
+    # result was stored: the job is still "running" in the store.
+    first = sandbox.execute(job, job_id=job_id, admission=admission)
+    assert len(_runs_of(sandbox, job_id)) == 1
+
+    with (
+        serve_in_thread(sandbox.app()) as url,
+        Client(url, enterprise=ACME, private_key=acme) as client,
+    ):
+        state = client.wait(job_id, timeout=60)
+        result = client.result(job_id, ledger_key=sandbox.verifier_key)
+    assert state["status"] == "succeeded"
+    runs = _runs_of(sandbox, job_id)
+    assert len(runs) == 1  # one run on the ledger, not a second freshly noised one
+    assert state["run_ledger_index"] == runs[0].index == first.summary["run_ledger_index"]
+    assert result.table.equals(table_from_ipc(first.result_ipc))
+    assert sandbox.run_journal.job_ids() in ([], [job_id])
+    sandbox.close()
+
+
+def test_a_job_interrupted_before_its_run_was_recorded_records_that_run_once(
+    tmp_path: Path, home_builder: Any
+) -> None:
+    sandbox, acme, _ = home_builder(tmp_path / "home", tmp_path / "source", rows=1000)
+    job_id, job, admission = _admitted(sandbox, acme)
+    # The enclave ran and its output was journalled, then the crash hit before the
+    # ledger append: the restart must record that very output, not run again.
+    output = _run_in_enclave(sandbox, job_id, job, admission)
+    sandbox.run_journal.put(job_id, output)
+
+    with (
+        serve_in_thread(sandbox.app()) as url,
+        Client(url, enterprise=ACME, private_key=acme) as client,
+    ):
+        state = client.wait(job_id, timeout=60)
+        result = client.result(job_id, ledger_key=sandbox.verifier_key)
+    assert state["status"] == "succeeded"
+    (run,) = _runs_of(sandbox, job_id)
+    assert run.fields["attestation"]["result_digest"] == output.attestation.result_digest
+    assert result.table.equals(table_from_ipc(output.result_ipc))
+    sandbox.close()
+
+
+def test_a_journalled_output_that_does_not_match_its_attestation_is_never_released(
+    tmp_path: Path, home_builder: Any
+) -> None:
+    sandbox, acme, _ = home_builder(tmp_path / "home", tmp_path / "source", rows=1000)
+    job_id, job, admission = _admitted(sandbox, acme)
+    real = _run_in_enclave(sandbox, job_id, job, admission)
+    forged = real.model_copy(update={"result_ipc": real.result_ipc + b"\0"})
+    sandbox.run_journal.put(job_id, forged)
+
+    with (
+        serve_in_thread(sandbox.app()) as url,
+        Client(url, enterprise=ACME, private_key=acme) as client,
+    ):
+        state = client.wait(job_id, timeout=60)
+    assert state["status"] == "failed"
+    assert _runs_of(sandbox, job_id) == []
+    sandbox.close()
+
+
+def _run_in_enclave(sandbox: Any, job_id: str, job: Any, admission: Any) -> Any:
+    spec = sandbox.enclave.dataset(job.dataset).spec
+    obligations = admission.details.get("obligations", {})
+    plan = get_computation(job.computation).check(job.params, spec, obligations=obligations)
+    return sandbox.enclave.run(
+        plan, job_id=job_id, policy_version=admission.policy_version or "none"
+    )

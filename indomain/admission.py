@@ -1,0 +1,176 @@
+"""Admission of a signed job: decide, check, reserve budget, and record the outcome.
+
+Every path ends on the ledger (``job.accepted``, ``job.denied`` or ``job.refused``), so
+an auditor sees each signed request whatever became of it. The order matters: the policy
+decides before the computation's own checks refuse, so a denial never depends on how the
+query was written, and budget is reserved last, only for a job that will run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+import policies
+from computations import ComputationError, QueryRefused, get_computation
+from enclave import DatasetError
+from gateway import Admission, JobDocument
+from indomain import budgets
+from indomain.approvals import resolve_params
+from indomain.errors import ConfigError
+from indomain.policy_requests import columns_of, result_size_of, with_obligations
+from indomain.reviews import ProposalError
+
+if TYPE_CHECKING:
+    from indomain.sandbox import Sandbox
+
+
+def digest(data: bytes) -> str:
+    """``sha256:<hex>``, the digest form used on the ledger."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def admit(sandbox: Sandbox, job: JobDocument, *, job_id: str, signature: str) -> Admission:
+    """Decide on ``job`` and record the outcome; see the module docstring."""
+    request = {
+        "job_id": job_id,
+        "enterprise": job.enterprise,
+        "computation": job.computation,
+        "dataset": job.dataset,
+        "purpose": job.purpose,
+        "request": job.model_dump(),
+        "request_signature": signature,
+        "request_digest": digest(job.canonical()),
+    }
+    try:
+        computation = get_computation(job.computation)
+    except ComputationError as exc:
+        return refuse(sandbox, request, "unknown_computation", str(exc))
+    try:
+        record = sandbox.enclave.dataset(job.dataset)
+    except DatasetError as exc:
+        return refuse(sandbox, request, "unknown_dataset", str(exc))
+    try:
+        params = resolve_params(sandbox, job)
+    except ProposalError as exc:
+        return refuse(sandbox, request, "proposal_not_approved", str(exc))
+    policy_set = sandbox.policy_set
+    try:
+        shape = computation.check(params, record.spec)
+        columns, size = columns_of(shape), result_size_of(shape, record.spec)
+    except ComputationError:
+        columns, size = (), None  # refused below, after the policy decision
+    try:
+        access = sandbox.access_request(job, columns=columns, result_size=size)
+    except policies.PolicyError as exc:
+        return refuse(sandbox, request, "policy_denied", f"denied: {exc}")
+    decision = policies.decide(policy_set, access)
+    decided = {
+        "allowed": decision.allowed,
+        "policies": list(decision.determining_policies),
+        "reason": decision.reason,
+        "policy_version": decision.policy_version,
+        "code": decision.code,
+        "obligations": dict(decision.obligations),
+    }
+    if not decision.allowed:
+        entry = sandbox.ledger.append("job.denied", {**request, "decision": decided})
+        return Admission(
+            outcome="denied",
+            code="policy_denied",
+            reason=decision.reason,
+            ledger_index=entry.index,
+            policies=decision.determining_policies,
+            policy_version=decision.policy_version,
+            details={
+                "decision_code": decision.code,
+                "messages": {
+                    lang: policies.message(decision.code, decision.details, lang=lang)
+                    for lang in ("en", "zh")
+                },
+            },
+        )
+    obligations = dict(decision.obligations)
+    review = str(obligations.get("review", "none"))
+    if review != "none" and "proposal" not in job.params:
+        # A grant that requires review covers reviewed computations only.
+        return refuse(
+            sandbox,
+            request,
+            "review_required",
+            f"the grant requires {review} review: run an approved proposal "
+            '(params {"proposal": ..., "values": ...}) instead of ad-hoc SQL',
+            decided=decided,
+        )
+    try:
+        plan = computation.check(
+            params, with_obligations(record.spec, decision), obligations=obligations
+        )
+    except QueryRefused as exc:
+        return refuse(
+            sandbox,
+            request,
+            "query_refused",
+            str(exc),
+            decided=decided,
+            details={"rule": exc.rule, "fragment": exc.fragment},
+        )
+    except ComputationError as exc:
+        return refuse(sandbox, request, "query_refused", str(exc), decided=decided)
+    try:  # the privacy budget is reserved before anything runs (indomain/budgets.py)
+        budget = budgets.reserve_for_plan(
+            sandbox.accountant,
+            plan,
+            spec=record.spec,
+            enterprise=job.enterprise,
+            job_id=job_id,
+            obligations=obligations,
+            is_released=sandbox.has_released,
+        )
+    except (budgets.BudgetExhausted, ConfigError) as exc:
+        return refuse(sandbox, request, "budget_exhausted", str(exc), decided=decided)
+    entry = sandbox.ledger.append(
+        "job.accepted",
+        {
+            **request,
+            "decision": decided,
+            "code_hash": computation.code_hash,
+            "params_digest": plan.params_digest,
+            "budget": budget,
+        },
+    )
+    return Admission(
+        outcome="accepted",
+        code="accepted",
+        reason=decision.reason,
+        ledger_index=entry.index,
+        policies=decision.determining_policies,
+        policy_version=decision.policy_version,
+        details={
+            **({"obligations": dict(decision.obligations)} if decision.obligations else {}),
+            "budget": budget,
+        },
+    )
+
+
+def refuse(
+    sandbox: Sandbox,
+    request: dict[str, Any],
+    code: str,
+    reason: str,
+    *,
+    decided: dict[str, Any] | None = None,
+    details: dict[str, Any] | None = None,
+) -> Admission:
+    """Record a refusal (``job.refused``) and return it as the admission outcome."""
+    fields = {**request, "refusal": {"code": code, "reason": reason, **(details or {})}}
+    if decided is not None:
+        fields["decision"] = decided
+    entry = sandbox.ledger.append("job.refused", fields)
+    return Admission(
+        outcome="refused",
+        code=code,
+        reason=reason,
+        ledger_index=entry.index,
+        details=details or {},
+    )

@@ -1,0 +1,89 @@
+"""Enclave outputs kept durably until their job's result is stored.
+
+A run is three writes in three places: the enclave's output, the ``run.completed`` ledger
+entry, and the gateway's stored result. A crash between them must neither lose a result
+whose run is on the ledger nor run the job a second time on restart (a second, freshly
+noised release of the same query, and two results on the ledger for one job). So the
+output is journalled here first; on restart the job resumes from the journal, and the
+ledger entry is appended only if it is not already there.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from enclave import RunAttestation, RunOutput
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS enclave_outputs (
+    job_id TEXT PRIMARY KEY,
+    result_ipc BLOB NOT NULL,
+    meta TEXT NOT NULL
+)
+"""
+
+
+class RunJournal:
+    """Enclave outputs by job id, in ``state.sqlite`` (WAL, fsynced at each commit)."""
+
+    def __init__(self, path: Path, *, timeout_s: float = 60.0) -> None:
+        self.path = path
+        self.timeout_s = timeout_s
+        with self._connect() as con:
+            con.execute(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        con = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
+        try:
+            con.execute("PRAGMA synchronous=FULL")
+            yield con
+        finally:
+            con.close()
+
+    def put(self, job_id: str, output: RunOutput) -> None:
+        """Keep ``output`` for ``job_id``; returns once it is durable."""
+        meta = {
+            "attestation": output.attestation.model_dump(),
+            "signature": output.signature,
+            "suppressed_groups": output.suppressed_groups,
+            "notes": list(output.notes),
+        }
+        with self._connect() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO enclave_outputs (job_id, result_ipc, meta)"
+                " VALUES (?, ?, ?)",
+                (job_id, output.result_ipc, json.dumps(meta, sort_keys=True)),
+            )
+
+    def get(self, job_id: str) -> RunOutput | None:
+        """The journalled output of ``job_id``, or ``None``."""
+        with self._connect() as con:
+            row = con.execute(
+                "SELECT result_ipc, meta FROM enclave_outputs WHERE job_id = ?", (job_id,)
+            ).fetchone()
+        if row is None:
+            return None
+        meta = json.loads(row[1])
+        return RunOutput(
+            result_ipc=bytes(row[0]),
+            attestation=RunAttestation.model_validate(meta["attestation"]),
+            signature=meta["signature"],
+            suppressed_groups=meta["suppressed_groups"],
+            notes=tuple(meta["notes"]),
+        )
+
+    def job_ids(self) -> list[str]:
+        with self._connect() as con:
+            return [str(r[0]) for r in con.execute("SELECT job_id FROM enclave_outputs")]
+
+    def discard(self, job_ids: list[str]) -> None:
+        """Forget outputs whose results are stored (or whose jobs ended otherwise)."""
+        if not job_ids:
+            return
+        with self._connect() as con:
+            con.executemany("DELETE FROM enclave_outputs WHERE job_id = ?", [(j,) for j in job_ids])
