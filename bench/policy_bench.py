@@ -25,7 +25,7 @@ from rich.table import Table
 
 import indomain
 import policies
-from policies._decide import _cedar_request, _entities
+from policies._entities import cedar_request, entities
 
 SCHEMA = (Path(indomain.__file__).parent / "demo" / "policies" / "schema.cedarschema").read_text()
 
@@ -79,9 +79,9 @@ def policy_table(decisions: int = 2000) -> Table:
         )
         assert policies.decide(ps, request).allowed
         handles = ps._handles()
-        cedar_request, entities = _cedar_request(request), _entities(request)
+        request_json, entity_list = cedar_request(request), entities(request)
         bare = _timings(
-            lambda h=handles, r=cedar_request, e=entities: cedarpy.is_authorized(
+            lambda h=handles, r=request_json, e=entity_list: cedarpy.is_authorized(
                 r, h.policies, e, schema=h.schema
             ),
             decisions,

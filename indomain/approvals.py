@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 import policies
+from indomain.policy_requests import registry_request
 from indomain.reviews import Proposal, ProposalError, render, required_reviewers, runnable
 
 PROPOSAL_KEYS = frozenset({"proposal", "values"})
@@ -36,18 +37,14 @@ def propose(
     policy_set = sandbox.policy_set
     obligations = []
     for dataset in datasets:
-        licence = sandbox.registry.licence(requester)
-        dclass = sandbox.registry.dataset_class(str(dataset))
         try:
-            request = policies.AccessRequest(
+            request = registry_request(
+                sandbox.registry,
                 enterprise=requester,
                 computation="aggregate",
                 dataset=str(dataset),
                 purpose=str(purpose),
-                time=datetime.now(UTC),
-                enterprise_attrs=licence.attrs(),
-                dataset_attrs=dclass.attrs(),
-                dataset_groups=dclass.group_attrs(),
+                when=datetime.now(UTC),
                 epsilon=Decimal(str(expected_epsilon)),
             )
         except (policies.PolicyError, ArithmeticError, ValueError):

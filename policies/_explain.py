@@ -17,7 +17,8 @@ from typing import Any
 
 import cedarpy
 
-from policies._decide import AccessRequest, Decision, _cedar_request, _entities, decide
+from policies._decide import AccessRequest, Decision, decide
+from policies._entities import cedar_request, entities
 from policies._policy_set import PolicySet
 
 _SCOPE = "scope"
@@ -94,9 +95,9 @@ def explain(policy_set: PolicySet, request: AccessRequest) -> Explanation:
             json.dumps({"staticPolicies": variants, "templates": {}, "templateLinks": []})
         )
         result = cedarpy.is_authorized(
-            _cedar_request(request),
+            cedar_request(request),
             combined,
-            _entities(request),
+            entities(request),
             schema=policy_set._handles().schema,
         )
         held = set(result.diagnostics.reasons)

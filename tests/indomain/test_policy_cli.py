@@ -96,7 +96,7 @@ def test_validate_lints_and_strict_refuses(tmp_path: Path) -> None:
 def test_policy_test_runs_the_authors_cases(tmp_path: Path) -> None:
     result = invoke("policy", "test", BUREAU)
     assert result.exit_code == 0, result.output
-    assert "10 passed, 0 failed" in result.output
+    assert "14 passed, 0 failed" in result.output
     wrong = tmp_path / "wrong.yaml"
     wrong.write_text(
         "cases:\n  - request: {enterprise: Acme Credit, computation: aggregate, dataset: residents,"
