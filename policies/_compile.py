@@ -58,6 +58,19 @@ class Compiled:
     _entities: dict[str, cedarpy.Entities] = field(default_factory=dict, compare=False, repr=False)
     # actions whose requests Cedar has checked against the schema (see policies._decide)
     valid_actions: set[str] = field(default_factory=set, compare=False, repr=False)
+    # registry facts of a request -> (policies that can match, parsed entities)
+    prepared: dict[Any, tuple[cedarpy.PolicySet, cedarpy.Entities]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    # (determining policies, their grants' obligations) -> merged obligations
+    merged: dict[Any, Mapping[str, str]] = field(default_factory=dict, compare=False, repr=False)
+
+    def remember(self, cache: dict[Any, Any], key: Any, value: Any) -> None:
+        """Keep ``value`` in one of the bounded caches above, cleared when full."""
+        if len(cache) >= _ENTITIES_CACHE:
+            cache.clear()
+        cache[key] = value
 
     def entities_handle(self, items: list[dict[str, Any]]) -> cedarpy.Entities:
         """Cedar's parsed form of ``items``, schema-checked once and then reused.

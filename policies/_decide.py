@@ -35,6 +35,7 @@ from policies._entities import (
     cedar_request,
     check_grant,
     entities,
+    grant_in_force,
     principal_ancestors,
 )
 from policies._errors import PolicyError
@@ -227,15 +228,17 @@ def decide(policy_set: PolicySet | None, request: AccessRequest) -> Decision:
         handles = policy_set._handles()
         action = request.computation
         checked = action in handles.valid_actions
-        items = entities(request)
-        parsed: cedarpy.Entities | list[dict[str, Any]]
         try:
-            parsed = handles.entities_handle(items)
+            subset, parsed = _prepared(handles, request)
         except ValueError:  # let Cedar say what does not conform, and deny below
+            items = entities(request)
+            subset = handles.for_principal(
+                PRINCIPAL_TYPE, request.enterprise, principal_ancestors(items)
+            )
             parsed, checked = items, False
         result = cedarpy.is_authorized(
             cedar_request(request),
-            handles.for_principal(PRINCIPAL_TYPE, request.enterprise, principal_ancestors(items)),
+            subset,
             parsed,
             # Cedar checks the request against the schema once per action: every request
             # we build has the same Cedar types, so only the action can make it fail.
@@ -254,7 +257,7 @@ def decide(policy_set: PolicySet | None, request: AccessRequest) -> Decision:
     named = ", ".join(determining)
     if verdict is cedarpy.Decision.Allow and determining and not errors:
         try:
-            obligations = merge_obligations(_obligations_of(handles, request, determining))
+            obligations = _merged(handles, request, determining)
         except KeyError:  # a reason we cannot map to a policy: never allow on a guess
             return _refusal(request, version, ("determining policy not in the set",))
         if "allowed_columns" in obligations:
@@ -311,6 +314,76 @@ def decide(policy_set: PolicySet | None, request: AccessRequest) -> Decision:
     )
 
 
+def _prepared(
+    handles: Any, request: AccessRequest
+) -> tuple[cedarpy.PolicySet, cedarpy.Entities | list[dict[str, Any]]]:
+    """The policies that can match and the parsed entities for ``request``, cached per
+    registry facts (see :func:`_facts_key`). Raises ``ValueError`` if the entities do not
+    conform to the schema."""
+    key = _facts_key(request)
+    cached = handles.prepared.get(key) if key is not None else None
+    if cached is None:
+        items = entities(request)
+        cached = (
+            handles.for_principal(PRINCIPAL_TYPE, request.enterprise, principal_ancestors(items)),
+            handles.entities_handle(items),
+        )
+        if key is not None:
+            handles.remember(handles.prepared, key, cached)
+    return cached
+
+
+def _facts_key(request: AccessRequest) -> tuple[Any, ...] | None:
+    """Everything :func:`entities` reads from ``request``, as a hashable key (``None``
+    when a value is not hashable). Each value is paired with its type, since Python's
+    ``1 == True == 1.0`` would otherwise share one key between different Cedar values."""
+
+    def typed(mapping: Mapping[str, Any]) -> tuple[Any, ...]:
+        return tuple((k, type(v), v) for k, v in mapping.items())
+
+    try:
+        key = (
+            request.enterprise,
+            request.dataset,
+            typed(request.enterprise_attrs),
+            typed(request.dataset_attrs),
+            tuple((g, typed(a)) for g, a in request.dataset_groups.items()),
+            tuple(
+                (
+                    g,
+                    a["purpose"],
+                    a["status"],
+                    a["valid_from"],
+                    a["valid_until"],
+                    a["datasets"],
+                    a["groups"],
+                    grant_in_force(a, purpose=request.purpose, time=request.time),
+                )
+                for g, a in request.grants.items()
+            ),
+        )
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def _merged(handles: Any, request: AccessRequest, determining: tuple[str, ...]) -> Any:
+    """The merged obligations of an allow, cached per determining policies and the
+    obligations of the grants they name. Raises ``KeyError`` for an unknown policy."""
+    grants = tuple(
+        (g, tuple(sorted(request.grants[g]["obligations"].items())))
+        for p in determining
+        if (g := handles.grant_scopes.get(p)) is not None and g in request.grants
+    )
+    key = (determining, grants)
+    cached = handles.merged.get(key)
+    if cached is None:
+        cached = merge_obligations(_obligations_of(handles, request, determining))
+        handles.remember(handles.merged, key, cached)
+    return cached
+
+
 def _obligations_of(
     handles: Any, request: AccessRequest, determining: tuple[str, ...]
 ) -> list[Mapping[str, str]]:
@@ -328,6 +401,16 @@ def _obligations_of(
 def _licence_guard(request: AccessRequest, version: str) -> Decision | None:
     """Deny a suspended, unknown or expired licence before any policy is consulted."""
     status = request.enterprise_attrs.get("status")
+    expires = request.enterprise_attrs.get("licence_expires")
+    if status == ACTIVE and (
+        expires is None
+        or (
+            isinstance(expires, datetime)
+            and expires.utcoffset() is not None
+            and request.time < expires
+        )
+    ):
+        return None  # the common case, decided without building any message
     details = {**_describe_details(request), "status": str(status)}
     if status != ACTIVE:
         return Decision(
@@ -342,7 +425,6 @@ def _licence_guard(request: AccessRequest, version: str) -> Decision | None:
             code=LICENCE_INACTIVE,
             details=details,
         )
-    expires = request.enterprise_attrs.get("licence_expires")
     if expires is not None:
         if not isinstance(expires, datetime) or expires.utcoffset() is None:
             return _refusal(request, version, ("licence_expires must be an aware datetime",))

@@ -197,3 +197,33 @@ def test_decide_with_its_caches_agrees_with_cedar_over_the_whole_set(
     decision = decide(SET, req)
     assert decision.allowed == (full.decision is cedarpy.Decision.Allow)
     assert set(decision.determining_policies) == set(full.diagnostics.reasons)
+
+
+# --- the caches decide keeps never serve stale or different facts ----------------------
+
+
+def test_the_same_policy_set_sees_a_revocation_at_the_next_decision() -> None:
+    assert decide(SET, request()).allowed  # fills the caches
+    assert not decide(SET, request(grants={"G-14": grant(status="revoked")})).allowed
+    assert decide(SET, request()).allowed
+
+
+def test_equal_python_values_of_different_cedar_types_do_not_share_a_cache_entry() -> None:
+    # 1 == True in Python; Cedar's Long 1 fits the schema, the bool does not.
+    open_set = PolicySet.from_files(
+        {
+            "schema.cedarschema": SCHEMA,
+            "p.cedar": '@id("p") permit (principal, action, resource) '
+            "when { resource.sensitivity == 1 };",
+        }
+    )
+    assert decide(open_set, request(dataset_attrs={"sensitivity": 1})).allowed
+    as_bool = decide(open_set, request(dataset_attrs={"sensitivity": True}))
+    assert not as_bool.allowed and as_bool.code == "not_evaluated"
+
+
+def test_an_unknown_action_is_checked_against_the_schema_every_time() -> None:
+    assert decide(SET, request()).allowed  # "aggregate" is now known to be valid
+    for _ in range(2):
+        unknown = decide(SET, request(computation="drop_table"))
+        assert not unknown.allowed and unknown.code == "not_evaluated"
