@@ -11,12 +11,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Protocol
 
 import policies
 from computations import DatasetSpec
 from gateway import JobDocument
-from indomain.registry import Registry
+from indomain.registry import DatasetClass, Grant, Licence
+
+
+class RegistryFacts(Protocol):
+    """What a decision reads from the registry: today's (:class:`indomain.registry.Registry`)
+    or the past's (:class:`indomain.policy_diff.HistoricalRegistry`)."""
+
+    def licence(self, enterprise: str) -> Licence: ...
+
+    def dataset_class(self, dataset: str) -> DatasetClass: ...
+
+    def grants(self, holder: str | None = None) -> list[Grant]: ...
 
 
 def epsilon_of(params: Mapping[str, Any]) -> Decimal | None:
@@ -70,7 +81,7 @@ def result_size_of(plan: Any, spec: DatasetSpec) -> int | None:
 
 
 def build_request(
-    registry: Registry,
+    registry: RegistryFacts,
     job: JobDocument,
     *,
     columns: tuple[str, ...],
@@ -92,7 +103,7 @@ def build_request(
 
 
 def registry_request(
-    registry: Registry,
+    registry: RegistryFacts,
     *,
     enterprise: str,
     computation: str,
