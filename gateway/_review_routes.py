@@ -77,9 +77,16 @@ class ProposalDesk(Protocol):
         """Proposals waiting for review."""
 
     def review(
-        self, reviewer: str, proposal_id: str, *, code_hash: str, verdict: str, reason: str
+        self,
+        reviewer: str,
+        proposal_id: str,
+        *,
+        code_hash: str,
+        verdict: str,
+        reason: str,
+        signed: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Record a vote; raises IndomainError with a reason if refused."""
+        """Record a vote (with its signed document); raises IndomainError if refused."""
 
 
 def register_review_routes(
@@ -194,6 +201,7 @@ def register_review_routes(
                     code_hash=review["code_hash"],
                     verdict=review["verdict"],
                     reason=review["reason"],
+                    signed={"review": review, "signature": signature},
                 )
             )
         except GatewayError:

@@ -1,21 +1,50 @@
 """The approval workflow wired to the sandbox: policy for the reviewer count, the ledger
 for every proposal, vote and approved hash, and resolving a job that runs a proposal.
 
+Every vote from outside the code (``POST /v1/reviews`` and ``indomain review approve /
+reject`` alike) is the same signed review document, canonical JSON (RFC 8785) signed
+with the reviewer's registered Ed25519 key::
+
+    {"kind": "indomain.review", "proposal", "code_hash", "reviewer", "verdict", "reason",
+     "issued_at"}
+
+verified before anything is recorded, and recorded on the ledger with its signature, so
+an auditor can check each vote against the key registered on the ledger. Opening the
+home is not being a reviewer: the console refuses an unsigned vote.
+
 See :mod:`indomain.reviews` for the rules; this module only connects them.
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
+
+import rfc8785
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 import policies
 from indomain.policy_requests import registry_request
 from indomain.reviews import Proposal, ProposalError, render, required_reviewers, runnable
 
 PROPOSAL_KEYS = frozenset({"proposal", "values"})
+REVIEW_KIND = "indomain.review"
+REVIEW_FIELDS = frozenset(
+    {"kind", "proposal", "code_hash", "reviewer", "verdict", "reason", "issued_at"}
+)
+MAX_SKEW = timedelta(minutes=5)
+
+
+class ReviewDenied(ProposalError):
+    """A vote not signed by the registered key of the reviewer it names (exit code 3)."""
+
+    exit_code = 3
 
 
 def propose(
@@ -83,10 +112,21 @@ def propose(
 
 
 def review(
-    sandbox: Any, proposal_id: str, *, reviewer: str, verdict: str, reason: str = ""
+    sandbox: Any,
+    proposal_id: str,
+    *,
+    reviewer: str,
+    verdict: str,
+    reason: str = "",
+    signed: Mapping[str, Any] | None = None,
 ) -> Proposal:
     """Record a vote on the ledger; an approval that completes the count also records
-    ``proposal.approved`` with the approved code hash. Raises :class:`ProposalError`."""
+    ``proposal.approved`` with the approved code hash. Raises :class:`ProposalError`.
+
+    This records whatever it is given: callers outside the code go through
+    :func:`signed_review` (or the HTTP route), which pass the verified ``signed``
+    document (``{"review": ..., "signature": ...}``) to be recorded beside the vote.
+    """
     proposal: Proposal = sandbox.reviews.vote(
         proposal_id, reviewer=reviewer, verdict=verdict, reason=reason
     )
@@ -98,6 +138,7 @@ def review(
             "verdict": verdict,
             "reason": reason,
             "code_hash": proposal.code_hash,
+            **({"signed": dict(signed)} if signed is not None else {}),
         },
     )
     if proposal.status in ("approved", "rejected"):
@@ -112,6 +153,94 @@ def review(
             },
         )
     return proposal
+
+
+def review_document(
+    proposal: Proposal, *, reviewer: str, verdict: str, reason: str, issued_at: datetime
+) -> dict[str, str]:
+    """The review document a reviewer signs: it names the exact code hash they saw."""
+    return {
+        "kind": REVIEW_KIND,
+        "proposal": proposal.id,
+        "code_hash": proposal.code_hash,
+        "reviewer": reviewer,
+        "verdict": verdict,
+        "reason": reason,
+        "issued_at": issued_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def sign_review(document: Mapping[str, str], key: Ed25519PrivateKey) -> str:
+    """Base64 Ed25519 signature over the RFC 8785 canonical ``document``."""
+    return base64.b64encode(key.sign(rfc8785.dumps(dict(document)))).decode()
+
+
+def load_reviewer_key(path: Path) -> Ed25519PrivateKey:
+    """A reviewer's Ed25519 private key (PEM, unencrypted); raises :class:`ProposalError`."""
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except OSError as exc:
+        raise ProposalError(f"cannot read the key file {path}: {exc.strerror or exc}") from None
+    except (ValueError, TypeError):
+        raise ProposalError(f"{path} is not an unencrypted PEM private key") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ProposalError(f"{path} is not an Ed25519 private key")
+    return key
+
+
+def verify_review(
+    sandbox: Any, document: Any, signature: Any, *, now: datetime | None = None
+) -> None:
+    """Check a signed review document; raises :class:`ProposalError` (malformed, stale)
+    or :class:`ReviewDenied` (unknown reviewer, signature not by their registered key)."""
+    if not isinstance(document, Mapping) or set(document) != REVIEW_FIELDS:
+        raise ProposalError(f"a review has exactly the fields {sorted(REVIEW_FIELDS)}")
+    if document["kind"] != REVIEW_KIND or not all(isinstance(v, str) for v in document.values()):
+        raise ProposalError(f'every review field is a string and kind is "{REVIEW_KIND}"')
+    if not isinstance(signature, str):
+        raise ProposalError("the signature must be a base64 string")
+    raw = sandbox.reviews.reviewer_key(document["reviewer"])
+    if raw is None:
+        raise ReviewDenied(
+            f"{document['reviewer']!r} is not a registered reviewer: the bureau registers "
+            "reviewers with `indomain review register-reviewer NAME --public-key FILE`"
+        )
+    try:
+        sig = base64.b64decode(signature, validate=True)
+        Ed25519PublicKey.from_public_bytes(raw).verify(sig, rfc8785.dumps(dict(document)))
+    except (ValueError, InvalidSignature):
+        raise ReviewDenied(
+            f"the review is not signed by the registered key of reviewer "
+            f"{document['reviewer']!r}: sign with that reviewer's own private key"
+        ) from None
+    try:
+        issued = datetime.strptime(document["issued_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        raise ProposalError(
+            "issued_at must be an RFC 3339 UTC time (YYYY-MM-DDTHH:MM:SSZ)"
+        ) from None
+    if abs((now or datetime.now(UTC)) - issued) > MAX_SKEW:
+        raise ProposalError("the review was signed more than 5 minutes from now: sign it again")
+
+
+def signed_review(
+    sandbox: Any, document: Mapping[str, Any], signature: str, *, now: datetime | None = None
+) -> Proposal:
+    """Verify a signed review document (:func:`verify_review`), check that it names the
+    proposal's current code hash, and record it with its signature. Raises
+    :class:`ProposalError` or :class:`ReviewDenied`; nothing is recorded then."""
+    verify_review(sandbox, document, signature, now=now)
+    proposal: Proposal = sandbox.reviews.get(document["proposal"])
+    if document["code_hash"] != proposal.code_hash:
+        raise ProposalError("the review names another code hash than the proposal's")
+    return review(
+        sandbox,
+        proposal.id,
+        reviewer=document["reviewer"],
+        verdict=document["verdict"],
+        reason=document["reason"],
+        signed={"review": dict(document), "signature": signature},
+    )
 
 
 def resolve_params(sandbox: Any, job: Any) -> dict[str, Any]:
@@ -172,23 +301,33 @@ class ProposalDesk:
         return [p.to_json() for p in self._sandbox.reviews.list(status="pending")]
 
     def review(
-        self, reviewer: str, proposal_id: str, *, code_hash: str, verdict: str, reason: str
+        self,
+        reviewer: str,
+        proposal_id: str,
+        *,
+        code_hash: str,
+        verdict: str,
+        reason: str,
+        signed: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Record an authenticated reviewer's vote on exactly the code hash they saw."""
+        """Record an authenticated reviewer's vote on exactly the code hash they saw,
+        with the signed document it came in (recorded on the ledger)."""
         proposal = self._sandbox.reviews.get(proposal_id)
         if code_hash != proposal.code_hash:
             raise ProposalError("the review names another code hash than the proposal's")
-        done = review(self._sandbox, proposal_id, reviewer=reviewer, verdict=verdict, reason=reason)
+        done = review(
+            self._sandbox,
+            proposal_id,
+            reviewer=reviewer,
+            verdict=verdict,
+            reason=reason,
+            signed=signed,
+        )
         return done.to_json()
 
 
 def register_reviewer(sandbox: Any, name: str, public_key_pem: bytes) -> None:
     """Register a reviewer's Ed25519 public key (PEM); recorded on the ledger."""
-    import base64
-
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
     try:
         key = serialization.load_pem_public_key(public_key_pem)
     except ValueError:

@@ -14,8 +14,9 @@ reviewer counts once; one rejection rejects; approval needs ``required_reviewers
 distinct approvals (from the policy's ``@review`` obligation; two when the policy says
 nothing: the two-person rule is the default, never zero); only the requester may run
 it, on the proposal's datasets and purpose, and only while the stored template still
-hashes to the approved hash. Reviewer names are those given at the bureau's console
-(local access to the home), not separately authenticated.
+hashes to the approved hash. This store records the votes it is given; who may vote is
+checked before (:mod:`indomain.approvals`: a review document signed with the reviewer's
+registered key, at the console and over HTTP alike).
 """
 
 from __future__ import annotations

@@ -98,11 +98,41 @@ def review_propose(
         console.print(f"proposal {p.id} ({p.code_hash}) needs {p.required_reviewers} reviewers")
 
 
-def _vote(proposal: str, reviewer: str, verdict: str, reason: str, home: Path | None) -> None:
-    from indomain.approvals import review
+ReviewerKeyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--key",
+        envvar="INDOMAIN_REVIEWER_KEY",
+        help="Your Ed25519 private key (PEM), whose public key the bureau registered",
+    ),
+]
+
+
+def _vote(
+    proposal: str, reviewer: str, key: Path | None, verdict: str, reason: str, home: Path | None
+) -> None:
+    from datetime import UTC, datetime
+
+    from indomain.approvals import load_reviewer_key, review_document, sign_review, signed_review
+    from indomain.reviews import ProposalError
 
     with errors(), open_sandbox(home) as sandbox:
-        p = review(sandbox, proposal, reviewer=reviewer, verdict=verdict, reason=reason)
+        if key is None:
+            raise ProposalError(
+                "a vote must be signed: give --key with your reviewer private key (the one "
+                "whose public key was registered with `indomain review register-reviewer`)"
+            )
+        private = load_reviewer_key(key)
+        document = review_document(
+            sandbox.reviews.get(proposal),
+            reviewer=reviewer,
+            verdict=verdict,
+            reason=reason,
+            issued_at=datetime.now(UTC),
+        )
+        # The same signed document POST /v1/reviews takes, verified against the
+        # registered key before anything is recorded.
+        p = signed_review(sandbox, document, sign_review(document, private))
         console.print(
             f"{p.id}: {p.status} ({len(p.approvals)}/{p.required_reviewers} approvals), "
             f"code {p.code_hash}"
@@ -113,11 +143,12 @@ def _vote(proposal: str, reviewer: str, verdict: str, reason: str, home: Path | 
 def review_approve(
     proposal: Annotated[str, typer.Argument()],
     reviewer: ReviewerOpt,
+    key: ReviewerKeyOpt = None,
     reason: Annotated[str, typer.Option(help="Why")] = "",
     home: HomeOpt = None,
 ) -> None:
-    """Approve; the proposal becomes runnable once enough distinct reviewers approve."""
-    _vote(proposal, reviewer, "approve", reason, home)
+    """Approve (signed with --key); runnable once enough distinct reviewers approve."""
+    _vote(proposal, reviewer, key, "approve", reason, home)
 
 
 @review_app.command("reject")
@@ -125,10 +156,11 @@ def review_reject(
     proposal: Annotated[str, typer.Argument()],
     reviewer: ReviewerOpt,
     reason: Annotated[str, typer.Option(help="Why (shown to the requester)")],
+    key: ReviewerKeyOpt = None,
     home: HomeOpt = None,
 ) -> None:
-    """Reject; one rejection is final."""
-    _vote(proposal, reviewer, "reject", reason, home)
+    """Reject (signed with --key); one rejection is final."""
+    _vote(proposal, reviewer, key, "reject", reason, home)
 
 
 @review_app.command("register-reviewer")
