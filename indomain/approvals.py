@@ -287,6 +287,11 @@ class ProposalDesk:
             ) from None
         return stored.to_json()
 
+    def claim_nonce(self, enterprise: str, nonce: str) -> bool:
+        """Record a signed proposal's nonce; ``False`` for a replay."""
+        fresh: bool = self._sandbox.reviews.claim_nonce(enterprise, nonce)
+        return fresh
+
     def proposals(self, enterprise: str) -> list[dict[str, Any]]:
         """The enterprise's proposals, newest last."""
         return [p.to_json() for p in self._sandbox.reviews.list(requester=enterprise)]

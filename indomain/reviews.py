@@ -67,6 +67,12 @@ CREATE TABLE IF NOT EXISTS proposal_votes (
     at TEXT NOT NULL,
     PRIMARY KEY (proposal, reviewer)
 );
+CREATE TABLE IF NOT EXISTS proposal_nonces (
+    enterprise TEXT NOT NULL,
+    nonce TEXT NOT NULL,
+    seen_at TEXT NOT NULL,
+    PRIMARY KEY (enterprise, nonce)
+);
 CREATE TABLE IF NOT EXISTS reviewers (
     name TEXT PRIMARY KEY,
     public_key BLOB NOT NULL,
@@ -277,6 +283,18 @@ class ReviewStore:
                 ),
             )
         return self.get(proposal_id)
+
+    def claim_nonce(self, enterprise: str, nonce: str) -> bool:
+        """Record a signed proposal's nonce; ``False`` if the enterprise already used it
+        (the proposal is a replay). Kept forever, like job nonces."""
+        with self._lock:
+            try:
+                self._db.execute(
+                    "INSERT INTO proposal_nonces VALUES (?,?,?)", (enterprise, nonce, _now())
+                )
+            except sqlite3.IntegrityError:
+                return False
+        return True
 
     def add_reviewer(self, name: str, public_key: bytes) -> None:
         """Register a reviewer's raw Ed25519 public key (for reviews over HTTP)."""

@@ -291,9 +291,11 @@ def test_enterprises_propose_over_http_with_a_signed_document(tmp_path: Path) ->
         "datasets": ["residents"],
         "expected_epsilon": "0.5",
         "issued_at": now,
+        "nonce": secrets.token_urlsafe(24),
     }
 
     def signed(doc: dict[str, Any], key: Ed25519PrivateKey) -> dict[str, Any]:
+        doc = {**doc, "nonce": secrets.token_urlsafe(24)} if doc is not proposal else doc
         return {
             "proposal": doc,
             "signature": base64.b64encode(key.sign(rfc8785.dumps(doc))).decode(),
@@ -305,6 +307,16 @@ def test_enterprises_propose_over_http_with_a_signed_document(tmp_path: Path) ->
             assert made.status_code == 201, made.text
             pid = made.json()["proposal"]["id"]
             assert made.json()["proposal"]["status"] == "pending"
+            # The same signed proposal sent again, inside its 5-minute window: a replay.
+            replayed = client.post("/v1/proposals", json=signed(proposal, acme))
+            assert replayed.status_code == 409, replayed.text
+            assert replayed.json()["error"]["code"] == "replayed_nonce"
+            # A proposal without a nonce, or with a short one, is malformed.
+            for bad in ({k: v for k, v in proposal.items() if k != "nonce"}, {**proposal}):
+                if "nonce" in bad:
+                    bad["nonce"] = "short"
+                body = {"proposal": bad, "signature": signed(proposal, acme)["signature"]}
+                assert client.post("/v1/proposals", json=body).status_code == 400
 
             # Signed by another enterprise's key: refused, nothing stored.
             forged = client.post("/v1/proposals", json=signed({**proposal, "name": "x"}, beta))
