@@ -4,7 +4,11 @@
                               signature over the RFC 8785 canonical proposal, which names
                               its ``enterprise`` and carries a fresh ``issued_at`` and a
                               ``nonce`` never used before by this enterprise for a
-                              proposal (a replay answers 409 ``replayed_nonce``); 201
+                              proposal (a replay answers 409 ``replayed_nonce``); 201.
+                              A template proposal has ``template`` and ``parameters``; a
+                              computation module (``indomain/modules.py``) has instead
+                              ``"kind": "computation_module"``, ``module`` (the source)
+                              and ``columns``
 ``GET /v1/proposals``         the caller's proposals and their review state
 ``GET /v1/proposals/{id}``    one of the caller's proposals (another's looks missing)
 
@@ -60,6 +64,8 @@ PROPOSAL_FIELDS = frozenset(
         "nonce",
     }
 )
+# A proposed computation module (indomain/modules.py) instead of a template.
+MODULE_FIELDS = (PROPOSAL_FIELDS - {"template", "parameters"}) | {"kind", "module", "columns"}
 _NONCE = re.compile(r"[A-Za-z0-9_-]{22,128}")
 
 
@@ -114,8 +120,14 @@ def register_review_routes(
         if not isinstance(data, dict) or set(data) != {"proposal", "signature"}:
             raise MalformedRequest('the body must be {"proposal": {...}, "signature": "..."}')
         proposal, signature = data["proposal"], data["signature"]
-        if not isinstance(proposal, dict) or set(proposal) != PROPOSAL_FIELDS:
-            raise MalformedRequest(f"a proposal has exactly the fields {sorted(PROPOSAL_FIELDS)}")
+        expected = (
+            MODULE_FIELDS if isinstance(proposal, dict) and "kind" in proposal else PROPOSAL_FIELDS
+        )
+        if not isinstance(proposal, dict) or set(proposal) != expected:
+            raise MalformedRequest(
+                f"a proposal has exactly the fields {sorted(PROPOSAL_FIELDS)} (a template), "
+                f"or {sorted(MODULE_FIELDS)} (a computation module)"
+            )
         if not isinstance(signature, str) or not isinstance(proposal["enterprise"], str):
             raise MalformedRequest("enterprise and signature must be strings")
         if not isinstance(proposal["nonce"], str) or not _NONCE.fullmatch(proposal["nonce"]):

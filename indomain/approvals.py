@@ -30,8 +30,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 import policies
+from indomain.modules import MODULE_KIND, ModuleNotExecutable, ModuleStore, check_module
 from indomain.policy_requests import registry_request
-from indomain.reviews import Proposal, ProposalError, render, required_reviewers, runnable
+from indomain.reviews import (
+    Proposal,
+    ProposalError,
+    check_columns,
+    render,
+    required_reviewers,
+    runnable,
+)
 
 PROPOSAL_KEYS = frozenset({"proposal", "values"})
 REVIEW_KIND = "indomain.review"
@@ -61,6 +69,70 @@ def propose(
     """Store a proposal after checking that policies let ``requester`` run aggregates on
     every dataset for ``purpose`` (and how many reviewers they require); recorded on the
     ledger. Raises :class:`ProposalError`."""
+    reviewers, version = _coverage(sandbox, requester, datasets, purpose, expected_epsilon)
+    proposal: Proposal = sandbox.reviews.add(
+        requester=requester,
+        name=name,
+        template=template,
+        parameters=parameters,
+        purpose=purpose,
+        datasets=tuple(datasets),
+        expected_epsilon=str(expected_epsilon),
+        required_reviewers=reviewers,
+    )
+    _record_submission(sandbox, proposal, version)
+    return proposal
+
+
+def propose_module(
+    sandbox: Any,
+    *,
+    requester: str,
+    name: str,
+    source: str,
+    purpose: str,
+    datasets: list[str] | tuple[str, ...],
+    columns: list[str] | tuple[str, ...],
+    expected_epsilon: str,
+) -> Proposal:
+    """Store a computation-module proposal (see :mod:`indomain.modules`): the same grant
+    check and reviewer count as a template; the source checked, its exact bytes stored
+    in the home under their SHA-256, and recorded on the ledger with that hash. Raises
+    :class:`ProposalError`."""
+    data = check_module(source)
+    check_columns(columns)
+    reviewers, version = _coverage(sandbox, requester, datasets, purpose, expected_epsilon)
+    digest = module_store(sandbox).save(data)
+    proposal: Proposal = sandbox.reviews.add_module(
+        requester=requester,
+        kind=MODULE_KIND,
+        name=name,
+        source=source,
+        code_hash=digest,
+        purpose=purpose,
+        datasets=tuple(datasets),
+        columns=tuple(columns),
+        expected_epsilon=str(expected_epsilon),
+        required_reviewers=reviewers,
+    )
+    _record_submission(sandbox, proposal, version)
+    return proposal
+
+
+def module_store(sandbox: Any) -> ModuleStore:
+    """Where the home keeps proposed modules' exact bytes."""
+    return ModuleStore(Path(sandbox.home.root) / "modules")
+
+
+def _coverage(
+    sandbox: Any,
+    requester: str,
+    datasets: Any,
+    purpose: str,
+    expected_epsilon: str,
+) -> tuple[int, str]:
+    """``(reviewers required, policy version)`` if a grant lets ``requester`` run
+    aggregates on every dataset for ``purpose``; raises :class:`ProposalError`."""
     if not isinstance(datasets, list | tuple) or not datasets:
         raise ProposalError("datasets: name at least one dataset")
     policy_set = sandbox.policy_set
@@ -83,21 +155,16 @@ def propose(
             raise ProposalError(f"no grant covers this proposal: {decision.reason}")
         obligations.append(decision.obligations)
     merged = policies.merge_obligations(obligations)
-    proposal: Proposal = sandbox.reviews.add(
-        requester=requester,
-        name=name,
-        template=template,
-        parameters=parameters,
-        purpose=purpose,
-        datasets=tuple(datasets),
-        expected_epsilon=str(expected_epsilon),
-        required_reviewers=required_reviewers(merged),
-    )
+    return required_reviewers(merged), policy_set.version if policy_set is not None else ""
+
+
+def _record_submission(sandbox: Any, proposal: Proposal, version: str) -> None:
     sandbox.ledger.append(
         "proposal.submitted",
         {
             "proposal": proposal.id,
-            "requester": requester,
+            "kind": proposal.kind,
+            "requester": proposal.requester,
             "name": proposal.name,
             "code_hash": proposal.code_hash,
             "purpose": proposal.purpose,
@@ -105,10 +172,9 @@ def propose(
             "columns": list(proposal.columns),
             "expected_epsilon": proposal.expected_epsilon,
             "required_reviewers": proposal.required_reviewers,
-            "policy_version": policy_set.version if policy_set is not None else "",
+            "policy_version": version,
         },
     )
-    return proposal
 
 
 def review(
@@ -256,6 +322,13 @@ def resolve_params(sandbox: Any, job: Any) -> dict[str, Any]:
         raise ProposalError("a job runs either its own sql or a proposal, not both")
     proposal = sandbox.reviews.get(params.get("proposal"))
     runnable(proposal, enterprise=job.enterprise, dataset=job.dataset, purpose=job.purpose)
+    if proposal.kind == MODULE_KIND:
+        module_store(sandbox).verified(proposal.code_hash)  # the exact approved bytes
+        raise ModuleNotExecutable(
+            f"proposal {proposal.id} is an approved computation module ({proposal.code_hash}, "
+            "verified intact), but running approved modules in the enclave is not "
+            "implemented yet (docs/policies.md)"
+        )
     sql = render(proposal, params.get("values"))
     rest = {k: v for k, v in params.items() if k not in PROPOSAL_KEYS}
     return {**rest, "sql": sql}
@@ -269,6 +342,24 @@ class ProposalDesk:
 
     def propose(self, enterprise: str, proposal: dict[str, Any]) -> dict[str, Any]:
         """Store the enterprise's proposal; raises :class:`ProposalError` if refused."""
+        if proposal.get("kind") == MODULE_KIND:
+            try:
+                module = propose_module(
+                    self._sandbox,
+                    requester=enterprise,
+                    name=proposal["name"],
+                    source=proposal["module"],
+                    purpose=proposal["purpose"],
+                    datasets=proposal["datasets"],
+                    columns=proposal["columns"],
+                    expected_epsilon=str(proposal["expected_epsilon"]),
+                )
+            except (KeyError, TypeError):
+                raise ProposalError(
+                    "a module proposal needs kind, name, module, purpose, datasets, "
+                    "columns and expected_epsilon"
+                ) from None
+            return module.to_json()
         try:
             stored = propose(
                 self._sandbox,

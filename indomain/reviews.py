@@ -105,14 +105,21 @@ class Proposal:
     status: str
     approvals: tuple[str, ...] = ()
     rejections: tuple[str, ...] = ()
+    kind: str = KIND
+    # for a computation module (see indomain.modules): its source, which reviewers read
+    module: str = ""
 
     def to_json(self) -> dict[str, Any]:
+        shape: dict[str, Any] = (
+            {"module": self.module}
+            if self.kind != KIND
+            else {"template": self.template, "parameters": dict(self.parameters)}
+        )
         return {
             "id": self.id,
-            "kind": KIND,
+            "kind": self.kind,
             "name": self.name,
-            "template": self.template,
-            "parameters": dict(self.parameters),
+            **shape,
             "requester": self.requester,
             "purpose": self.purpose,
             "datasets": list(self.datasets),
@@ -191,6 +198,16 @@ def check_proposal(
     return tuple(sorted({c.name for c in tree.find_all(exp.Column)}))
 
 
+def check_columns(columns: Any) -> None:
+    """A module proposal's declared columns: a non-empty list of column names."""
+    if (
+        not isinstance(columns, list | tuple)
+        or not columns
+        or not all(isinstance(c, str) and _NAME.fullmatch(c) for c in columns)
+    ):
+        raise ProposalError("columns: name every dataset column the module reads")
+
+
 def render(proposal: Proposal, values: Any) -> str:
     """The template with each placeholder replaced by its value as a SQL literal.
 
@@ -258,7 +275,6 @@ class ReviewStore:
         )
         if required_reviewers < 1:
             raise ProposalError("a proposal needs at least one reviewer")
-        proposal_id = "prop_" + secrets.token_hex(16)
         document = {
             "name": name,
             "template": template,
@@ -269,6 +285,50 @@ class ReviewStore:
             "expected_epsilon": str(expected_epsilon),
         }
         digest = code_hash(name, template, parameters)
+        return self._insert(document, digest, requester, required_reviewers)
+
+    def add_module(
+        self,
+        *,
+        requester: str,
+        kind: str,
+        name: str,
+        source: str,
+        code_hash: str,
+        purpose: str,
+        datasets: tuple[str, ...],
+        columns: tuple[str, ...],
+        expected_epsilon: str,
+        required_reviewers: int,
+    ) -> Proposal:
+        """Store a checked computation-module proposal (see :mod:`indomain.modules`)
+        under ``code_hash``, the hash of its exact bytes; raises :class:`ProposalError`."""
+        check_proposal(
+            name=name,
+            template="SELECT 1",
+            parameters={},
+            datasets=datasets,
+            purpose=purpose,
+            expected_epsilon=expected_epsilon,
+        )
+        check_columns(columns)
+        if required_reviewers < 1:
+            raise ProposalError("a proposal needs at least one reviewer")
+        document = {
+            "kind": kind,
+            "name": name,
+            "module": source,
+            "purpose": purpose,
+            "datasets": sorted(set(datasets)),
+            "columns": sorted(set(columns)),
+            "expected_epsilon": str(expected_epsilon),
+        }
+        return self._insert(document, code_hash, requester, required_reviewers)
+
+    def _insert(
+        self, document: dict[str, Any], digest: str, requester: str, required_reviewers: int
+    ) -> Proposal:
+        proposal_id = "prop_" + secrets.token_hex(16)
         with self._lock:
             self._db.execute(
                 "INSERT INTO proposals VALUES (?,?,?,?,?,?,?)",
@@ -335,8 +395,10 @@ class ReviewStore:
         return Proposal(
             id=proposal_id,
             name=doc["name"],
-            template=doc["template"],
-            parameters=doc["parameters"],
+            template=doc.get("template", ""),
+            parameters=doc.get("parameters", {}),
+            kind=doc.get("kind", KIND),
+            module=doc.get("module", ""),
             requester=row[2],
             purpose=doc["purpose"],
             datasets=tuple(doc["datasets"]),
@@ -420,7 +482,11 @@ def runnable(proposal: Proposal, *, enterprise: str, dataset: str, purpose: str)
     """Raise :class:`ProposalError` unless ``enterprise`` may run ``proposal`` now."""
     if proposal.status != "approved":
         raise ProposalError(f"proposal {proposal.id} is {proposal.status}, not approved")
-    if proposal.code_hash != code_hash(proposal.name, proposal.template, proposal.parameters):
+    # A module's stored bytes are checked against its hash where it is loaded
+    # (indomain.modules.ModuleStore.verified); a template is re-hashed here.
+    if proposal.kind == KIND and proposal.code_hash != code_hash(
+        proposal.name, proposal.template, proposal.parameters
+    ):
         raise ProposalError(f"proposal {proposal.id} no longer matches its approved code hash")
     if enterprise != proposal.requester:
         raise ProposalError(f"proposal {proposal.id} was not approved for this enterprise")

@@ -318,7 +318,8 @@ class Sandbox:
         try:
             params = resolve_params(self, job)
         except ProposalError as exc:
-            return self._refuse(request, "proposal_not_approved", str(exc))
+            code = getattr(exc, "code", "proposal_not_approved")  # module_not_executable
+            return self._refuse(request, code, str(exc))
         policy_set = self.policy_set
         try:
             shape = computation.check(params, record.spec)

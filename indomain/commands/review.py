@@ -98,6 +98,42 @@ def review_propose(
         console.print(f"proposal {p.id} ({p.code_hash}) needs {p.required_reviewers} reviewers")
 
 
+@review_app.command("propose-module")
+def review_propose_module(
+    requester: Annotated[str, typer.Option(help="The enterprise proposing it")],
+    name: Annotated[str, typer.Option(help="Computation name")],
+    module: Annotated[Path, typer.Option(help="File with the Python source (defines run)")],
+    purpose: Annotated[str, typer.Option(help="Purpose it serves")],
+    dataset: Annotated[list[str], typer.Option("--dataset", help="Dataset (repeat)")],
+    column: Annotated[list[str], typer.Option("--column", help="Dataset column it reads (repeat)")],
+    epsilon: Annotated[str, typer.Option(help="Expected privacy cost per run")] = "0",
+    home: HomeOpt = None,
+) -> None:
+    """Record a computation-module proposal, hashed over its exact bytes (running approved
+    modules is not implemented yet: see docs/policies.md)."""
+    from indomain.approvals import propose_module
+    from indomain.reviews import ProposalError
+
+    with errors(), open_sandbox(home) as sandbox:
+        try:
+            source = module.read_bytes().decode("utf-8")
+        except OSError as exc:
+            raise ProposalError(f"cannot read {module}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ProposalError(f"{module} is not UTF-8 text") from None
+        p = propose_module(
+            sandbox,
+            requester=requester,
+            name=name,
+            source=source,
+            purpose=purpose,
+            datasets=dataset,
+            columns=column,
+            expected_epsilon=epsilon,
+        )
+        console.print(f"proposal {p.id} ({p.code_hash}) needs {p.required_reviewers} reviewers")
+
+
 ReviewerKeyOpt = Annotated[
     Path | None,
     typer.Option(
