@@ -109,6 +109,19 @@ def grant_in_force(grant: Mapping[str, Any], *, purpose: str, time: datetime) ->
     )
 
 
+def grant_state(grant: Mapping[str, Any], *, purpose: str, time: datetime) -> str:
+    """Why a checked grant is or is not in force for ``purpose`` at ``time``, in words."""
+    if grant["status"] != ACTIVE:
+        return f"not in force: {grant['status']}"
+    if time < grant["valid_from"]:
+        return f"not in force: valid from {grant['valid_from'].isoformat()}"
+    if time >= grant["valid_until"]:
+        return f"not in force: expired at {grant['valid_until'].isoformat()}"
+    if grant["purpose"] != purpose:
+        return f"not in force for this purpose: granted for {grant['purpose']}"
+    return "in force"
+
+
 def uid(entity_type: str, entity_id: str) -> dict[str, str]:
     # Structured uids, never Cedar text: a name cannot inject syntax.
     return {"type": entity_type, "id": entity_id}

@@ -150,6 +150,7 @@ def policy_check(
     from decimal import Decimal, InvalidOperation
 
     import policies
+    from indomain.policy_requests import registry_request
     from indomain.registry import parse_expiry
 
     _check_lang(lang)
@@ -160,17 +161,13 @@ def policy_check(
             eps = Decimal(epsilon) if epsilon is not None else None
         except InvalidOperation:
             raise policies.PolicyError("--epsilon must be a number") from None
-        licence = sandbox.registry.licence(enterprise)
-        dclass = sandbox.registry.dataset_class(dataset)
-        request = policies.AccessRequest(
+        request = registry_request(
+            sandbox.registry,
             enterprise=enterprise,
             computation=computation,
             dataset=dataset,
             purpose=purpose,
-            time=when,
-            enterprise_attrs=licence.attrs(),
-            dataset_attrs=dclass.attrs(),
-            dataset_groups=dclass.group_attrs(),
+            when=when,
             epsilon=eps,
             columns=tuple(column or ()),
             result_size=result_size,
@@ -211,6 +208,8 @@ def _print_decision(decision: Any, explanation: Any, *, lang: str, as_json: bool
         console.print(f"obligation {name} = {value}", highlight=False)
     if explanation is None:
         return
+    for grant, state in sorted(explanation.grants.items()):
+        console.print(f"grant {grant}: {state}", highlight=False)
     for check in explanation.matched:
         mark = "✓" if check.satisfied else "✗"
         console.print(f"{mark} {check.effect} {check.policy}", highlight=False)

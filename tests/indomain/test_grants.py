@@ -70,6 +70,14 @@ def test_issue_decide_revoke_without_restart(tmp_path: Path, home_builder: Any) 
     )
     assert revoked.exit_code == 0, revoked.output
     assert decide().code == "no_permit"  # the same open sandbox sees it at once
+    checked = runner.invoke(
+        app,
+        [
+            *("policy", "check", "--enterprise", "Acme Credit", "--dataset", "residents"),
+            *("--purpose", "fiscal_research", "--explain", "--home", str(sandbox.home.root)),
+        ],
+    )
+    assert checked.exit_code == 3 and "grant G-1: not in force: revoked" in checked.output
 
     types = [
         sandbox.ledger.entry(i).type for i in range(sandbox.ledger.size - 2, sandbox.ledger.size)

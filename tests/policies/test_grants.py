@@ -227,3 +227,21 @@ def test_an_unknown_action_is_checked_against_the_schema_every_time() -> None:
     for _ in range(2):
         unknown = decide(SET, request(computation="drop_table"))
         assert not unknown.allowed and unknown.code == "not_evaluated"
+
+
+def test_explain_says_why_each_grant_is_or_is_not_in_force() -> None:
+    from policies import explain
+
+    grants = {
+        "G-14": grant(),
+        "G-15": grant(status="revoked"),
+        "G-16": grant(valid_until=datetime(2026, 2, 1, tzinfo=UTC)),
+        "G-17": grant(purpose="fiscal_research"),
+        "G-18": grant(valid_from=datetime(2026, 12, 1, tzinfo=UTC)),
+    }
+    states = explain(SET, request(grants=grants)).grants
+    assert states["G-14"] == "in force"
+    assert states["G-15"] == "not in force: revoked"
+    assert states["G-16"].startswith("not in force: expired at 2026-02-01")
+    assert states["G-17"] == "not in force for this purpose: granted for fiscal_research"
+    assert states["G-18"].startswith("not in force: valid from 2026-12-01")
