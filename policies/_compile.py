@@ -21,6 +21,7 @@ from typing import Any
 
 import cedarpy
 
+from policies._entities import probe_entities
 from policies._errors import PolicyInvalid
 from policies._obligations import check_annotations, obligations_of
 
@@ -231,10 +232,23 @@ def _parse_schema(texts: dict[str, str], problems: list[str]) -> cedarpy.Schema 
         problems.append(f"{SCHEMA_FILE}: missing; every policy folder needs its Cedar schema")
         return None
     try:
-        return cedarpy.Schema.from_str(text)
+        schema = cedarpy.Schema.from_str(text)
     except ValueError as exc:
         problems.append(f"{SCHEMA_FILE}: schema does not parse: {exc}")
         return None
+    try:
+        cedarpy.Entities.from_json_str(json.dumps(probe_entities()), schema)
+    except ValueError:
+        problems.append(
+            f"{SCHEMA_FILE}: does not declare the entities the sandbox supplies: "
+            "Enterprise in [Licence, Grant] {licence_number, licence_expires?, status}, "
+            "Licence {number, holder, expires?, status}, Grant {holder, purpose, valid_from, "
+            "valid_until, status, datasets, groups}, DatasetGroup in [Grant] {sensitivity}, "
+            "Dataset in [DatasetGroup, Grant] {sensitivity}; start from "
+            "indomain/demo/policies/schema.cedarschema"
+        )
+        return None
+    return schema
 
 
 def _parse_policy_file(name: str, text: str, problems: list[str]) -> _ParsedFile | None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from policies._errors import PolicyError
@@ -257,3 +258,31 @@ def principal_ancestors(items: list[dict[str, Any]]) -> frozenset[tuple[str, str
         if item["uid"]["type"] == PRINCIPAL_TYPE:
             return frozenset((p["type"], p["id"]) for p in item["parents"])
     return frozenset()
+
+
+def probe_entities() -> list[dict[str, Any]]:
+    """One of every entity the sandbox supplies, with every attribute, to check at load
+    time that a folder's schema accepts them (otherwise every decision would deny)."""
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
+
+    probe = SimpleNamespace(
+        enterprise="probe",
+        dataset="probe",
+        purpose="probe",
+        time=moment,
+        enterprise_attrs={"licence_number": "L-probe", "licence_expires": moment, "status": ACTIVE},
+        dataset_attrs={"sensitivity": 1},
+        dataset_groups={"probe": {"sensitivity": 1}},
+        grants={
+            "G-probe": {
+                "purpose": "probe",
+                "valid_from": moment,
+                "valid_until": moment.replace(year=2027),
+                "status": ACTIVE,
+                "datasets": ("probe",),
+                "groups": ("probe",),
+                "obligations": {},
+            }
+        },
+    )
+    return entities(probe)  # type: ignore[arg-type]

@@ -245,3 +245,10 @@ def test_explain_says_why_each_grant_is_or_is_not_in_force() -> None:
     assert states["G-16"].startswith("not in force: expired at 2026-02-01")
     assert states["G-17"] == "not in force for this purpose: granted for fiscal_research"
     assert states["G-18"].startswith("not in force: valid from 2026-12-01")
+
+
+def test_a_schema_without_the_supplied_entities_is_invalid() -> None:
+    old_style = SCHEMA.replace("entity Enterprise in [Licence, Grant] {", "entity Enterprise {")
+    assert old_style != SCHEMA
+    with pytest.raises(PolicyInvalid, match="does not declare the entities"):
+        PolicySet.from_files({"schema.cedarschema": old_style, "g.cedar": GRANT_POLICY})
