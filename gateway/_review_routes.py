@@ -65,6 +65,7 @@ PROPOSAL_FIELDS = frozenset(
     }
 )
 # A proposed computation module (indomain/modules.py) instead of a template.
+MODULE_KIND = "computation_module"
 MODULE_FIELDS = (PROPOSAL_FIELDS - {"template", "parameters"}) | {"kind", "module", "columns"}
 _NONCE = re.compile(r"[A-Za-z0-9_-]{22,128}")
 
@@ -128,6 +129,8 @@ def register_review_routes(
                 f"a proposal has exactly the fields {sorted(PROPOSAL_FIELDS)} (a template), "
                 f"or {sorted(MODULE_FIELDS)} (a computation module)"
             )
+        if proposal.get("kind", MODULE_KIND) != MODULE_KIND:
+            raise MalformedRequest(f'kind is "{MODULE_KIND}" for a module, or absent')
         if not isinstance(signature, str) or not isinstance(proposal["enterprise"], str):
             raise MalformedRequest("enterprise and signature must be strings")
         if not isinstance(proposal["nonce"], str) or not _NONCE.fullmatch(proposal["nonce"]):

@@ -238,6 +238,8 @@ def test_enterprises_propose_modules_over_http(tmp_path: Path) -> None:
             # A template's fields on a module proposal are refused, not ignored.
             mixed = {**proposal, "template": "SELECT 1", "nonce": secrets.token_urlsafe(24)}
             assert client.post("/v1/proposals", json=signed(mixed)).status_code == 400
+            other_kind = {**proposal, "kind": "shell", "nonce": secrets.token_urlsafe(24)}
+            assert client.post("/v1/proposals", json=signed(other_kind)).status_code == 400
             # Reviewers read the source with everything else.
             assert sandbox.reviews.get(body["id"]).module == MODULE
     finally:
