@@ -254,7 +254,6 @@ def decide(policy_set: PolicySet | None, request: AccessRequest) -> Decision:
         return _refusal(request, version, (f"request could not be evaluated: {exc}",))
 
     determining = tuple(str(annotations.get(r, r)) for r in reasons)
-    named = ", ".join(determining)
     if verdict is cedarpy.Decision.Allow and determining and not errors:
         try:
             obligations = _merged(handles, request, determining)
@@ -276,21 +275,12 @@ def decide(policy_set: PolicySet | None, request: AccessRequest) -> Decision:
                     policy_version=version,
                     code=COLUMNS_NOT_ALLOWED,
                     details={
-                        "policies": named,
+                        "policies": ", ".join(determining),
                         "allowed": ", ".join(sorted(allowed)) or "-",
                         "columns": ", ".join(outside),
                     },
                 )
-        return Decision(
-            allowed=True,
-            determining_policies=determining,
-            reason=f"allowed by {_name_policies(determining)}",
-            errors=(),
-            policy_version=version,
-            obligations=obligations,
-            code=ALLOWED,
-            details={"policies": named},
-        )
+        return _allow(handles, version, determining, obligations)
     if verdict is cedarpy.Decision.Deny and determining:
         return Decision(
             allowed=False,
@@ -299,7 +289,7 @@ def decide(policy_set: PolicySet | None, request: AccessRequest) -> Decision:
             errors=errors,
             policy_version=version,
             code=FORBIDDEN,
-            details={"policies": named},
+            details={"policies": ", ".join(determining)},
         )
     if errors:
         return _refusal(request, version, errors)
@@ -366,6 +356,28 @@ def _facts_key(request: AccessRequest) -> tuple[Any, ...] | None:
     except TypeError:
         return None
     return key
+
+
+def _allow(
+    handles: Any, version: str, determining: tuple[str, ...], obligations: Mapping[str, str]
+) -> Decision:
+    """The allow :class:`Decision`; it depends on nothing but its arguments, so equal
+    allows share one immutable value (cached per policy version)."""
+    key = ("allow", determining, tuple(obligations.items()))
+    cached: Decision | None = handles.merged.get(key)
+    if cached is None:
+        cached = Decision(
+            allowed=True,
+            determining_policies=determining,
+            reason=f"allowed by {_name_policies(determining)}",
+            errors=(),
+            policy_version=version,
+            obligations=obligations,
+            code=ALLOWED,
+            details={"policies": ", ".join(determining)},
+        )
+        handles.remember(handles.merged, key, cached)
+    return cached
 
 
 def _merged(handles: Any, request: AccessRequest, determining: tuple[str, ...]) -> Any:

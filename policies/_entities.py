@@ -26,6 +26,7 @@ syntax. Pure: no I/O.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
@@ -134,19 +135,21 @@ def cedar_datetime(moment: datetime) -> dict[str, Any]:
     Truncating to milliseconds never moves a time past an expiry boundary, since Cedar
     datetimes in policies have at most millisecond precision too.
     """
-    utc = moment.astimezone(UTC)
-    text = (
-        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T"
-        f"{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}.{utc.microsecond // 1000:03d}Z"
-    )
+    # isoformat gives YYYY-MM-DDTHH:MM:SS.mmm+00:00 for an aware UTC time: keep 23 chars.
+    text = moment.astimezone(UTC).isoformat(timespec="milliseconds")[:23] + "Z"
     return {"__extn": {"fn": "datetime", "arg": text}}
 
 
 def cedar_decimal(value: Decimal) -> dict[str, Any]:
     """Cedar ``decimal`` (at most 4 places), rounded *up*: a job asking epsilon 0.50001
     must not pass a ``lessThanOrEqual(decimal("0.5"))`` test."""
-    rounded = value.quantize(Decimal("0.0001"), rounding=ROUND_CEILING)
-    return {"__extn": {"fn": "decimal", "arg": f"{rounded:f}"}}
+    return {"__extn": {"fn": "decimal", "arg": _decimal_text(value)}}
+
+
+@functools.lru_cache(maxsize=1024)
+def _decimal_text(value: Decimal) -> str:
+    # Equal decimals (0.5, 0.50) hash alike and round to the same text.
+    return f"{value.quantize(Decimal('0.0001'), rounding=ROUND_CEILING):f}"
 
 
 def cedar_value(value: Any) -> Any:
