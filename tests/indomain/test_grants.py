@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,31 @@ def test_issue_decide_revoke_without_restart(tmp_path: Path, home_builder: Any) 
     assert issued.exit_code == 0, issued.output
     allowed = decide()
     assert allowed.allowed and allowed.obligations["min_group_size"] == "25"
+    listed = runner.invoke(
+        app, ["policy", "grant", "list", "--json", "--home", str(sandbox.home.root)]
+    )
+    assert listed.exit_code == 0, listed.output
+    (only,) = json.loads(listed.output)
+    assert only["id"] == "G-1" and only["holder"] == "Acme Credit"
+    assert only["obligations"] == {"min_group_size": "25"} and only["status"] == "active"
+    unknown = runner.invoke(
+        app,
+        [
+            *("policy", "grant", "issue", "G-9", "--enterprise", "Nobody Ltd"),
+            *("--purpose", "p", "--valid-until", "2099-01-01", "--dataset", "residents"),
+            *("--home", str(sandbox.home.root)),
+        ],
+    )
+    assert unknown.exit_code == 2 and "no registered enterprise" in unknown.output
+    bad = runner.invoke(
+        app,
+        [
+            *("policy", "grant", "issue", "G-9", "--enterprise", "Acme Credit"),
+            *("--purpose", "p", "--valid-until", "2099-01-01", "--dataset", "residents"),
+            *("--obligation", "min_group_size", "--home", str(sandbox.home.root)),
+        ],
+    )
+    assert bad.exit_code == 2 and "name=value" in bad.output
     assert decide("credit_risk_model").code == "no_permit"  # bound to its purpose
 
     revoked = runner.invoke(
