@@ -33,7 +33,7 @@ from rich.table import Table
 
 import indomain
 import policies
-from policies._decide import _prepared
+from policies._cache import prepared as _prepared
 from policies._entities import cedar_request, entities
 
 SCHEMA = (Path(indomain.__file__).parent / "demo" / "policies" / "schema.cedarschema").read_text()

@@ -27,6 +27,7 @@ from typing import Any
 
 import cedarpy
 
+from policies._cache import merged, prepared
 from policies._entities import (
     ACTIVE,
     LONG_MAX,
@@ -35,11 +36,10 @@ from policies._entities import (
     cedar_request,
     check_grant,
     entities,
-    grant_in_force,
     principal_ancestors,
 )
 from policies._errors import PolicyError
-from policies._obligations import check_annotations, merge_obligations, obligations_of
+from policies._obligations import check_annotations
 from policies._policy_set import VERSION_PREFIX, PolicySet
 
 # Decision codes: stable message ids for every language (see policies._messages).
@@ -229,7 +229,7 @@ def decide(policy_set: PolicySet | None, request: AccessRequest) -> Decision:
         action = request.computation
         checked = action in handles.valid_actions
         try:
-            subset, parsed = _prepared(handles, request)
+            subset, parsed = prepared(handles, request)
         except ValueError:  # let Cedar say what does not conform, and deny below
             items = entities(request)
             subset = handles.for_principal(
@@ -256,7 +256,7 @@ def decide(policy_set: PolicySet | None, request: AccessRequest) -> Decision:
     determining = tuple(str(annotations.get(r, r)) for r in reasons)
     if verdict is cedarpy.Decision.Allow and determining and not errors:
         try:
-            obligations = _merged(handles, request, determining)
+            obligations = merged(handles, request, determining)
         except KeyError:  # a reason we cannot map to a policy: never allow on a guess
             return _refusal(request, version, ("determining policy not in the set",))
         if "allowed_columns" in obligations:
@@ -304,60 +304,6 @@ def decide(policy_set: PolicySet | None, request: AccessRequest) -> Decision:
     )
 
 
-def _prepared(
-    handles: Any, request: AccessRequest
-) -> tuple[cedarpy.PolicySet, cedarpy.Entities | list[dict[str, Any]]]:
-    """The policies that can match and the parsed entities for ``request``, cached per
-    registry facts (see :func:`_facts_key`). Raises ``ValueError`` if the entities do not
-    conform to the schema."""
-    key = _facts_key(request)
-    cached = handles.prepared.get(key) if key is not None else None
-    if cached is None:
-        items = entities(request)
-        cached = (
-            handles.for_principal(PRINCIPAL_TYPE, request.enterprise, principal_ancestors(items)),
-            handles.entities_handle(items),
-        )
-        if key is not None:
-            handles.remember(handles.prepared, key, cached)
-    return cached
-
-
-def _facts_key(request: AccessRequest) -> tuple[Any, ...] | None:
-    """Everything :func:`entities` reads from ``request``, as a hashable key (``None``
-    when a value is not hashable). Each value is paired with its type, since Python's
-    ``1 == True == 1.0`` would otherwise share one key between different Cedar values."""
-
-    def typed(mapping: Mapping[str, Any]) -> tuple[Any, ...]:
-        return tuple((k, type(v), v) for k, v in mapping.items())
-
-    try:
-        key = (
-            request.enterprise,
-            request.dataset,
-            typed(request.enterprise_attrs),
-            typed(request.dataset_attrs),
-            tuple((g, typed(a)) for g, a in request.dataset_groups.items()),
-            tuple(
-                (
-                    g,
-                    a["purpose"],
-                    a["status"],
-                    a["valid_from"],
-                    a["valid_until"],
-                    a["datasets"],
-                    a["groups"],
-                    grant_in_force(a, purpose=request.purpose, time=request.time),
-                )
-                for g, a in request.grants.items()
-            ),
-        )
-        hash(key)
-    except TypeError:
-        return None
-    return key
-
-
 def _allow(
     handles: Any, version: str, determining: tuple[str, ...], obligations: Mapping[str, str]
 ) -> Decision:
@@ -378,36 +324,6 @@ def _allow(
         )
         handles.remember(handles.merged, key, cached)
     return cached
-
-
-def _merged(handles: Any, request: AccessRequest, determining: tuple[str, ...]) -> Any:
-    """The merged obligations of an allow, cached per determining policies and the
-    obligations of the grants they name. Raises ``KeyError`` for an unknown policy."""
-    grants = tuple(
-        (g, tuple(sorted(request.grants[g]["obligations"].items())))
-        for p in determining
-        if (g := handles.grant_scopes.get(p)) is not None and g in request.grants
-    )
-    key = (determining, grants)
-    cached = handles.merged.get(key)
-    if cached is None:
-        cached = merge_obligations(_obligations_of(handles, request, determining))
-        handles.remember(handles.merged, key, cached)
-    return cached
-
-
-def _obligations_of(
-    handles: Any, request: AccessRequest, determining: tuple[str, ...]
-) -> list[Mapping[str, str]]:
-    """Each determining permit's annotations, and the registry obligations of the grant
-    its principal scope names (``principal in Grant::"G"``): both bind, strictest wins."""
-    each: list[Mapping[str, str]] = []
-    for policy in determining:
-        each.append(handles.obligations[policy])
-        grant_id = handles.grant_scopes.get(policy)
-        if grant_id is not None and grant_id in request.grants:
-            each.append(obligations_of(request.grants[grant_id]["obligations"]))
-    return each
 
 
 def _licence_guard(request: AccessRequest, version: str) -> Decision | None:
