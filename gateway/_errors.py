@@ -96,6 +96,7 @@ _BY_CODE: dict[str, type[GatewayError]] = {
     "job_failed": Refused,
     "proposal_not_approved": Refused,
     "review_required": Refused,
+    "module_not_executable": Refused,
     "budget_exhausted": BudgetExhausted,
     "unauthenticated": AuthenticationError,
     "invalid_request": InvalidJob,

@@ -2,7 +2,13 @@
 
 ``POST /v1/proposals``        ``{"proposal": {...}, "signature": "<base64 Ed25519>"}``, the
                               signature over the RFC 8785 canonical proposal, which names
-                              its ``enterprise`` and carries a fresh ``issued_at``; 201
+                              its ``enterprise`` and carries a fresh ``issued_at`` and a
+                              ``nonce`` never used before by this enterprise for a
+                              proposal (a replay answers 409 ``replayed_nonce``); 201.
+                              A template proposal has ``template`` and ``parameters``; a
+                              computation module (``indomain/modules.py``) has instead
+                              ``"kind": "computation_module"``, ``module`` (the source)
+                              and ``columns``
 ``GET /v1/proposals``         the caller's proposals and their review state
 ``GET /v1/proposals/{id}``    one of the caller's proposals (another's looks missing)
 
@@ -21,6 +27,7 @@ also review over HTTP:
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
@@ -37,6 +44,7 @@ from gateway._errors import (
     GatewayError,
     MalformedRequest,
     NotFound,
+    ReplayError,
 )
 from gateway._jobs import check_fresh, parse_time, request_message, verify_signature
 from gateway._store import Enterprise, StateStore
@@ -53,8 +61,13 @@ PROPOSAL_FIELDS = frozenset(
         "datasets",
         "expected_epsilon",
         "issued_at",
+        "nonce",
     }
 )
+# A proposed computation module (indomain/modules.py) instead of a template.
+MODULE_KIND = "computation_module"
+MODULE_FIELDS = (PROPOSAL_FIELDS - {"template", "parameters"}) | {"kind", "module", "columns"}
+_NONCE = re.compile(r"[A-Za-z0-9_-]{22,128}")
 
 
 REVIEW_FIELDS = frozenset(
@@ -70,6 +83,9 @@ class ProposalDesk(Protocol):
     def proposals(self, enterprise: str) -> list[dict[str, Any]]:
         """The enterprise's proposals."""
 
+    def claim_nonce(self, enterprise: str, nonce: str) -> bool:
+        """Record a proposal's nonce; ``False`` if this enterprise already used it."""
+
     def reviewer_key(self, reviewer: str) -> bytes | None:
         """A registered reviewer's raw Ed25519 public key."""
 
@@ -77,9 +93,16 @@ class ProposalDesk(Protocol):
         """Proposals waiting for review."""
 
     def review(
-        self, reviewer: str, proposal_id: str, *, code_hash: str, verdict: str, reason: str
+        self,
+        reviewer: str,
+        proposal_id: str,
+        *,
+        code_hash: str,
+        verdict: str,
+        reason: str,
+        signed: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Record a vote; raises IndomainError with a reason if refused."""
+        """Record a vote (with its signed document); raises IndomainError if refused."""
 
 
 def register_review_routes(
@@ -98,10 +121,22 @@ def register_review_routes(
         if not isinstance(data, dict) or set(data) != {"proposal", "signature"}:
             raise MalformedRequest('the body must be {"proposal": {...}, "signature": "..."}')
         proposal, signature = data["proposal"], data["signature"]
-        if not isinstance(proposal, dict) or set(proposal) != PROPOSAL_FIELDS:
-            raise MalformedRequest(f"a proposal has exactly the fields {sorted(PROPOSAL_FIELDS)}")
+        expected = (
+            MODULE_FIELDS if isinstance(proposal, dict) and "kind" in proposal else PROPOSAL_FIELDS
+        )
+        if not isinstance(proposal, dict) or set(proposal) != expected:
+            raise MalformedRequest(
+                f"a proposal has exactly the fields {sorted(PROPOSAL_FIELDS)} (a template), "
+                f"or {sorted(MODULE_FIELDS)} (a computation module)"
+            )
+        if proposal.get("kind", MODULE_KIND) != MODULE_KIND:
+            raise MalformedRequest(f'kind is "{MODULE_KIND}" for a module, or absent')
         if not isinstance(signature, str) or not isinstance(proposal["enterprise"], str):
             raise MalformedRequest("enterprise and signature must be strings")
+        if not isinstance(proposal["nonce"], str) or not _NONCE.fullmatch(proposal["nonce"]):
+            raise MalformedRequest(
+                "nonce: 22 to 128 characters of A-Z a-z 0-9 _ -, fresh each time"
+            )
         enterprise = store.enterprise(proposal["enterprise"])
         if enterprise is None:
             raise AuthenticationError("unknown enterprise", code="unknown_enterprise")
@@ -112,7 +147,14 @@ def register_review_routes(
             raise MalformedRequest("the proposal cannot be canonicalised") from None
         verify_signature(canonical, signature, enterprise.public_key)
         check_fresh(issued, clock())
-        fields = {k: v for k, v in proposal.items() if k not in ("enterprise", "issued_at")}
+        if not await run_in_threadpool(desk.claim_nonce, enterprise.name, proposal["nonce"]):
+            raise ReplayError(
+                "this proposal's nonce was already used by this enterprise: the request is "
+                "a replay; sign a new proposal with a fresh nonce"
+            )
+        fields = {
+            k: v for k, v in proposal.items() if k not in ("enterprise", "issued_at", "nonce")
+        }
         try:
             stored = await run_in_threadpool(desk.propose, enterprise.name, fields)
         except GatewayError:
@@ -194,6 +236,7 @@ def register_review_routes(
                     code_hash=review["code_hash"],
                     verdict=review["verdict"],
                     reason=review["reason"],
+                    signed={"review": review, "signature": signature},
                 )
             )
         except GatewayError:

@@ -53,7 +53,8 @@ def admit(sandbox: Sandbox, job: JobDocument, *, job_id: str, signature: str) ->
     try:
         params = resolve_params(sandbox, job)
     except ProposalError as exc:
-        return refuse(sandbox, request, "proposal_not_approved", str(exc))
+        code = getattr(exc, "code", "proposal_not_approved")  # or module_not_executable
+        return refuse(sandbox, request, code, str(exc))
     policy_set = sandbox.policy_set
     try:
         shape = computation.check(params, record.spec)

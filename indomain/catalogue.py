@@ -22,6 +22,7 @@ from typing import Any
 
 import policies
 from computations import ColumnClass, available_computations
+from indomain.policy_requests import registry_request
 
 SAMPLE_ROWS = 5
 
@@ -59,20 +60,18 @@ def allowed_for(
 ) -> list[dict[str, Any]]:
     """The (computation, purpose) pairs ``enterprise`` may run on ``dataset`` at ``now``."""
     policy_set = sandbox.policy_set
-    licence = sandbox.registry.licence(enterprise)
-    dclass = sandbox.registry.dataset_class(dataset)
+    # Registry grants bind their purpose outside the policy text: ask for theirs too.
+    grant_purposes = {g.purpose for g in sandbox.registry.grants(enterprise)}
     out = []
     for computation in available_computations():
-        for purpose in purposes_named(policy_set):
-            request = policies.AccessRequest(
+        for purpose in sorted(set(purposes_named(policy_set)) | grant_purposes):
+            request = registry_request(
+                sandbox.registry,
                 enterprise=enterprise,
                 computation=computation,
                 dataset=dataset,
                 purpose=purpose,
-                time=now,
-                enterprise_attrs=licence.attrs(),
-                dataset_attrs=dclass.attrs(),
-                dataset_groups=dclass.group_attrs(),
+                when=now,
             )
             decision = policies.decide(policy_set, request)
             if decision.allowed:

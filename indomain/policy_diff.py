@@ -1,13 +1,19 @@
 """Which past decisions a new policy set would change, replayed from the ledger.
 
 Every ``job.accepted`` / ``job.denied`` / ``job.refused`` entry carries the signed job
-document, so each past request is rebuilt (at the time it was issued, with today's
-registry facts, the columns its query uses) and decided under both sets; only the
-policies differ between the two decisions, so every change shown is the policy change.
+document, so each past request is rebuilt (at the time it was issued, with the columns
+its query uses) and decided under both sets. The registry facts are those *of the time*:
+the ledger records every registry change (``enterprise.registered``,
+``enterprise.licence``, ``dataset.classified``, ``grant.issued``, ``grant.status``), so
+:class:`HistoricalRegistry` replays them in ledger order and each job is decided with the
+licences, grants and dataset classes in force just before its entry. Only the policies
+differ between the two decisions, so every change shown is the policy change: a licence
+suspended since cannot hide one, nor invent one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,9 +21,66 @@ import policies
 from computations import ComputationError, get_computation
 from enclave import DatasetError
 from gateway import JobDocument
+from indomain.errors import IndomainError
 from indomain.policy_requests import build_request, columns_of, result_size_of
+from indomain.registry import (
+    RESTRICTED,
+    UNLICENSED,
+    DatasetClass,
+    Grant,
+    Licence,
+    parse_expiry,
+)
 
 _JOB_EVENTS = ("job.accepted", "job.denied", "job.refused")
+
+
+class HistoricalRegistry:
+    """The registry as it was at one point of the ledger: fed its entries in order.
+
+    It answers like :class:`indomain.registry.Registry` (``licence``, ``dataset_class``,
+    ``grants``), so the same request builder serves today's decisions and past ones. An
+    entry it cannot read is skipped: the facts before it stay, which fails closed for a
+    licence (an enterprise never seen registered is ``unlicensed``).
+    """
+
+    def __init__(self) -> None:
+        self._licences: dict[str, Licence] = {}
+        self._classes: dict[str, DatasetClass] = {}
+        self._grants: dict[str, Grant] = {}
+
+    def feed(self, entry_type: str, fields: Any) -> None:
+        """Apply one ledger entry's registry change (other entries change nothing)."""
+        try:
+            if entry_type in ("enterprise.registered", "enterprise.licence"):
+                data = _thaw(fields["licence"])
+                expires = data.get("licence_expires")
+                self._licences[str(data["enterprise"])] = Licence(
+                    enterprise=str(data["enterprise"]),
+                    licence_number=str(data.get("licence_number") or ""),
+                    licence_expires=parse_expiry(str(expires)) if expires else None,
+                    status=str(data["status"]),
+                )
+            elif entry_type == "dataset.classified":
+                self._classes[str(fields["dataset"])] = DatasetClass(
+                    str(fields["dataset"]),
+                    int(fields["sensitivity"]),
+                    tuple(str(g) for g in fields["groups"]),
+                )
+            elif entry_type in ("grant.issued", "grant.status"):
+                grant = Grant.from_json(_thaw(fields["grant"]))
+                self._grants[grant.id] = grant
+        except (KeyError, TypeError, ValueError, IndomainError):
+            return
+
+    def licence(self, enterprise: str) -> Licence:
+        return self._licences.get(enterprise) or Licence(enterprise, "", None, UNLICENSED)
+
+    def dataset_class(self, dataset: str) -> DatasetClass:
+        return self._classes.get(dataset) or DatasetClass(dataset, RESTRICTED, ())
+
+    def grants(self, holder: str | None = None) -> list[Grant]:
+        return [g for _, g in sorted(self._grants.items()) if holder is None or g.holder == holder]
 
 
 @dataclass(frozen=True)
@@ -41,12 +104,15 @@ def _outcome(decision: policies.Decision) -> str:
 def replay(
     sandbox: Any, old: policies.PolicySet | None, new: policies.PolicySet
 ) -> tuple[int, list[ChangedDecision]]:
-    """``(decisions replayed, those that change)`` over the whole ledger."""
+    """``(decisions replayed, those that change)`` over the whole ledger, each decided
+    with the registry facts recorded on the ledger before it."""
     replayed = 0
     changed = []
+    registry = HistoricalRegistry()
     size = sandbox.ledger.size
     for start in range(0, size, 500):
         for entry in sandbox.ledger.entries(start, min(size, start + 500)):
+            registry.feed(entry.type, entry.fields)
             if entry.type not in _JOB_EVENTS or "request" not in entry.fields:
                 continue
             try:
@@ -63,7 +129,7 @@ def replay(
                 pass
             try:
                 request = build_request(
-                    sandbox.registry, job, columns=columns, result_size=result_size, when=job.issued
+                    registry, job, columns=columns, result_size=result_size, when=job.issued
                 )
             except policies.PolicyError:
                 continue
@@ -110,8 +176,6 @@ def summary(
 
 
 def _thaw(value: Any) -> Any:
-    from collections.abc import Mapping
-
     if isinstance(value, Mapping):
         return {k: _thaw(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -11,12 +11,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Protocol
 
 import policies
 from computations import DatasetSpec
 from gateway import JobDocument
-from indomain.registry import Registry
+from indomain.registry import DatasetClass, Grant, Licence
+
+
+class RegistryFacts(Protocol):
+    """What a decision reads from the registry: today's (:class:`indomain.registry.Registry`)
+    or the past's (:class:`indomain.policy_diff.HistoricalRegistry`)."""
+
+    def licence(self, enterprise: str) -> Licence: ...
+
+    def dataset_class(self, dataset: str) -> DatasetClass: ...
+
+    def grants(self, holder: str | None = None) -> list[Grant]: ...
 
 
 def epsilon_of(params: Mapping[str, Any]) -> Decimal | None:
@@ -70,7 +81,7 @@ def result_size_of(plan: Any, spec: DatasetSpec) -> int | None:
 
 
 def build_request(
-    registry: Registry,
+    registry: RegistryFacts,
     job: JobDocument,
     *,
     columns: tuple[str, ...],
@@ -78,20 +89,48 @@ def build_request(
     result_size: int | None = None,
 ) -> policies.AccessRequest:
     """The access request for ``job`` at ``when``; raises :class:`policies.PolicyError`."""
-    licence = registry.licence(job.enterprise)
-    dataset = registry.dataset_class(job.dataset)
-    return policies.AccessRequest(
+    return registry_request(
+        registry,
         enterprise=job.enterprise,
         computation=job.computation,
         dataset=job.dataset,
         purpose=job.purpose,
-        time=when,
-        enterprise_attrs=licence.attrs(),
-        dataset_attrs=dataset.attrs(),
-        dataset_groups=dataset.group_attrs(),
+        when=when,
         epsilon=epsilon_of(job.params),
         columns=columns,
         result_size=result_size,
+    )
+
+
+def registry_request(
+    registry: RegistryFacts,
+    *,
+    enterprise: str,
+    computation: str,
+    dataset: str,
+    purpose: str,
+    when: datetime,
+    epsilon: Decimal | None = None,
+    columns: tuple[str, ...] = (),
+    result_size: int | None = None,
+) -> policies.AccessRequest:
+    """An access request with the enterprise's licence and grants and the dataset's class
+    as the registry holds them now. Raises :class:`policies.PolicyError`."""
+    licence = registry.licence(enterprise)
+    dataset_class = registry.dataset_class(dataset)
+    return policies.AccessRequest(
+        enterprise=enterprise,
+        computation=computation,
+        dataset=dataset,
+        purpose=purpose,
+        time=when,
+        enterprise_attrs=licence.attrs(),
+        dataset_attrs=dataset_class.attrs(),
+        dataset_groups=dataset_class.group_attrs(),
+        epsilon=epsilon,
+        columns=columns,
+        result_size=result_size,
+        grants={g.id: g.attrs() for g in registry.grants(enterprise)},
     )
 
 

@@ -22,17 +22,26 @@ from typing import Any
 from indomain.errors import ConfigError
 
 STATUSES = ("active", "suspended")
+GRANT_STATUSES = ("active", "revoked")
 UNLICENSED = "unlicensed"
 RESTRICTED = 4
 SENSITIVITY_LEVELS = {1: "public", 2: "internal", 3: "confidential", 4: "restricted"}
 
 _GROUP = re.compile(r"[a-z][a-z0-9_]{0,62}")
+_GRANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS licences (
     enterprise TEXT PRIMARY KEY,
     licence_number TEXT NOT NULL,
     licence_expires TEXT,
+    status TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS grants (
+    id TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    document TEXT NOT NULL,
     status TEXT NOT NULL,
     updated_at TEXT NOT NULL
 );
@@ -68,6 +77,66 @@ class Licence:
             "licence_expires": _iso(self.licence_expires),
             "status": self.status,
         }
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A grant the bureau issued to one enterprise (a ``Grant`` entity for policies).
+
+    It binds one ``purpose``, a validity window ``[valid_from, valid_until)``, the
+    ``datasets`` and dataset ``groups`` it covers, and ``obligations`` (the same names
+    and values as policy annotations, e.g. ``{"epsilon_per_job": "0.5"}``).
+    """
+
+    id: str
+    holder: str
+    purpose: str
+    valid_from: datetime
+    valid_until: datetime
+    datasets: tuple[str, ...]
+    groups: tuple[str, ...]
+    obligations: dict[str, str]
+    status: str
+
+    def attrs(self) -> dict[str, Any]:
+        """The grant as :class:`policies.AccessRequest` takes it (``grants[id]``)."""
+        return {
+            "purpose": self.purpose,
+            "valid_from": self.valid_from,
+            "valid_until": self.valid_until,
+            "status": self.status,
+            "datasets": list(self.datasets),
+            "groups": list(self.groups),
+            "obligations": dict(self.obligations),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "holder": self.holder,
+            "purpose": self.purpose,
+            "valid_from": _iso(self.valid_from),
+            "valid_until": _iso(self.valid_until),
+            "datasets": list(self.datasets),
+            "groups": list(self.groups),
+            "obligations": dict(self.obligations),
+            "status": self.status,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Grant:
+        """The inverse of :meth:`to_json` (as the ledger records it)."""
+        return cls(
+            id=str(data["id"]),
+            holder=str(data["holder"]),
+            purpose=str(data["purpose"]),
+            valid_from=parse_expiry(str(data["valid_from"])),
+            valid_until=parse_expiry(str(data["valid_until"])),
+            datasets=tuple(data.get("datasets", ())),
+            groups=tuple(data.get("groups", ())),
+            obligations=dict(data.get("obligations", {})),
+            status=str(data["status"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -169,6 +238,67 @@ class Registry:
                 ),
             )
         return new
+
+    # grants -----------------------------------------------------------------------------
+
+    def issue_grant(self, grant: Grant) -> Grant:
+        """Store a new grant; raises :class:`ConfigError` for a bad or reused id."""
+        if not _GRANT_ID.fullmatch(grant.id):
+            raise ConfigError(
+                f"grant id {grant.id!r}: letters, digits, '.', '_' and '-', e.g. G-2026-014"
+            )
+        if grant.status not in GRANT_STATUSES:
+            raise ConfigError(f"grant status must be one of {', '.join(GRANT_STATUSES)}")
+        if not grant.datasets and not grant.groups:
+            raise ConfigError("a grant covers at least one dataset or dataset group")
+        for group in grant.groups:
+            if not _GROUP.fullmatch(group):
+                raise ConfigError(f"group {group!r}: lower case letters, digits and _ only")
+        document = json.dumps(grant.to_json(), sort_keys=True)
+        with self._lock:
+            try:
+                self._db.execute(
+                    "INSERT INTO grants VALUES (?,?,?,?,?)",
+                    (grant.id, grant.holder, document, grant.status, _iso(datetime.now(UTC))),
+                )
+            except sqlite3.IntegrityError:
+                raise ConfigError(f"grant {grant.id!r} already exists; issue a new id") from None
+        return grant
+
+    def set_grant_status(self, grant_id: str, status: str) -> Grant:
+        """Revoke or reinstate a grant; raises :class:`ConfigError` if there is none."""
+        if status not in GRANT_STATUSES:
+            raise ConfigError(f"grant status must be one of {', '.join(GRANT_STATUSES)}")
+        grant = self.grant(grant_id)
+        updated = Grant(**{**grant.__dict__, "status": status})
+        with self._lock:
+            self._db.execute(
+                "UPDATE grants SET document=?, status=?, updated_at=? WHERE id=?",
+                (
+                    json.dumps(updated.to_json(), sort_keys=True),
+                    status,
+                    _iso(datetime.now(UTC)),
+                    grant_id,
+                ),
+            )
+        return updated
+
+    def grant(self, grant_id: str) -> Grant:
+        """The grant; raises :class:`ConfigError` if there is none."""
+        with self._lock:
+            row = self._db.execute("SELECT document FROM grants WHERE id=?", (grant_id,)).fetchone()
+        if row is None:
+            raise ConfigError(f"no grant {grant_id!r}")
+        return Grant.from_json(json.loads(row[0]))
+
+    def grants(self, holder: str | None = None) -> list[Grant]:
+        """Every grant (or every grant of ``holder``), by id."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT document FROM grants WHERE (?1 IS NULL OR holder=?1) ORDER BY id",
+                (holder,),
+            ).fetchall()
+        return [Grant.from_json(json.loads(r[0])) for r in rows]
 
     # datasets ---------------------------------------------------------------------------
 

@@ -14,8 +14,9 @@ reviewer counts once; one rejection rejects; approval needs ``required_reviewers
 distinct approvals (from the policy's ``@review`` obligation; two when the policy says
 nothing: the two-person rule is the default, never zero); only the requester may run
 it, on the proposal's datasets and purpose, and only while the stored template still
-hashes to the approved hash. Reviewer names are those given at the bureau's console
-(local access to the home), not separately authenticated.
+hashes to the approved hash. This store records the votes it is given; who may vote is
+checked before (:mod:`indomain.approvals`: a review document signed with the reviewer's
+registered key, at the console and over HTTP alike).
 """
 
 from __future__ import annotations
@@ -66,6 +67,12 @@ CREATE TABLE IF NOT EXISTS proposal_votes (
     at TEXT NOT NULL,
     PRIMARY KEY (proposal, reviewer)
 );
+CREATE TABLE IF NOT EXISTS proposal_nonces (
+    enterprise TEXT NOT NULL,
+    nonce TEXT NOT NULL,
+    seen_at TEXT NOT NULL,
+    PRIMARY KEY (enterprise, nonce)
+);
 CREATE TABLE IF NOT EXISTS reviewers (
     name TEXT PRIMARY KEY,
     public_key BLOB NOT NULL,
@@ -98,14 +105,21 @@ class Proposal:
     status: str
     approvals: tuple[str, ...] = ()
     rejections: tuple[str, ...] = ()
+    kind: str = KIND
+    # for a computation module (see indomain.modules): its source, which reviewers read
+    module: str = ""
 
     def to_json(self) -> dict[str, Any]:
+        shape: dict[str, Any] = (
+            {"module": self.module}
+            if self.kind != KIND
+            else {"template": self.template, "parameters": dict(self.parameters)}
+        )
         return {
             "id": self.id,
-            "kind": KIND,
+            "kind": self.kind,
             "name": self.name,
-            "template": self.template,
-            "parameters": dict(self.parameters),
+            **shape,
             "requester": self.requester,
             "purpose": self.purpose,
             "datasets": list(self.datasets),
@@ -184,6 +198,16 @@ def check_proposal(
     return tuple(sorted({c.name for c in tree.find_all(exp.Column)}))
 
 
+def check_columns(columns: Any) -> None:
+    """A module proposal's declared columns: a non-empty list of column names."""
+    if (
+        not isinstance(columns, list | tuple)
+        or not columns
+        or not all(isinstance(c, str) and _NAME.fullmatch(c) for c in columns)
+    ):
+        raise ProposalError("columns: name every dataset column the module reads")
+
+
 def render(proposal: Proposal, values: Any) -> str:
     """The template with each placeholder replaced by its value as a SQL literal.
 
@@ -251,7 +275,6 @@ class ReviewStore:
         )
         if required_reviewers < 1:
             raise ProposalError("a proposal needs at least one reviewer")
-        proposal_id = "prop_" + secrets.token_hex(16)
         document = {
             "name": name,
             "template": template,
@@ -262,6 +285,50 @@ class ReviewStore:
             "expected_epsilon": str(expected_epsilon),
         }
         digest = code_hash(name, template, parameters)
+        return self._insert(document, digest, requester, required_reviewers)
+
+    def add_module(
+        self,
+        *,
+        requester: str,
+        kind: str,
+        name: str,
+        source: str,
+        code_hash: str,
+        purpose: str,
+        datasets: tuple[str, ...],
+        columns: tuple[str, ...],
+        expected_epsilon: str,
+        required_reviewers: int,
+    ) -> Proposal:
+        """Store a checked computation-module proposal (see :mod:`indomain.modules`)
+        under ``code_hash``, the hash of its exact bytes; raises :class:`ProposalError`."""
+        check_proposal(
+            name=name,
+            template="SELECT 1",
+            parameters={},
+            datasets=datasets,
+            purpose=purpose,
+            expected_epsilon=expected_epsilon,
+        )
+        check_columns(columns)
+        if required_reviewers < 1:
+            raise ProposalError("a proposal needs at least one reviewer")
+        document = {
+            "kind": kind,
+            "name": name,
+            "module": source,
+            "purpose": purpose,
+            "datasets": sorted(set(datasets)),
+            "columns": sorted(set(columns)),
+            "expected_epsilon": str(expected_epsilon),
+        }
+        return self._insert(document, code_hash, requester, required_reviewers)
+
+    def _insert(
+        self, document: dict[str, Any], digest: str, requester: str, required_reviewers: int
+    ) -> Proposal:
+        proposal_id = "prop_" + secrets.token_hex(16)
         with self._lock:
             self._db.execute(
                 "INSERT INTO proposals VALUES (?,?,?,?,?,?,?)",
@@ -276,6 +343,18 @@ class ReviewStore:
                 ),
             )
         return self.get(proposal_id)
+
+    def claim_nonce(self, enterprise: str, nonce: str) -> bool:
+        """Record a signed proposal's nonce; ``False`` if the enterprise already used it
+        (the proposal is a replay). Kept forever, like job nonces."""
+        with self._lock:
+            try:
+                self._db.execute(
+                    "INSERT INTO proposal_nonces VALUES (?,?,?)", (enterprise, nonce, _now())
+                )
+            except sqlite3.IntegrityError:
+                return False
+        return True
 
     def add_reviewer(self, name: str, public_key: bytes) -> None:
         """Register a reviewer's raw Ed25519 public key (for reviews over HTTP)."""
@@ -316,8 +395,10 @@ class ReviewStore:
         return Proposal(
             id=proposal_id,
             name=doc["name"],
-            template=doc["template"],
-            parameters=doc["parameters"],
+            template=doc.get("template", ""),
+            parameters=doc.get("parameters", {}),
+            kind=doc.get("kind", KIND),
+            module=doc.get("module", ""),
             requester=row[2],
             purpose=doc["purpose"],
             datasets=tuple(doc["datasets"]),
@@ -401,7 +482,11 @@ def runnable(proposal: Proposal, *, enterprise: str, dataset: str, purpose: str)
     """Raise :class:`ProposalError` unless ``enterprise`` may run ``proposal`` now."""
     if proposal.status != "approved":
         raise ProposalError(f"proposal {proposal.id} is {proposal.status}, not approved")
-    if proposal.code_hash != code_hash(proposal.name, proposal.template, proposal.parameters):
+    # A module's stored bytes are checked against its hash where it is loaded
+    # (indomain.modules.ModuleStore.verified); a template is re-hashed here.
+    if proposal.kind == KIND and proposal.code_hash != code_hash(
+        proposal.name, proposal.template, proposal.parameters
+    ):
         raise ProposalError(f"proposal {proposal.id} no longer matches its approved code hash")
     if enterprise != proposal.requester:
         raise ProposalError(f"proposal {proposal.id} was not approved for this enterprise")

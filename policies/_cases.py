@@ -7,6 +7,10 @@
         Acme Credit: {licence_number: L-1, licence_expires: 2027-12-31, status: active}
       datasets:
         residents: {sensitivity: 2, groups: [household]}
+      grants:                      # grants the bureau issued (Grant entities)
+        G-2026-014: {holder: Acme Credit, purpose: credit_risk_model,
+                     valid_from: 2026-01-01, valid_until: 2027-01-01,
+                     datasets: [residents], obligations: {epsilon_per_job: "0.5"}}
     cases:
       - name: Acme may aggregate residents for its credit model
         request: {enterprise: Acme Credit, computation: aggregate, dataset: residents,
@@ -16,7 +20,9 @@
                  obligations: {min_group_size: "10"}}
 
 An enterprise or dataset not listed gets what the registry gives the unknown: status
-``unlicensed`` and sensitivity 4. Unknown keys anywhere are an error, not ignored.
+``unlicensed`` and sensitivity 4; a grant's ``status`` is ``active`` unless given, and
+``datasets``, ``groups`` and ``obligations`` are empty unless given. Unknown keys
+anywhere are an error, not ignored.
 ``policies`` and ``obligations`` in ``expect`` are compared exactly when present.
 """
 
@@ -75,9 +81,10 @@ def requests_from(document: Any) -> list[tuple[str, AccessRequest, Mapping[str, 
     """Parse a cases document into ``(name, request, expect)``; raises :class:`PolicyError`."""
     _keys(document, {"entities", "cases"}, "document", {"cases"})
     entities = document.get("entities") or {}
-    _keys(entities, {"enterprises", "datasets"}, "entities")
+    _keys(entities, {"enterprises", "datasets", "grants"}, "entities")
     enterprises = entities.get("enterprises") or {}
     datasets = entities.get("datasets") or {}
+    grants = _grants(entities.get("grants") or {})
     cases = document["cases"]
     if not isinstance(cases, list) or not cases:
         raise PolicyError("cases: must be a non-empty list (no cases is not a pass)")
@@ -125,6 +132,9 @@ def requests_from(document: Any) -> list[tuple[str, AccessRequest, Mapping[str, 
             epsilon=None if r.get("epsilon") is None else Decimal(str(r["epsilon"])),
             columns=tuple(str(c) for c in r.get("columns", [])),
             result_size=r.get("result_size"),
+            grants={
+                gid: attrs for gid, (holder, attrs) in grants.items() if holder == r["enterprise"]
+            },
         )
         expect = case["expect"]
         _keys(
@@ -133,6 +143,38 @@ def requests_from(document: Any) -> list[tuple[str, AccessRequest, Mapping[str, 
         if expect["decision"] not in ("allow", "deny"):
             raise PolicyError(f"{name}: expect.decision must be allow or deny")
         out.append((name, request, expect))
+    return out
+
+
+def _grants(document: Any) -> dict[str, tuple[str, dict[str, Any]]]:
+    """``id -> (holder, attributes)`` of the grants in a cases document."""
+    if not isinstance(document, Mapping):
+        raise PolicyError("entities.grants: must be a mapping of grant id to grant")
+    out = {}
+    for gid, g in document.items():
+        where = f"grant {gid}"
+        _keys(
+            g,
+            {"holder", "purpose", "valid_from", "valid_until", "status", "datasets", "groups"}
+            | {"obligations"},
+            where,
+            {"holder", "purpose", "valid_from", "valid_until"},
+        )
+        obligations = g.get("obligations") or {}
+        if not isinstance(obligations, Mapping):
+            raise PolicyError(f"{where}: obligations must be a mapping")
+        out[str(gid)] = (
+            str(g["holder"]),
+            {
+                "purpose": str(g["purpose"]),
+                "valid_from": _time(g["valid_from"], f"{where}: valid_from"),
+                "valid_until": _time(g["valid_until"], f"{where}: valid_until"),
+                "status": str(g.get("status", "active")),
+                "datasets": [str(d) for d in g.get("datasets") or []],
+                "groups": [str(d) for d in g.get("groups") or []],
+                "obligations": {str(k): str(v) for k, v in obligations.items()},
+            },
+        )
     return out
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import cedarpy
 
+from policies._entities import probe_entities
 from policies._errors import PolicyInvalid
 from policies._obligations import check_annotations, obligations_of
 
@@ -32,6 +33,7 @@ POLICY_SUFFIX = ".cedar"
 _CACHE_SIZE = 16
 
 _PRINCIPAL_CACHE = 4096
+_ENTITIES_CACHE = 4096
 
 _POSITIONAL_ID = re.compile(r"policy(\d+)")
 
@@ -48,29 +50,74 @@ class Compiled:
     # @id -> its normalised obligations (see policies._obligations)
     obligations: Mapping[str, Mapping[str, str]]
     # principal uid -> the policies that can match it (see for_principal)
-    _by_principal: dict[tuple[str, str], cedarpy.PolicySet] = field(
+    # @id -> the grant its principal scope names (``principal in Grant::"G"``)
+    grant_scopes: Mapping[str, str] = field(default_factory=dict)
+    _by_principal: dict[tuple[str, str, frozenset[tuple[str, str]]], cedarpy.PolicySet] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    # entities JSON -> parsed handle, validated against the schema when first built
+    _entities: dict[str, cedarpy.Entities] = field(default_factory=dict, compare=False, repr=False)
+    # actions whose requests Cedar has checked against the schema (see policies._decide)
+    valid_actions: set[str] = field(default_factory=set, compare=False, repr=False)
+    # registry facts of a request -> (policies that can match, parsed entities)
+    prepared: dict[Any, tuple[cedarpy.PolicySet, cedarpy.Entities]] = field(
         default_factory=dict, compare=False, repr=False
     )
 
-    def for_principal(self, entity_type: str, entity_id: str) -> cedarpy.PolicySet:
+    # (determining policies, their grants' obligations) -> merged obligations
+    merged: dict[Any, Mapping[str, str]] = field(default_factory=dict, compare=False, repr=False)
+
+    def remember(self, cache: dict[Any, Any], key: Any, value: Any) -> None:
+        """Keep ``value`` in one of the bounded caches above, cleared when full."""
+        if len(cache) >= _ENTITIES_CACHE:
+            cache.clear()
+        cache[key] = value
+
+    def entities_handle(self, items: list[dict[str, Any]]) -> cedarpy.Entities:
+        """Cedar's parsed form of ``items``, schema-checked once and then reused.
+
+        Keyed by the exact JSON, so a registry change (a suspension, a new grant, a grant
+        leaving its window) is a different key: nothing stale can be served. Raises
+        ``ValueError`` if the entities do not conform to the schema. A bounded cache,
+        cleared when full.
+        """
+        text = json.dumps(items, separators=(",", ":"), ensure_ascii=False)
+        cached = self._entities.get(text)
+        if cached is None:
+            cached = cedarpy.Entities.from_json_str(text, self.schema)
+            if len(self._entities) >= _ENTITIES_CACHE:
+                self._entities.clear()
+            self._entities[text] = cached
+        return cached
+
+    def for_principal(
+        self, entity_type: str, entity_id: str, ancestors: frozenset[tuple[str, str]] = frozenset()
+    ) -> cedarpy.PolicySet:
         """The policies whose principal scope can match ``entity_type::entity_id``.
 
-        A policy scoped ``principal == X`` can never match another principal, so Cedar
-        need not evaluate it: dropping it changes no decision, no reason and no error
-        (Cedar does not evaluate the condition of a policy whose scope does not match).
-        With one grant per enterprise this keeps a decision's cost flat in the number of
-        enterprises. Cached per principal; a bounded cache, cleared when full.
+        A policy scoped ``principal == X`` can never match another principal, and one
+        scoped ``principal in X`` can match only if X is the principal or one of its
+        ``ancestors`` (its licence and the grants in force: the whole hierarchy above an
+        ``Enterprise``), so Cedar need not evaluate them: dropping them changes no
+        decision, no reason and no error (Cedar does not evaluate the condition of a
+        policy whose scope does not match). With one grant per enterprise this keeps a
+        decision's cost flat in the number of enterprises. Cached per principal and
+        ancestors; a bounded cache, cleared when full.
         """
-        key = (entity_type, entity_id)
+        key = (entity_type, entity_id, ancestors)
         cached = self._by_principal.get(key)
         if cached is not None:
             return cached
         uid = {"type": entity_type, "id": entity_id}
-        subset = {
-            pid: body
-            for pid, body in self.bodies.items()
-            if body.get("principal", {}).get("op") != "==" or body["principal"].get("entity") == uid
-        }
+        reachable = [uid, *({"type": t, "id": i} for t, i in sorted(ancestors))]
+        subset = {}
+        for pid, body in self.bodies.items():
+            scope = body.get("principal", {})
+            if scope.get("op") == "==" and scope.get("entity") != uid:
+                continue
+            if scope.get("op") == "in" and scope.get("entity") not in reachable:
+                continue
+            subset[pid] = body
         document = {"staticPolicies": subset, "templates": {}, "templateLinks": []}
         policy_set = cedarpy.PolicySet.from_json_str(json.dumps(document))
         if len(self._by_principal) >= _PRINCIPAL_CACHE:
@@ -158,7 +205,25 @@ def _compile_cached(files: tuple[tuple[str, str], ...]) -> Compiled:
                 for i, b in static.items()
             }
         ),
+        grant_scopes=MappingProxyType(
+            {i: g for i, b in static.items() if (g := _grant_scope(b)) is not None}
+        ),
     )
+
+
+def _grant_scope(body: Mapping[str, Any]) -> str | None:
+    """The grant a permit's principal scope names (``principal in Grant::"G"``), if any."""
+    scope = body.get("principal", {})
+    entity = scope.get("entity") if isinstance(scope, Mapping) else None
+    if (
+        body.get("effect") == "permit"
+        and scope.get("op") == "in"
+        and isinstance(entity, Mapping)
+        and entity.get("type") == "Grant"
+        and isinstance(entity.get("id"), str)
+    ):
+        return str(entity["id"])
+    return None
 
 
 def _parse_schema(texts: dict[str, str], problems: list[str]) -> cedarpy.Schema | None:
@@ -167,10 +232,23 @@ def _parse_schema(texts: dict[str, str], problems: list[str]) -> cedarpy.Schema 
         problems.append(f"{SCHEMA_FILE}: missing; every policy folder needs its Cedar schema")
         return None
     try:
-        return cedarpy.Schema.from_str(text)
+        schema = cedarpy.Schema.from_str(text)
     except ValueError as exc:
         problems.append(f"{SCHEMA_FILE}: schema does not parse: {exc}")
         return None
+    try:
+        cedarpy.Entities.from_json_str(json.dumps(probe_entities()), schema)
+    except ValueError:
+        problems.append(
+            f"{SCHEMA_FILE}: does not declare the entities the sandbox supplies: "
+            "Enterprise in [Licence, Grant] {licence_number, licence_expires?, status}, "
+            "Licence {number, holder, expires?, status}, Grant {holder, purpose, valid_from, "
+            "valid_until, status, datasets, groups}, DatasetGroup in [Grant] {sensitivity}, "
+            "Dataset in [DatasetGroup, Grant] {sensitivity}; start from "
+            "indomain/demo/policies/schema.cedarschema"
+        )
+        return None
+    return schema
 
 
 def _parse_policy_file(name: str, text: str, problems: list[str]) -> _ParsedFile | None:

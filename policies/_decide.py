@@ -21,21 +21,26 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import ROUND_CEILING, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import Any
 
 import cedarpy
 
+from policies._cache import merged, prepared
+from policies._entities import (
+    ACTIVE,
+    LONG_MAX,
+    PRINCIPAL_TYPE,
+    RESOURCE_TYPE,
+    cedar_request,
+    check_grant,
+    entities,
+    principal_ancestors,
+)
 from policies._errors import PolicyError
-from policies._obligations import merge_obligations
+from policies._obligations import check_annotations
 from policies._policy_set import VERSION_PREFIX, PolicySet
-
-PRINCIPAL_TYPE = "Enterprise"
-RESOURCE_TYPE = "Dataset"
-GROUP_TYPE = "DatasetGroup"
-ACTION_TYPE = "Action"
-ACTIVE = "active"
 
 # Decision codes: stable message ids for every language (see policies._messages).
 ALLOWED = "allowed"
@@ -46,7 +51,6 @@ NOT_EVALUATED = "not_evaluated"
 LICENCE_INACTIVE = "licence_inactive"
 LICENCE_EXPIRED = "licence_expired"
 COLUMNS_NOT_ALLOWED = "columns_not_allowed"
-LONG_MAX = 2**63 - 1  # Cedar's Long
 DECISION_CODES = (
     ALLOWED,
     FORBIDDEN,
@@ -79,7 +83,10 @@ class AccessRequest:
     job asks for, ``None`` for none), ``columns`` (the columns it uses) and
     ``result_size`` (the most rows its result can have, ``None`` when unknown, which
     Cedar sees as the largest Long so that a size limit fails closed) become
-    ``context.job``. Raises :class:`PolicyError` on a malformed value.
+    ``context.job``. ``grants`` maps the id of each grant the bureau issued to the
+    enterprise onto its ``purpose``, ``valid_from``, ``valid_until``, ``status``,
+    ``datasets``, ``groups`` and ``obligations`` (see :mod:`policies._entities` for how
+    they become ``Grant`` entities). Raises :class:`PolicyError` on a malformed value.
     """
 
     enterprise: str
@@ -93,6 +100,7 @@ class AccessRequest:
     epsilon: Decimal | None = None
     columns: tuple[str, ...] = ()
     result_size: int | None = None
+    grants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         for name in ("enterprise", "computation", "dataset", "purpose"):
@@ -133,6 +141,15 @@ class AccessRequest:
             or not 0 <= self.result_size <= LONG_MAX
         ):
             raise PolicyError("AccessRequest.result_size must be a whole number >= 0, or None")
+        grants = _frozen_mapping(self.grants, "grants")
+        checked = {}
+        for grant_id, attrs in grants.items():
+            grant = check_grant(grant_id, attrs)
+            problems = check_annotations(grant["obligations"], effect="permit")
+            if problems:
+                raise PolicyError(f"grant {grant_id!r}: {'; '.join(problems)}")
+            checked[grant_id] = MappingProxyType(grant)
+        object.__setattr__(self, "grants", MappingProxyType(checked))
 
 
 @dataclass(frozen=True)
@@ -209,13 +226,27 @@ def decide(policy_set: PolicySet | None, request: AccessRequest) -> Decision:
         return guard
     try:
         handles = policy_set._handles()
+        action = request.computation
+        checked = action in handles.valid_actions
+        try:
+            subset, parsed = prepared(handles, request)
+        except ValueError:  # let Cedar say what does not conform, and deny below
+            items = entities(request)
+            subset = handles.for_principal(
+                PRINCIPAL_TYPE, request.enterprise, principal_ancestors(items)
+            )
+            parsed, checked = items, False
         result = cedarpy.is_authorized(
-            _cedar_request(request),
-            handles.for_principal(PRINCIPAL_TYPE, request.enterprise),
-            _entities(request),
-            schema=handles.schema,
+            cedar_request(request),
+            subset,
+            parsed,
+            # Cedar checks the request against the schema once per action: every request
+            # we build has the same Cedar types, so only the action can make it fail.
+            schema=None if checked else handles.schema,
         )
         verdict = result.decision
+        if not checked and verdict is not cedarpy.Decision.NoDecision:
+            handles.valid_actions.add(action)
         reasons = result.diagnostics.reasons
         annotations = result.diagnostics.id_annotations_by_reason
         errors = tuple(str(e) for e in result.diagnostics.errors)
@@ -223,10 +254,9 @@ def decide(policy_set: PolicySet | None, request: AccessRequest) -> Decision:
         return _refusal(request, version, (f"request could not be evaluated: {exc}",))
 
     determining = tuple(str(annotations.get(r, r)) for r in reasons)
-    named = ", ".join(determining)
     if verdict is cedarpy.Decision.Allow and determining and not errors:
         try:
-            obligations = merge_obligations(handles.obligations[p] for p in determining)
+            obligations = merged(handles, request, determining)
         except KeyError:  # a reason we cannot map to a policy: never allow on a guess
             return _refusal(request, version, ("determining policy not in the set",))
         if "allowed_columns" in obligations:
@@ -245,21 +275,12 @@ def decide(policy_set: PolicySet | None, request: AccessRequest) -> Decision:
                     policy_version=version,
                     code=COLUMNS_NOT_ALLOWED,
                     details={
-                        "policies": named,
+                        "policies": ", ".join(determining),
                         "allowed": ", ".join(sorted(allowed)) or "-",
                         "columns": ", ".join(outside),
                     },
                 )
-        return Decision(
-            allowed=True,
-            determining_policies=determining,
-            reason=f"allowed by {_name_policies(determining)}",
-            errors=(),
-            policy_version=version,
-            obligations=obligations,
-            code=ALLOWED,
-            details={"policies": named},
-        )
+        return _allow(handles, version, determining, obligations)
     if verdict is cedarpy.Decision.Deny and determining:
         return Decision(
             allowed=False,
@@ -268,7 +289,7 @@ def decide(policy_set: PolicySet | None, request: AccessRequest) -> Decision:
             errors=errors,
             policy_version=version,
             code=FORBIDDEN,
-            details={"policies": named},
+            details={"policies": ", ".join(determining)},
         )
     if errors:
         return _refusal(request, version, errors)
@@ -283,9 +304,41 @@ def decide(policy_set: PolicySet | None, request: AccessRequest) -> Decision:
     )
 
 
+def _allow(
+    handles: Any, version: str, determining: tuple[str, ...], obligations: Mapping[str, str]
+) -> Decision:
+    """The allow :class:`Decision`; it depends on nothing but its arguments, so equal
+    allows share one immutable value (cached per policy version)."""
+    key = ("allow", determining, tuple(obligations.items()))
+    cached: Decision | None = handles.merged.get(key)
+    if cached is None:
+        cached = Decision(
+            allowed=True,
+            determining_policies=determining,
+            reason=f"allowed by {_name_policies(determining)}",
+            errors=(),
+            policy_version=version,
+            obligations=obligations,
+            code=ALLOWED,
+            details={"policies": ", ".join(determining)},
+        )
+        handles.remember(handles.merged, key, cached)
+    return cached
+
+
 def _licence_guard(request: AccessRequest, version: str) -> Decision | None:
     """Deny a suspended, unknown or expired licence before any policy is consulted."""
     status = request.enterprise_attrs.get("status")
+    expires = request.enterprise_attrs.get("licence_expires")
+    if status == ACTIVE and (
+        expires is None
+        or (
+            isinstance(expires, datetime)
+            and expires.utcoffset() is not None
+            and request.time < expires
+        )
+    ):
+        return None  # the common case, decided without building any message
     details = {**_describe_details(request), "status": str(status)}
     if status != ACTIVE:
         return Decision(
@@ -300,7 +353,6 @@ def _licence_guard(request: AccessRequest, version: str) -> Decision | None:
             code=LICENCE_INACTIVE,
             details=details,
         )
-    expires = request.enterprise_attrs.get("licence_expires")
     if expires is not None:
         if not isinstance(expires, datetime) or expires.utcoffset() is None:
             return _refusal(request, version, ("licence_expires must be an aware datetime",))
@@ -364,82 +416,3 @@ def _name(text: str) -> str:
 def _name_policies(ids: Sequence[str]) -> str:
     noun = "policy" if len(ids) == 1 else "policies"
     return f"{noun} " + ", ".join(_quote(i) for i in ids)
-
-
-def _uid(entity_type: str, entity_id: str) -> dict[str, str]:
-    # Structured uids, never Cedar text: a name cannot inject syntax.
-    return {"type": entity_type, "id": entity_id}
-
-
-def _cedar_datetime(moment: datetime) -> dict[str, Any]:
-    """Cedar ``datetime`` (millisecond precision, UTC) in Cedar's JSON extension form.
-
-    Truncating to milliseconds never moves a time past an expiry boundary, since Cedar
-    datetimes in policies have at most millisecond precision too.
-    """
-    utc = moment.astimezone(UTC)
-    text = (
-        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T"
-        f"{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}.{utc.microsecond // 1000:03d}Z"
-    )
-    return {"__extn": {"fn": "datetime", "arg": text}}
-
-
-def _cedar_value(value: Any) -> Any:
-    if isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, datetime):
-        if value.utcoffset() is None:
-            raise PolicyError("entity attribute datetimes must be timezone-aware")
-        return _cedar_datetime(value)
-    if isinstance(value, Decimal):
-        return _cedar_decimal(value)
-    if isinstance(value, Mapping):
-        return {str(k): _cedar_value(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_cedar_value(v) for v in value]
-    raise PolicyError(f"entity attribute of type {type(value).__name__} has no Cedar form")
-
-
-def _cedar_decimal(value: Decimal) -> dict[str, Any]:
-    """Cedar ``decimal`` (at most 4 places), rounded *up*: a job asking epsilon 0.50001
-    must not pass a ``lessThanOrEqual(decimal("0.5"))`` test."""
-    rounded = value.quantize(Decimal("0.0001"), rounding=ROUND_CEILING)
-    return {"__extn": {"fn": "decimal", "arg": f"{rounded:f}"}}
-
-
-def _cedar_request(request: AccessRequest) -> dict[str, Any]:
-    epsilon = request.epsilon if request.epsilon is not None else Decimal(0)
-    return {
-        "principal": _uid(PRINCIPAL_TYPE, request.enterprise),
-        "action": _uid(ACTION_TYPE, request.computation),
-        "resource": _uid(RESOURCE_TYPE, request.dataset),
-        "context": {
-            "purpose": request.purpose,
-            "now": _cedar_datetime(request.time),
-            "job": {
-                "epsilon": _cedar_decimal(epsilon),
-                "columns": list(request.columns),
-                "result_size": LONG_MAX if request.result_size is None else request.result_size,
-            },
-        },
-    }
-
-
-def _entities(request: AccessRequest) -> list[dict[str, Any]]:
-    return [
-        {
-            "uid": _uid(PRINCIPAL_TYPE, request.enterprise),
-            "attrs": _cedar_value(request.enterprise_attrs),
-            "parents": [],
-        },
-        {
-            "uid": _uid(RESOURCE_TYPE, request.dataset),
-            "attrs": _cedar_value(request.dataset_attrs),
-            "parents": [_uid(GROUP_TYPE, g) for g in request.dataset_groups],
-        },
-        *(
-            {"uid": _uid(GROUP_TYPE, g), "attrs": _cedar_value(attrs), "parents": []}
-            for g, attrs in request.dataset_groups.items()
-        ),
-    ]

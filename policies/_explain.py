@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cedarpy
 
-from policies._decide import AccessRequest, Decision, _cedar_request, _entities, decide
+from policies._decide import AccessRequest, Decision, decide
+from policies._entities import cedar_request, entities, grant_state
 from policies._policy_set import PolicySet
 
 _SCOPE = "scope"
@@ -53,6 +54,8 @@ class Explanation:
 
     decision: Decision
     matched: tuple[PolicyCheck, ...]
+    # each registry grant the enterprise holds -> "in force" or why not
+    grants: Mapping[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         d = self.decision
@@ -73,6 +76,7 @@ class Explanation:
                 }
                 for p in self.matched
             ],
+            "grants": dict(self.grants),
         }
 
 
@@ -80,6 +84,10 @@ def explain(policy_set: PolicySet, request: AccessRequest) -> Explanation:
     """Decide ``request`` and explain it. Never raises for a refusal; an evaluation error
     marks the conditions it touched as ``holds=None``."""
     decision = decide(policy_set, request)
+    grants = {
+        g: grant_state(a, purpose=request.purpose, time=request.time)
+        for g, a in request.grants.items()
+    }
     bodies = policy_set._handles().bodies
     variants: dict[str, dict[str, Any]] = {}
     parts: dict[str, list[Any]] = {}
@@ -94,15 +102,15 @@ def explain(policy_set: PolicySet, request: AccessRequest) -> Explanation:
             json.dumps({"staticPolicies": variants, "templates": {}, "templateLinks": []})
         )
         result = cedarpy.is_authorized(
-            _cedar_request(request),
+            cedar_request(request),
             combined,
-            _entities(request),
+            entities(request),
             schema=policy_set._handles().schema,
         )
         held = set(result.diagnostics.reasons)
         erred = " ".join(str(e) for e in result.diagnostics.errors)
     except Exception:  # explanation is best effort; the decision above stands
-        return Explanation(decision=decision, matched=())
+        return Explanation(decision=decision, matched=(), grants=grants)
     matched = []
     for pid, body in bodies.items():
         if _vid(pid, _SCOPE) not in held:
@@ -115,7 +123,7 @@ def explain(policy_set: PolicySet, request: AccessRequest) -> Explanation:
         matched.append(
             PolicyCheck(policy=pid, effect=str(body.get("effect")), conditions=tuple(checks))
         )
-    return Explanation(decision=decision, matched=tuple(matched))
+    return Explanation(decision=decision, matched=tuple(matched), grants=grants)
 
 
 def _vid(pid: str, part: str) -> str:

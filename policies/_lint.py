@@ -4,6 +4,10 @@
 * ``no-purpose``: a permit that never tests ``context.purpose`` (a grant binds a purpose);
 * ``no-expiry``: a permit that never tests ``context.now`` (a grant binds a validity window).
 
+A permit scoped ``principal in Grant::"G"`` is bound to the registry grant's purpose and
+window (the principal is in the grant only while it is in force for the job's purpose),
+so neither ``no-purpose`` nor ``no-expiry`` applies to it.
+
 Findings are warnings: the set is still valid. ``indomain policy validate --strict``
 refuses a set with any finding.
 """
@@ -34,6 +38,7 @@ class LintFinding:
 def lint(policy_set: PolicySet) -> tuple[LintFinding, ...]:
     """Every finding in ``policy_set``, in policy order."""
     bodies = policy_set._handles().bodies
+    grant_scoped = policy_set._handles().grant_scopes
     forbids = [
         (pid, body)
         for pid, body in bodies.items()
@@ -54,6 +59,8 @@ def lint(policy_set: PolicySet) -> tuple[LintFinding, ...]:
                 )
                 break
         conditions = body.get("conditions", [])
+        if pid in grant_scoped:
+            continue
         if not _mentions(conditions, "purpose"):
             findings.append(
                 LintFinding(

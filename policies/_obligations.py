@@ -130,6 +130,9 @@ def obligations_of(annotations: Mapping[str, object]) -> dict[str, str]:
 
 def merge_obligations(each: Iterable[Mapping[str, str]]) -> Mapping[str, str]:
     """Merge the obligations of every matching permit, strictest value per obligation."""
+    each = list(each)
+    if len(each) == 1:  # one permit: its values are already checked and normalised
+        return MappingProxyType(dict(each[0]))
     values: dict[str, list[str]] = {}
     for one in each:
         for name, value in one.items():

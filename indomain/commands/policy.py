@@ -150,6 +150,7 @@ def policy_check(
     from decimal import Decimal, InvalidOperation
 
     import policies
+    from indomain.policy_requests import registry_request
     from indomain.registry import parse_expiry
 
     _check_lang(lang)
@@ -160,17 +161,13 @@ def policy_check(
             eps = Decimal(epsilon) if epsilon is not None else None
         except InvalidOperation:
             raise policies.PolicyError("--epsilon must be a number") from None
-        licence = sandbox.registry.licence(enterprise)
-        dclass = sandbox.registry.dataset_class(dataset)
-        request = policies.AccessRequest(
+        request = registry_request(
+            sandbox.registry,
             enterprise=enterprise,
             computation=computation,
             dataset=dataset,
             purpose=purpose,
-            time=when,
-            enterprise_attrs=licence.attrs(),
-            dataset_attrs=dclass.attrs(),
-            dataset_groups=dclass.group_attrs(),
+            when=when,
             epsilon=eps,
             columns=tuple(column or ()),
             result_size=result_size,
@@ -211,6 +208,8 @@ def _print_decision(decision: Any, explanation: Any, *, lang: str, as_json: bool
         console.print(f"obligation {name} = {value}", highlight=False)
     if explanation is None:
         return
+    for grant, state in sorted(explanation.grants.items()):
+        console.print(f"grant {grant}: {state}", highlight=False)
     for check in explanation.matched:
         mark = "✓" if check.satisfied else "✗"
         console.print(f"{mark} {check.effect} {check.policy}", highlight=False)
@@ -276,3 +275,100 @@ def _login_name() -> str:
         return getpass.getuser()
     except (OSError, KeyError):
         return "unknown"
+
+
+# grants ------------------------------------------------------------------------------
+
+grant_app = typer.Typer(
+    help="Data bureau: issue, list and revoke grants (Grant entities for policies).",
+    no_args_is_help=True,
+)
+policy_app.add_typer(grant_app, name="grant")
+
+
+@grant_app.command("issue")
+def grant_issue(
+    grant_id: Annotated[str, typer.Argument(help="Grant id, e.g. G-2026-014")],
+    enterprise: Annotated[str, typer.Option(help="The registered enterprise it is issued to")],
+    purpose: Annotated[str, typer.Option(help="The one purpose it serves")],
+    valid_until: Annotated[str, typer.Option(help="End (exclusive): YYYY-MM-DD or RFC 3339")],
+    valid_from: Annotated[
+        str | None, typer.Option(help="Start: YYYY-MM-DD or RFC 3339 [default: now]")
+    ] = None,
+    dataset: Annotated[
+        list[str] | None, typer.Option("--dataset", help="Dataset it covers (repeat)")
+    ] = None,
+    group: Annotated[
+        list[str] | None, typer.Option("--group", help="Dataset group it covers (repeat)")
+    ] = None,
+    obligation: Annotated[
+        list[str] | None,
+        typer.Option("--obligation", help="name=value, e.g. epsilon_per_job=0.5 (repeat)"),
+    ] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Issue a grant; recorded on the ledger, in force from the next decision."""
+    from indomain.errors import ConfigError
+    from indomain.grants import issue_grant
+    from indomain.registry import Grant, parse_expiry
+
+    with errors(), open_sandbox(home) as sandbox:
+        obligations = {}
+        for item in obligation or []:
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"--obligation {item!r}: write name=value")
+            obligations[name.strip()] = value.strip()
+        grant = issue_grant(
+            sandbox,
+            Grant(
+                id=grant_id,
+                holder=enterprise,
+                purpose=purpose,
+                valid_from=parse_expiry(valid_from) if valid_from else datetime.now(UTC),
+                valid_until=parse_expiry(valid_until),
+                datasets=tuple(sorted(set(dataset or []))),
+                groups=tuple(sorted(set(group or []))),
+                obligations=obligations,
+                status="active",
+            ),
+        )
+        console.print(f"issued grant [bold]{grant.id}[/] to {grant.holder} ({grant.purpose})")
+
+
+@grant_app.command("list")
+def grant_list(
+    enterprise: Annotated[str | None, typer.Option(help="Only this holder's grants")] = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List grants with their holder, purpose, window, coverage and status."""
+    from indomain.commands.common import rows_table
+
+    with errors(), open_sandbox(home) as sandbox:
+        grants = [g.to_json() for g in sandbox.registry.grants(enterprise)]
+        if as_json:
+            print(json.dumps(grants, indent=2, ensure_ascii=False))
+            return
+        columns = ["id", "holder", "purpose", "valid_from", "valid_until", "datasets", "groups"]
+        console.print(rows_table([*columns, "obligations", "status"], grants))
+
+
+def _grant_status(grant_id: str, status: str, home: Path | None) -> None:
+    from indomain.grants import set_grant_status
+
+    with errors(), open_sandbox(home) as sandbox:
+        grant = set_grant_status(sandbox, grant_id, status)
+        console.print(f"grant [bold]{grant.id}[/] is now {grant.status}")
+
+
+@grant_app.command("revoke")
+def grant_revoke(grant_id: Annotated[str, typer.Argument()], home: HomeOpt = None) -> None:
+    """Revoke a grant: its permits allow nothing from the next decision on."""
+    _grant_status(grant_id, "revoked", home)
+
+
+@grant_app.command("reinstate")
+def grant_reinstate(grant_id: Annotated[str, typer.Argument()], home: HomeOpt = None) -> None:
+    """Reinstate a revoked grant (its validity window still applies)."""
+    _grant_status(grant_id, "active", home)

@@ -98,11 +98,77 @@ def review_propose(
         console.print(f"proposal {p.id} ({p.code_hash}) needs {p.required_reviewers} reviewers")
 
 
-def _vote(proposal: str, reviewer: str, verdict: str, reason: str, home: Path | None) -> None:
-    from indomain.approvals import review
+@review_app.command("propose-module")
+def review_propose_module(
+    requester: Annotated[str, typer.Option(help="The enterprise proposing it")],
+    name: Annotated[str, typer.Option(help="Computation name")],
+    module: Annotated[Path, typer.Option(help="File with the Python source (defines run)")],
+    purpose: Annotated[str, typer.Option(help="Purpose it serves")],
+    dataset: Annotated[list[str], typer.Option("--dataset", help="Dataset (repeat)")],
+    column: Annotated[list[str], typer.Option("--column", help="Dataset column it reads (repeat)")],
+    epsilon: Annotated[str, typer.Option(help="Expected privacy cost per run")] = "0",
+    home: HomeOpt = None,
+) -> None:
+    """Record a computation-module proposal, hashed over its exact bytes (running approved
+    modules is not implemented yet: see docs/policies.md)."""
+    from indomain.approvals import propose_module
+    from indomain.reviews import ProposalError
 
     with errors(), open_sandbox(home) as sandbox:
-        p = review(sandbox, proposal, reviewer=reviewer, verdict=verdict, reason=reason)
+        try:
+            source = module.read_bytes().decode("utf-8")
+        except OSError as exc:
+            raise ProposalError(f"cannot read {module}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ProposalError(f"{module} is not UTF-8 text") from None
+        p = propose_module(
+            sandbox,
+            requester=requester,
+            name=name,
+            source=source,
+            purpose=purpose,
+            datasets=dataset,
+            columns=column,
+            expected_epsilon=epsilon,
+        )
+        console.print(f"proposal {p.id} ({p.code_hash}) needs {p.required_reviewers} reviewers")
+
+
+ReviewerKeyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--key",
+        envvar="INDOMAIN_REVIEWER_KEY",
+        help="Your Ed25519 private key (PEM), whose public key the bureau registered",
+    ),
+]
+
+
+def _vote(
+    proposal: str, reviewer: str, key: Path | None, verdict: str, reason: str, home: Path | None
+) -> None:
+    from datetime import UTC, datetime
+
+    from indomain.approvals import load_reviewer_key, review_document, sign_review, signed_review
+    from indomain.reviews import ProposalError
+
+    with errors(), open_sandbox(home) as sandbox:
+        if key is None:
+            raise ProposalError(
+                "a vote must be signed: give --key with your reviewer private key (the one "
+                "whose public key was registered with `indomain review register-reviewer`)"
+            )
+        private = load_reviewer_key(key)
+        document = review_document(
+            sandbox.reviews.get(proposal),
+            reviewer=reviewer,
+            verdict=verdict,
+            reason=reason,
+            issued_at=datetime.now(UTC),
+        )
+        # The same signed document POST /v1/reviews takes, verified against the
+        # registered key before anything is recorded.
+        p = signed_review(sandbox, document, sign_review(document, private))
         console.print(
             f"{p.id}: {p.status} ({len(p.approvals)}/{p.required_reviewers} approvals), "
             f"code {p.code_hash}"
@@ -113,11 +179,12 @@ def _vote(proposal: str, reviewer: str, verdict: str, reason: str, home: Path | 
 def review_approve(
     proposal: Annotated[str, typer.Argument()],
     reviewer: ReviewerOpt,
+    key: ReviewerKeyOpt = None,
     reason: Annotated[str, typer.Option(help="Why")] = "",
     home: HomeOpt = None,
 ) -> None:
-    """Approve; the proposal becomes runnable once enough distinct reviewers approve."""
-    _vote(proposal, reviewer, "approve", reason, home)
+    """Approve (signed with --key); runnable once enough distinct reviewers approve."""
+    _vote(proposal, reviewer, key, "approve", reason, home)
 
 
 @review_app.command("reject")
@@ -125,10 +192,11 @@ def review_reject(
     proposal: Annotated[str, typer.Argument()],
     reviewer: ReviewerOpt,
     reason: Annotated[str, typer.Option(help="Why (shown to the requester)")],
+    key: ReviewerKeyOpt = None,
     home: HomeOpt = None,
 ) -> None:
-    """Reject; one rejection is final."""
-    _vote(proposal, reviewer, "reject", reason, home)
+    """Reject (signed with --key); one rejection is final."""
+    _vote(proposal, reviewer, key, "reject", reason, home)
 
 
 @review_app.command("register-reviewer")

@@ -96,7 +96,7 @@ def test_validate_lints_and_strict_refuses(tmp_path: Path) -> None:
 def test_policy_test_runs_the_authors_cases(tmp_path: Path) -> None:
     result = invoke("policy", "test", BUREAU)
     assert result.exit_code == 0, result.output
-    assert "10 passed, 0 failed" in result.output
+    assert "14 passed, 0 failed" in result.output
     wrong = tmp_path / "wrong.yaml"
     wrong.write_text(
         "cases:\n  - request: {enterprise: Acme Credit, computation: aggregate, dataset: residents,"
@@ -137,10 +137,20 @@ def test_apply_records_author_and_diff_and_diff_replays_the_ledger(home: Path) -
         sandbox.apply_policies(DEMO, author="li.wei")
 
 
-def test_an_invalid_folder_is_never_applied(home: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "text",
+    [
+        '@id("x") @budget("lots") permit (principal, action, resource);',
+        # a grant-scoped permit reading an attribute the Grant entity does not have
+        '@id("x") permit (principal in Grant::"G-1", action, resource in Grant::"G-1")\n'
+        'when { Grant::"G-1".valid_to > context.now };',
+    ],
+    ids=["bad-obligation", "bad-grant-attribute"],
+)
+def test_an_invalid_folder_is_never_applied(home: Path, tmp_path: Path, text: str) -> None:
     bad = tmp_path / "bad"
     shutil.copytree(DEMO, bad)
-    (bad / "x.cedar").write_text('@id("x") @budget("lots") permit (principal, action, resource);')
+    (bad / "x.cedar").write_text(text)
     with Sandbox.open(home) as sandbox:
         before = sandbox.policy_set
         size = sandbox.ledger.size

@@ -197,8 +197,9 @@ def test_attributes_without_a_cedar_form_deny_with_an_error() -> None:
 
 def test_declared_attributes_are_passed_to_cedar() -> None:
     schema = SCHEMA.replace(
-        "entity Dataset in [DatasetGroup] {\n",
-        "entity Dataset in [DatasetGroup] {\n  classification?: String,\n  opened?: datetime,\n",
+        "entity Dataset in [DatasetGroup, Grant] {\n",
+        "entity Dataset in [DatasetGroup, Grant] {\n"
+        "  classification?: String,\n  opened?: datetime,\n",
     )
     assert schema != SCHEMA
     policy_set = PolicySet.from_files(

@@ -163,11 +163,11 @@ def test_undeclared_entity_type_is_refused() -> None:
     error = invalid(
         {
             "schema.cedarschema": SCHEMA,
-            "bad.cedar": '@id("lic") permit (principal is Licence, action, resource);',
+            "bad.cedar": '@id("lic") permit (principal is Licensee, action, resource);',
         }
     )
     assert any(
-        p.startswith('bad.cedar: policy "lic"') and "Licence" in p for p in error.problems
+        p.startswith('bad.cedar: policy "lic"') and "Licensee" in p for p in error.problems
     ), error.problems
 
 

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 import indomain
 from policies import AccessRequest, PolicySet, decide
-from policies._decide import _cedar_request, _entities
+from policies._entities import cedar_request as _cedar_request
+from policies._entities import entities as _entities
 
 BUREAU = PolicySet.load(Path(indomain.__file__).parent / "demo" / "bureau")
 NAMES = ["Acme Credit", "Beta Analytics", "Gamma Insights", "Delta", 'Acme Credit"']

@@ -1,0 +1,126 @@
+"""Proposed computation modules: Python source reviewed and approved by its exact bytes.
+
+A module proposal carries the source text of a new computation. Its code hash is
+``"sha256:" + hex`` of SHA-256 over the exact UTF-8 bytes: one changed byte, even in a
+comment, is a new computation that needs its own approval. The bytes are stored in the
+home, content-addressed (``modules/<hex>.py``, mode 0600, never overwritten), and a job
+that names an approved module is refused unless the stored bytes still hash to the
+approved hash.
+
+What is NOT done: running an approved module. Executing reviewed but arbitrary Python
+inside the enclave worker needs a sandbox of its own (no imports beyond a whitelist, no
+file or network access, resource limits, a data-source interface that returns only what
+the privacy checks allow) that does not exist yet. Until it does, a job naming an
+approved, intact module is refused with ``module_not_executable``, after every check
+above has passed; nothing pretends to run it.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from indomain.reviews import ProposalError
+
+MODULE_KIND = "computation_module"
+MAX_MODULE_BYTES = 64 * 1024
+ENTRY_POINT = "run"
+_HASH = re.compile(r"sha256:([0-9a-f]{64})")
+
+
+class ModuleNotExecutable(ProposalError):
+    """An approved, intact module was named by a job, but modules cannot run yet."""
+
+    code = "module_not_executable"
+
+
+def module_hash(data: bytes) -> str:
+    """``"sha256:" + hex`` of SHA-256 over ``data``, the exact bytes reviewers approve."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def check_module(source: str) -> bytes:
+    """The module's exact bytes, after checking it is reviewable Python; raises
+    :class:`ProposalError`.
+
+    It must be UTF-8 text of at most 64 KiB that parses as Python and defines a
+    top-level ``def run(...)`` (the entry point a future runner will call). Parsing
+    never executes anything.
+    """
+    if not isinstance(source, str) or not source.strip():
+        raise ProposalError("module: the Python source of the computation, not empty")
+    try:
+        data = source.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProposalError("module: not encodable as UTF-8 (a lone surrogate?)") from None
+    if len(data) > MAX_MODULE_BYTES:
+        raise ProposalError(f"module: at most {MAX_MODULE_BYTES} bytes of source")
+    try:
+        tree = ast.parse(data, filename="<proposed module>")
+    except (SyntaxError, ValueError) as exc:
+        line = getattr(exc, "lineno", None)
+        where = f" at line {line}" if line else ""
+        raise ProposalError(f"module: not valid Python{where}") from None
+    if not any(
+        isinstance(node, ast.FunctionDef) and node.name == ENTRY_POINT for node in tree.body
+    ):
+        raise ProposalError(f"module: define a top-level function {ENTRY_POINT}(...)")
+    return data
+
+
+class ModuleStore:
+    """Approved and proposed module sources in ``<home>/modules``, by their hash."""
+
+    def __init__(self, directory: Path) -> None:
+        self._dir = Path(directory)
+
+    def path(self, code_hash: str) -> Path:
+        match = _HASH.fullmatch(code_hash)
+        if match is None:
+            raise ProposalError(f"not a module code hash: {code_hash!r}")
+        return self._dir / f"{match.group(1)}.py"
+
+    def save(self, data: bytes) -> str:
+        """Store ``data`` under its hash (once; an existing file is kept) and return it."""
+        digest = module_hash(data)
+        target = self.path(digest)
+        try:
+            self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if target.exists():
+                return digest
+            fd, tmp = tempfile.mkstemp(dir=self._dir, prefix=".module.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.chmod(tmp, 0o600)
+                os.replace(tmp, target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+        except OSError as exc:
+            raise ProposalError(f"cannot store the module: {exc.strerror or exc}") from None
+        return digest
+
+    def verified(self, code_hash: str) -> bytes:
+        """The stored bytes of the module approved as ``code_hash``; raises
+        :class:`ProposalError` if they are missing or no longer hash to it."""
+        try:
+            data = self.path(code_hash).read_bytes()
+        except OSError:
+            raise ProposalError(
+                f"the approved module {code_hash} is missing from the home: propose it again"
+            ) from None
+        if module_hash(data) != code_hash:
+            raise ProposalError(
+                f"the stored module no longer hashes to its approved hash {code_hash}: "
+                "it was changed after approval; a changed module is a new computation"
+            )
+        return data

@@ -1,0 +1,246 @@
+"""Computation-module proposals: stored by the hash of their exact bytes, reviewed, and
+pinned to that hash. Running an approved module is not implemented: a job naming one is
+refused after every check, and says so."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+import indomain
+from gateway import JobDocument
+from indomain.approvals import module_store, propose_module, review
+from indomain.cli import app
+from indomain.modules import MAX_MODULE_BYTES
+from indomain.reviews import ProposalError
+from indomain.sandbox import Sandbox
+
+BUREAU = Path(indomain.__file__).parent / "demo" / "bureau"
+MODULE = '''"""Mean income per district, for Acme's credit model."""
+
+
+def run(data, params):
+    return data.mean("income", by=["district"])
+'''
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.conftest import build_home
+
+    base = tmp_path_factory.mktemp("modules")
+    sandbox: Any
+    sandbox, _, _ = build_home(base / "home", base / "source", rows=300)
+    sandbox.apply_policies(BUREAU)
+    sandbox.close()
+    return base / "home"
+
+
+def _propose(sandbox: Sandbox, source: str = MODULE, **changes: Any) -> Any:
+    fields: dict[str, Any] = {
+        "requester": "Acme Credit",
+        "name": "district_income",
+        "source": source,
+        "purpose": "credit_risk_model",
+        "datasets": ["residents"],
+        "columns": ["district", "income"],
+        "expected_epsilon": "0.5",
+    }
+    fields.update(changes)
+    return propose_module(sandbox, **fields)
+
+
+def _job(proposal: str, **changes: Any) -> JobDocument:
+    fields: dict[str, Any] = {
+        "enterprise": "Acme Credit",
+        "computation": "aggregate",
+        "dataset": "residents",
+        "purpose": "credit_risk_model",
+        "params": {"proposal": proposal, "values": {}},
+        "nonce": secrets.token_urlsafe(24),
+        "issued_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    fields.update(changes)
+    return JobDocument.model_validate(fields)
+
+
+def _approve(sandbox: Sandbox, proposal: str) -> Any:
+    review(sandbox, proposal, reviewer="wang", verdict="approve")
+    return review(sandbox, proposal, reviewer="zhao", verdict="approve")
+
+
+def test_a_module_is_stored_by_the_hash_of_its_exact_bytes(home: Path) -> None:
+    with Sandbox.open(home) as sandbox:
+        p = _propose(sandbox)
+        digest = "sha256:" + hashlib.sha256(MODULE.encode()).hexdigest()
+        assert p.kind == "computation_module" and p.code_hash == digest
+        stored = module_store(sandbox).path(digest)
+        assert stored.read_bytes() == MODULE.encode()
+        assert stat.S_IMODE(stored.stat().st_mode) == 0o600
+        entry = sandbox.ledger.entry(sandbox.ledger.size - 1)
+        assert entry.type == "proposal.submitted"
+        assert entry.fields["kind"] == "computation_module"
+        assert entry.fields["code_hash"] == digest
+        assert list(entry.fields["columns"]) == ["district", "income"]
+
+
+def test_reviewers_see_the_source_requester_purpose_datasets_columns_and_cost(
+    home: Path,
+) -> None:
+    with Sandbox.open(home) as sandbox:
+        p = _propose(sandbox, name="shown_module")
+    shown = CliRunner().invoke(app, ["review", "show", p.id, "--home", str(home)])
+    assert shown.exit_code == 0, shown.output
+    body = json.loads(shown.output)
+    assert body["module"] == MODULE and "template" not in body
+    assert body["requester"] == "Acme Credit" and body["purpose"] == "credit_risk_model"
+    assert body["datasets"] == ["residents"] and body["columns"] == ["district", "income"]
+    assert body["expected_epsilon"] == "0.5" and body["code_hash"] == p.code_hash
+
+
+def test_a_job_naming_a_pending_module_is_refused(home: Path) -> None:
+    with Sandbox.open(home) as sandbox:
+        p = _propose(sandbox, name="pending_module")
+        refused = sandbox.admit(_job(p.id), job_id="m1", signature="s")
+        assert refused.code == "proposal_not_approved" and "pending" in refused.reason
+
+
+def test_an_approved_intact_module_is_verified_then_refused_as_not_executable(
+    home: Path,
+) -> None:
+    with Sandbox.open(home) as sandbox:
+        p = _propose(sandbox, name="approved_module")
+        approved = _approve(sandbox, p.id)
+        assert approved.status == "approved"
+        last = sandbox.ledger.entry(sandbox.ledger.size - 1)
+        assert last.type == "proposal.approved" and last.fields["code_hash"] == p.code_hash
+        refused = sandbox.admit(_job(p.id), job_id="m2", signature="s")
+        assert refused.code == "module_not_executable"
+        assert "verified intact" in refused.reason and "not implemented" in refused.reason
+        # Only the requester, on its datasets and purpose.
+        other = sandbox.admit(_job(p.id, enterprise="Beta Analytics"), job_id="m3", signature="s")
+        assert other.code == "proposal_not_approved"
+        elsewhere = sandbox.admit(_job(p.id, dataset="tax_records"), job_id="m4", signature="s")
+        assert elsewhere.code in ("proposal_not_approved", "unknown_dataset")
+
+
+def test_a_module_changed_after_approval_is_refused(home: Path) -> None:
+    with Sandbox.open(home) as sandbox:
+        source = MODULE + "# v1\n"
+        p = _propose(sandbox, source, name="tampered_module")
+        _approve(sandbox, p.id)
+        stored = module_store(sandbox).path(p.code_hash)
+        stored.write_bytes(source.replace("income", "health_flag").encode())
+        refused = sandbox.admit(_job(p.id), job_id="m5", signature="s")
+        assert refused.code == "proposal_not_approved"
+        assert "no longer hashes to its approved hash" in refused.reason
+        stored.unlink()
+        missing = sandbox.admit(_job(p.id), job_id="m6", signature="s")
+        assert missing.code == "proposal_not_approved" and "missing" in missing.reason
+
+
+def test_a_changed_module_is_a_new_computation_needing_its_own_approval(home: Path) -> None:
+    with Sandbox.open(home) as sandbox:
+        first = _propose(sandbox, MODULE + "# a\n", name="evolving")
+        _approve(sandbox, first.id)
+        second = _propose(sandbox, MODULE + "# b\n", name="evolving")
+        assert second.code_hash != first.code_hash and second.status == "pending"
+        refused = sandbox.admit(_job(second.id), job_id="m7", signature="s")
+        assert refused.code == "proposal_not_approved"
+        # The first module's file is untouched by the second proposal.
+        assert module_store(sandbox).verified(first.code_hash) == (MODULE + "# a\n").encode()
+
+
+@pytest.mark.parametrize(
+    ("source", "changes", "message"),
+    [
+        ("def run(:\n", {}, "not valid Python"),
+        ("x = 1\n", {}, "function run"),
+        ("   \n", {}, "not empty"),
+        ("def run(d, p):\n    pass\n" + "#" * MAX_MODULE_BYTES, {}, "at most"),
+        (MODULE + "# no columns\n", {"columns": []}, "columns"),
+        (MODULE + "# no grant\n", {"purpose": "direct_marketing"}, "no grant"),
+    ],
+)
+def test_bad_module_proposals_are_refused_and_leave_nothing(
+    home: Path, source: str, changes: dict[str, Any], message: str
+) -> None:
+    with Sandbox.open(home) as sandbox:
+        size = sandbox.ledger.size
+        count = len(sandbox.reviews.list())
+        with pytest.raises(ProposalError, match=message):
+            _propose(sandbox, source, name="bad_module", **changes)
+        assert sandbox.ledger.size == size and len(sandbox.reviews.list()) == count
+        modules = Path(sandbox.home.root) / "modules"
+        stored = {p.name for p in modules.iterdir()} if modules.exists() else set()
+        assert hashlib.sha256(source.encode()).hexdigest() + ".py" not in stored
+
+
+def test_propose_module_cli(home: Path, tmp_path: Path) -> None:
+    path = tmp_path / "module.py"
+    path.write_bytes(MODULE.encode())
+    args = ["review", "propose-module", "--requester", "Acme Credit", "--name", "cli_module"]
+    args += ["--module", str(path), "--purpose", "credit_risk_model", "--dataset", "residents"]
+    args += ["--column", "district", "--column", "income", "--home", str(home)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert hashlib.sha256(MODULE.encode()).hexdigest() in result.output
+    path.write_bytes(b"\xff\xfe not utf-8")
+    assert CliRunner().invoke(app, args).exit_code == 2
+
+
+def test_enterprises_propose_modules_over_http(tmp_path: Path) -> None:
+    import base64
+
+    import httpx
+    import rfc8785
+
+    from indomain.server import serve_in_thread
+    from tests.conftest import build_home
+
+    sandbox: Any
+    sandbox, acme, _ = build_home(tmp_path / "home", tmp_path / "src", rows=300)
+    sandbox.apply_policies(BUREAU)
+    proposal = {
+        "enterprise": "Acme Credit",
+        "kind": "computation_module",
+        "name": "http_module",
+        "module": MODULE,
+        "columns": ["district", "income"],
+        "purpose": "credit_risk_model",
+        "datasets": ["residents"],
+        "expected_epsilon": "0.5",
+        "issued_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "nonce": secrets.token_urlsafe(24),
+    }
+
+    def signed(doc: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "proposal": doc,
+            "signature": base64.b64encode(acme.sign(rfc8785.dumps(doc))).decode(),
+        }
+
+    try:
+        with serve_in_thread(sandbox.app()) as url, httpx.Client(base_url=url) as client:
+            made = client.post("/v1/proposals", json=signed(proposal))
+            assert made.status_code == 201, made.text
+            body = made.json()["proposal"]
+            assert body["kind"] == "computation_module" and body["module"] == MODULE
+            assert body["code_hash"] == "sha256:" + hashlib.sha256(MODULE.encode()).hexdigest()
+            # A template's fields on a module proposal are refused, not ignored.
+            mixed = {**proposal, "template": "SELECT 1", "nonce": secrets.token_urlsafe(24)}
+            assert client.post("/v1/proposals", json=signed(mixed)).status_code == 400
+            other_kind = {**proposal, "kind": "shell", "nonce": secrets.token_urlsafe(24)}
+            assert client.post("/v1/proposals", json=signed(other_kind)).status_code == 400
+            # Reviewers read the source with everything else.
+            assert sandbox.reviews.get(body["id"]).module == MODULE
+    finally:
+        sandbox.close()
