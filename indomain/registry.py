@@ -204,6 +204,21 @@ class Registry:
             names = [r[0] for r in self._db.execute("SELECT enterprise FROM licences ORDER BY 1")]
         return [self.licence(n) for n in names]
 
+    def check_licence_number(self, enterprise: str, licence_number: str | None) -> None:
+        """Raise :class:`ConfigError` if another enterprise holds ``licence_number``.
+
+        Policies may name a licence (``principal in Licence::"L-1"``): one holder only.
+        """
+        if not licence_number:
+            return
+        with self._lock:
+            holder = self._db.execute(
+                "SELECT enterprise FROM licences WHERE licence_number=? AND enterprise!=?",
+                (licence_number, enterprise),
+            ).fetchone()
+        if holder is not None:
+            raise ConfigError(f"licence number {licence_number!r} is already held by {holder[0]!r}")
+
     def set_licence(
         self,
         enterprise: str,
@@ -217,6 +232,7 @@ class Registry:
             raise ConfigError(f"licence status must be one of {', '.join(STATUSES)}")
         if expires is not None and expires.utcoffset() is None:
             raise ConfigError("licence expiry must be timezone-aware")
+        self.check_licence_number(enterprise, licence_number)
         current = self.licence(enterprise)
         new = Licence(
             enterprise=enterprise,

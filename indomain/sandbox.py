@@ -192,6 +192,7 @@ class Sandbox:
             raise ConfigError(f"{public_key_file} is not a PEM public key") from None
         if not isinstance(key, Ed25519PublicKey):
             raise ConfigError(f"{public_key_file} is not an Ed25519 public key")
+        self.registry.check_licence_number(name, licence_number)  # before anything is stored
         enterprise = self.store.register_enterprise(name, key)
         licence = self.registry.set_licence(
             name, licence_number=licence_number, expires=licence_expires, status="active"

@@ -6,7 +6,10 @@
 
 A permit scoped ``principal in Grant::"G"`` is bound to the registry grant's purpose and
 window (the principal is in the grant only while it is in force for the job's purpose),
-so neither ``no-purpose`` nor ``no-expiry`` applies to it.
+so neither ``no-purpose`` nor ``no-expiry`` applies to it; instead
+
+* ``grant-resource``: such a permit whose resource scope is not ``resource in
+  Grant::"G"`` (the same grant), so the grant's datasets and groups do not bind it.
 
 Findings are warnings: the set is still valid. ``indomain policy validate --strict``
 refuses a set with any finding.
@@ -20,7 +23,7 @@ from typing import Any
 
 from policies._policy_set import PolicySet
 
-LINT_RULES = ("no-expiry", "no-purpose", "unreachable")
+LINT_RULES = ("grant-resource", "no-expiry", "no-purpose", "unreachable")
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,16 @@ def lint(policy_set: PolicySet) -> tuple[LintFinding, ...]:
                 break
         conditions = body.get("conditions", [])
         if pid in grant_scoped:
+            grant = {"type": "Grant", "id": grant_scoped[pid]}
+            if body.get("resource") != {"op": "in", "entity": grant}:
+                findings.append(
+                    LintFinding(
+                        "grant-resource",
+                        pid,
+                        f'names grant "{grant_scoped[pid]}" for its principal but not for its '
+                        "resource, so the grant's datasets do not bind it",
+                    )
+                )
             continue
         if not _mentions(conditions, "purpose"):
             findings.append(

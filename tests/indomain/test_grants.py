@@ -171,4 +171,31 @@ def test_bad_grants_are_refused_and_leave_nothing(tmp_path: Path, home_builder: 
     issue_grant(sandbox, Grant(**good))  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="already exists"):
         issue_grant(sandbox, Grant(**good))  # type: ignore[arg-type]
+
+    # A second enterprise claiming a licence number already held is refused, unstored.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from tests.conftest import write_public_key
+
+    sandbox.update_licence("Acme Credit", licence_number="L-2026-001")
+    size = sandbox.ledger.size
+    pem = write_public_key(tmp_path / "impostor.pub", Ed25519PrivateKey.generate())
+    with pytest.raises(ConfigError, match="already held"):
+        sandbox.register_enterprise("Impostor Ltd", pem, licence_number="L-2026-001")
+    assert "Impostor Ltd" not in {e.name for e in sandbox.store.enterprises()}
+    assert sandbox.ledger.size == size
     sandbox.close()
+
+
+def test_a_licence_number_has_one_holder(tmp_path: Path) -> None:
+    # Policies may say `principal in Licence::"L-1"`: a second enterprise registered
+    # with the same number would otherwise be in that licence too.
+    from indomain.registry import Registry
+
+    registry = Registry(tmp_path / "state.sqlite")
+    registry.set_licence("Acme Credit", licence_number="L-1")
+    with pytest.raises(ConfigError, match="already held by 'Acme Credit'"):
+        registry.set_licence("Impostor Ltd", licence_number="L-1")
+    assert registry.licence("Impostor Ltd").status == "unlicensed"
+    registry.set_licence("Acme Credit", licence_number="L-1", status="suspended")  # its own
+    registry.close()

@@ -433,5 +433,13 @@ def test_registered_reviewers_review_over_http_bound_to_the_code_hash(tmp_path: 
             assert client.post("/v1/reviews", json=first).status_code == 409  # replay
             done = client.post("/v1/reviews", json=vote("zhao", keys["zhao"]))
             assert done.json()["proposal"]["status"] == "approved"
+        # Each vote is on the ledger with the document and signature it came in.
+        reviewed = [
+            sandbox.ledger.entry(i).fields
+            for i in range(sandbox.ledger.size)
+            if sandbox.ledger.entry(i).type == "proposal.reviewed"
+        ]
+        assert [r["signed"]["review"]["reviewer"] for r in reviewed] == ["wang", "zhao"]
+        assert reviewed[0]["signed"]["signature"] == first["signature"]
     finally:
         sandbox.close()

@@ -252,3 +252,14 @@ def test_a_schema_without_the_supplied_entities_is_invalid() -> None:
     assert old_style != SCHEMA
     with pytest.raises(PolicyInvalid, match="does not declare the entities"):
         PolicySet.from_files({"schema.cedarschema": old_style, "g.cedar": GRANT_POLICY})
+
+
+def test_a_grant_permit_not_bound_to_the_grants_datasets_is_linted() -> None:
+    loose = PolicySet.from_files(
+        {
+            "schema.cedarschema": SCHEMA,
+            "g.cedar": '@id("loose") permit (principal in Grant::"G-14", action, resource);',
+        }
+    )
+    assert [(f.rule, f.policy) for f in lint(loose)] == [("grant-resource", "loose")]
+    assert not [f for f in lint(SET) if f.rule == "grant-resource"]
