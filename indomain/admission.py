@@ -19,7 +19,7 @@ from indomain import budgets
 from indomain.approvals import resolve_params
 from indomain.errors import ConfigError
 from indomain.policy_requests import columns_of, result_size_of, with_obligations
-from indomain.reviews import ProposalError
+from indomain.reviews import REVIEW_COUNTS, ProposalError
 
 if TYPE_CHECKING:
     from indomain.sandbox import Sandbox
@@ -103,6 +103,22 @@ def admit(sandbox: Sandbox, job: JobDocument, *, job_id: str, signature: str) ->
             '(params {"proposal": ..., "values": ...}) instead of ad-hoc SQL',
             decided=decided,
         )
+    if review != "none" and "proposal" in job.params:
+        # The proposal was approved by the reviewers its submission required; this job's
+        # own decision may demand more (a permit conditioned on its columns, or a policy
+        # tightened since): the stricter count must have approved it.
+        approved = sandbox.reviews.get(job.params["proposal"]).approvals
+        needed = REVIEW_COUNTS[review]
+        if len(approved) < needed:
+            return refuse(
+                sandbox,
+                request,
+                "review_required",
+                f"the grant requires {review} review, but proposal "
+                f"{job.params['proposal']} was approved by {len(approved)} reviewer(s): "
+                "propose it again to be reviewed under the current policy",
+                decided=decided,
+            )
     try:
         plan = computation.check(
             params, with_obligations(record.spec, decision), obligations=obligations

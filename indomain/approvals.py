@@ -36,6 +36,7 @@ from indomain.reviews import (
     Proposal,
     ProposalError,
     check_columns,
+    check_proposal,
     render,
     required_reviewers,
     runnable,
@@ -69,7 +70,17 @@ def propose(
     """Store a proposal after checking that policies let ``requester`` run aggregates on
     every dataset for ``purpose`` (and how many reviewers they require); recorded on the
     ledger. Raises :class:`ProposalError`."""
-    reviewers, version = _coverage(sandbox, requester, datasets, purpose, expected_epsilon)
+    columns = check_proposal(
+        name=name,
+        template=template,
+        parameters=parameters,
+        datasets=datasets,
+        purpose=purpose,
+        expected_epsilon=expected_epsilon,
+    )
+    reviewers, version = _coverage(
+        sandbox, requester, datasets, purpose, expected_epsilon, columns=columns
+    )
     proposal: Proposal = sandbox.reviews.add(
         requester=requester,
         name=name,
@@ -101,7 +112,9 @@ def propose_module(
     :class:`ProposalError`."""
     data = check_module(source)
     check_columns(columns)
-    reviewers, version = _coverage(sandbox, requester, datasets, purpose, expected_epsilon)
+    reviewers, version = _coverage(
+        sandbox, requester, datasets, purpose, expected_epsilon, columns=tuple(columns)
+    )
     digest = module_store(sandbox).save(data)
     proposal: Proposal = sandbox.reviews.add_module(
         requester=requester,
@@ -130,9 +143,14 @@ def _coverage(
     datasets: Any,
     purpose: str,
     expected_epsilon: str,
+    *,
+    columns: tuple[str, ...],
 ) -> tuple[int, str]:
     """``(reviewers required, policy version)`` if a grant lets ``requester`` run
-    aggregates on every dataset for ``purpose``; raises :class:`ProposalError`."""
+    aggregates on every dataset for ``purpose``; raises :class:`ProposalError`.
+
+    Decided with the columns the computation reads, so permits and forbids conditioned
+    on columns (and the reviewers they demand) apply as they will to its jobs."""
     if not isinstance(datasets, list | tuple) or not datasets:
         raise ProposalError("datasets: name at least one dataset")
     policy_set = sandbox.policy_set
@@ -147,6 +165,7 @@ def _coverage(
                 purpose=str(purpose),
                 when=datetime.now(UTC),
                 epsilon=Decimal(str(expected_epsilon)),
+                columns=columns,
             )
         except (policies.PolicyError, ArithmeticError, ValueError):
             raise ProposalError("the proposal's fields do not form a valid request") from None
