@@ -60,6 +60,7 @@ def check_module(source: str) -> bytes:
         raise ProposalError("module: not encodable as UTF-8 (a lone surrogate?)") from None
     if len(data) > MAX_MODULE_BYTES:
         raise ProposalError(f"module: at most {MAX_MODULE_BYTES} bytes of source")
+    _check_reviewable(source)
     try:
         tree = ast.parse(data, filename="<proposed module>")
     except (SyntaxError, ValueError) as exc:
@@ -71,6 +72,36 @@ def check_module(source: str) -> bytes:
     ):
         raise ProposalError(f"module: define a top-level function {ENTRY_POINT}(...)")
     return data
+
+
+# PEP 263: a coding declaration in line 1 or 2 makes Python decode the bytes otherwise.
+_CODING = re.compile(r"^[ \t\f]*#.*?coding[:=][ \t]*([-\w.]+)", re.ASCII)
+# Characters that make text read differently from how it compiles ("Trojan Source",
+# CVE-2021-42574): bidirectional overrides and isolates, and invisible format characters.
+_DECEPTIVE = re.compile("[\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+
+
+def _check_reviewable(source: str) -> None:
+    """Refuse source that compiles to something other than what reviewers read.
+
+    Reviewers see the text as UTF-8; Python honours a coding declaration (``# coding:
+    utf-7`` turns a comment into code) and renders bidi controls invisibly. So any
+    declaration but UTF-8, a BOM, and bidi or invisible format characters are refused.
+    """
+    for line in source.splitlines()[:2]:
+        match = _CODING.match(line)
+        if match and match.group(1).lower().replace("_", "-") not in {"utf-8", "utf8"}:
+            raise ProposalError(
+                f"module: coding declaration {match.group(1)!r}: modules must be UTF-8, "
+                "since reviewers read them as UTF-8"
+            )
+    found = _DECEPTIVE.search(source)
+    if found:
+        line = source.count("\n", 0, found.start()) + 1
+        raise ProposalError(
+            f"module: invisible or bidirectional control character U+{ord(found.group()):04X} "
+            f"at line {line}: it would make the code read differently from how it runs"
+        )
 
 
 class ModuleStore:

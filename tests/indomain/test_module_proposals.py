@@ -19,7 +19,7 @@ import indomain
 from gateway import JobDocument
 from indomain.approvals import module_store, propose_module, review
 from indomain.cli import app
-from indomain.modules import MAX_MODULE_BYTES
+from indomain.modules import MAX_MODULE_BYTES, check_module
 from indomain.reviews import ProposalError
 from indomain.sandbox import Sandbox
 
@@ -244,3 +244,31 @@ def test_enterprises_propose_modules_over_http(tmp_path: Path) -> None:
             assert sandbox.reviews.get(body["id"]).module == MODULE
     finally:
         sandbox.close()
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        # PEP 263: Python decodes this as UTF-7, where "+AAo-" is a newline, so the
+        # comment reviewers read hides a line that returns one person's row.
+        "# coding: utf-7\ndef run(data, params):\n"
+        "    # mean income per district+AAo-    return data.head(1)\n"
+        "    return data.mean('income', by=['district'])\n",
+        "# -*- coding: latin-1 -*-\ndef run(data, params):\n    return data\n",
+        # Trojan Source: a right-to-left override makes the line read in another order.
+        "def run(data, params):\n    access = 'user\u202e \u2066# admin\u2069 \u2066'\n"
+        "    return data\n",
+        "\ufeffdef run(data, params):\n    return data\n",
+        "def run(data, params):\n    return data\u200b.head(1)\n",
+    ],
+    ids=["utf7-cookie", "latin1-cookie", "bidi-override", "bom", "zero-width-space"],
+)
+def test_a_module_that_would_run_other_code_than_reviewers_read_is_refused(
+    source: str,
+) -> None:
+    with pytest.raises(ProposalError, match=r"coding declaration|control character"):
+        check_module(source)
+
+
+def test_utf8_modules_with_chinese_text_and_a_utf8_declaration_are_reviewable() -> None:
+    assert check_module("# coding: utf-8\ndef run(data, params):\n    return '区县'\n")
