@@ -13,7 +13,7 @@ import secrets
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,10 +61,13 @@ def create_app(
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     workers: int = 2,
     ledger: Ledger | None = None,
+    exclusive: AbstractContextManager[object] | None = None,
 ) -> FastAPI:
     """Build the gateway app. Accepted jobs run on a small thread pool in this process.
 
     With ``ledger``, the public ledger endpoints (entries, proofs) are served from it.
+    ``exclusive`` is held from startup to shutdown: a lock that keeps a second gateway
+    from resuming (and running again) the jobs of the same store.
     """
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="indomain-job")
     running: set[str] = set()
@@ -112,9 +115,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await run_in_threadpool(resume)
-        yield
-        pool.shutdown(wait=True, cancel_futures=False)
+        with exclusive if exclusive is not None else nullcontext():
+            await run_in_threadpool(resume)
+            yield
+            pool.shutdown(wait=True, cancel_futures=False)
 
     app = FastAPI(
         title="indomain gateway",

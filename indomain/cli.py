@@ -23,6 +23,7 @@ from indomain.commands.common import HomeOpt, console, errors, open_sandbox
 from indomain.commands.ledger import ledger_app
 from indomain.commands.policy import policy_app
 from indomain.commands.review import review_app
+from indomain.gateway_lock import gateway_lock
 
 app = typer.Typer(
     help="indomain: a sandbox where approved computations run on sensitive public data "
@@ -76,9 +77,9 @@ def serve(
     """Run the HTTP gateway for licensed enterprises."""
     import uvicorn
 
-    with errors(), open_sandbox(home) as sandbox:
+    with errors(), open_sandbox(home) as sandbox, gateway_lock(sandbox.home.root):
         console.print(f"gateway on http://{host}:{port}  ledger key {sandbox.verifier_key}")
-        uvicorn.run(sandbox.app(), host=host, port=port, log_level="info")
+        uvicorn.run(sandbox.app(lock=False), host=host, port=port, log_level="info")
 
 
 # demo ---------------------------------------------------------------------------------

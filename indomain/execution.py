@@ -43,10 +43,12 @@ def execute(sandbox: Sandbox, job: JobDocument, *, job_id: str, admission: Admis
             spec_with_obligations(record.spec, obligations),
             obligations=obligations,
         )
-        output = sandbox.enclave.run(
+        fresh = sandbox.enclave.run(
             plan, job_id=job_id, policy_version=admission.policy_version or "none"
         )
-        sandbox.run_journal.put(job_id, output)
+        output = sandbox.run_journal.put(job_id, fresh)
+        if output.signature != fresh.signature:  # another run of this job came first
+            entry = _recorded_run(sandbox.ledger, job_id, after=admission.ledger_index)
     else:  # resumed after a crash: the run may already be on the ledger
         entry = _recorded_run(sandbox.ledger, job_id, after=admission.ledger_index)
     if entry is None:

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from enclave import RunAttestation, RunOutput
+from indomain.errors import InternalError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS enclave_outputs (
@@ -45,8 +46,9 @@ class RunJournal:
         finally:
             con.close()
 
-    def put(self, job_id: str, output: RunOutput) -> None:
-        """Keep ``output`` for ``job_id``; returns once it is durable."""
+    def put(self, job_id: str, output: RunOutput) -> RunOutput:
+        """Keep ``output`` for ``job_id`` and return the output kept for it: the first one
+        journalled wins, so two runs of one job can only ever release one of them."""
         meta = {
             "attestation": output.attestation.model_dump(),
             "signature": output.signature,
@@ -55,10 +57,13 @@ class RunJournal:
         }
         with self._connect() as con:
             con.execute(
-                "INSERT OR REPLACE INTO enclave_outputs (job_id, result_ipc, meta)"
-                " VALUES (?, ?, ?)",
+                "INSERT OR IGNORE INTO enclave_outputs (job_id, result_ipc, meta) VALUES (?, ?, ?)",
                 (job_id, output.result_ipc, json.dumps(meta, sort_keys=True)),
             )
+        kept = self.get(job_id)
+        if kept is None:
+            raise InternalError(f"the output of {job_id} was not journalled")
+        return kept
 
     def get(self, job_id: str) -> RunOutput | None:
         """The journalled output of ``job_id``, or ``None``."""

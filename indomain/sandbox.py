@@ -39,6 +39,7 @@ from indomain.admission import digest
 from indomain.approvals import ProposalDesk
 from indomain.catalogue import catalogue_for
 from indomain.errors import ConfigError, IndomainError
+from indomain.gateway_lock import gateway_lock
 from indomain.home import Home, check_private
 from indomain.policy_diff import summary
 from indomain.policy_requests import build_request
@@ -370,5 +371,10 @@ class Sandbox:
     def checkpoint(self) -> str:
         return self.ledger.checkpoint()
 
-    def app(self, **kwargs: Any) -> FastAPI:
-        return create_app(store=self.store, processor=self, ledger=self.ledger, **kwargs)
+    def app(self, *, lock: bool = True, **kwargs: Any) -> FastAPI:
+        """The gateway app for this home; it holds the home's gateway lock while it serves
+        (``lock=False`` when the caller holds it, as ``indomain serve`` does)."""
+        exclusive = gateway_lock(self.home.root) if lock else None
+        return create_app(
+            store=self.store, processor=self, ledger=self.ledger, exclusive=exclusive, **kwargs
+        )

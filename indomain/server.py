@@ -18,12 +18,25 @@ def serve_in_thread(app: FastAPI, *, host: str = "127.0.0.1", port: int = 0) -> 
     """Serve ``app`` on ``host`` (a free port by default); yields the base URL."""
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="indomain-gateway", daemon=True)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            server.run()
+        except BaseException as exc:  # reported by the waiting thread below
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="indomain-gateway", daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
-            raise IndomainError(f"the gateway did not start on {host}:{port}")
+            thread.join(timeout=1)
+            if failure and isinstance(failure[0], IndomainError):
+                raise failure[0]
+            raise IndomainError(f"the gateway did not start on {host}:{port}") from (
+                failure[0] if failure else None
+            )
         time.sleep(0.02)
     bound = server.servers[0].sockets[0].getsockname()
     try:

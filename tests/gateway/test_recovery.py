@@ -7,8 +7,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+from typer.testing import CliRunner
+
 from computations import get_computation, table_from_ipc
 from gateway import Client, new_job, parse_job, sign_job
+from indomain.cli import app
+from indomain.errors import IndomainError
+from indomain.gateway_lock import gateway_lock
+from indomain.sandbox import Sandbox
 from indomain.server import serve_in_thread
 
 ACME = "Acme Credit"
@@ -184,3 +191,28 @@ def _run_in_enclave(sandbox: Any, job_id: str, job: Any, admission: Any) -> Any:
     return sandbox.enclave.run(
         plan, job_id=job_id, policy_version=admission.policy_version or "none"
     )
+
+
+def test_a_second_gateway_on_the_same_home_does_not_start_and_the_job_runs_once(
+    tmp_path: Path, home_builder: Any
+) -> None:
+    sandbox, acme, _ = home_builder(tmp_path / "home", tmp_path / "source", rows=1000)
+    job_id, _, _ = _admitted(sandbox, acme)
+    with serve_in_thread(sandbox.app()) as url:
+        second = Sandbox.open(tmp_path / "home")
+        with pytest.raises(IndomainError), serve_in_thread(second.app()):
+            pass
+        second.close()
+        with Client(url, enterprise=ACME, private_key=acme) as client:
+            assert client.wait(job_id, timeout=60)["status"] == "succeeded"
+    assert len(_runs_of(sandbox, job_id)) == 1
+    sandbox.close()
+
+
+def test_serve_refuses_a_home_another_gateway_is_serving(tmp_path: Path, home_builder: Any) -> None:
+    sandbox, _, _ = home_builder(tmp_path / "home", tmp_path / "source", rows=300)
+    sandbox.close()
+    with gateway_lock(tmp_path / "home"):
+        outcome = CliRunner().invoke(app, ["serve", "--home", str(tmp_path / "home")])
+    assert outcome.exit_code == 2
+    assert "another gateway" in outcome.output
