@@ -97,10 +97,10 @@ def _check_reviewable(source: str) -> None:
             )
     found = _DECEPTIVE.search(source)
     if found:
-        line = source.count("\n", 0, found.start()) + 1
+        lineno = source.count("\n", 0, found.start()) + 1
         raise ProposalError(
             f"module: invisible or bidirectional control character U+{ord(found.group()):04X} "
-            f"at line {line}: it would make the code read differently from how it runs"
+            f"at line {lineno}: it would make the code read differently from how it runs"
         )
 
 
