@@ -21,9 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from computations import DatasetSpec, Plan, get_computation, table_to_ipc
+from computations import DatasetSpec, Plan, QueryRefused, get_computation, table_to_ipc
 from enclave import _engine
-from enclave._errors import DatasetError, EnclaveError
+from enclave._errors import DatasetError, EnclaveError, EnclaveKeyError
 from enclave._keys import (
     KEY_BYTES,
     load_master_key,
@@ -192,6 +192,34 @@ def _run(request: dict[str, Any], network_isolated: bool) -> dict[str, Any]:
     }
 
 
+#: What the parent hears of any run that failed once the dataset was opened: one message,
+#: whatever the exception, because which error a query hits (overflow, conversion, a
+#: timeout of the engine) can depend on a row. docs/security.md, "Error side channels".
+RUN_FAILED = (
+    "the computation failed inside the enclave after the dataset was opened; details are "
+    "withheld because they could depend on the data, and the job's budget stays spent"
+)
+
+
+def failure(exc: BaseException, *, op: str) -> dict[str, Any]:
+    """The error answer for ``exc``: our refusals keep their rule, a run's other failures
+    all read the same (see :data:`RUN_FAILED`), an import says what was wrong."""
+    if isinstance(exc, QueryRefused):
+        return {
+            "kind": "QueryRefused",
+            "message": str(exc),
+            "rule": exc.rule,
+            "reason": exc.reason,
+            "fragment": exc.fragment,
+        }
+    if op == "run" and not isinstance(exc, DatasetError | EnclaveKeyError):
+        return {"kind": "ComputationError", "message": RUN_FAILED}
+    if isinstance(exc, IndomainError):
+        return {"kind": type(exc).__name__, "message": str(exc)}
+    detail = f": {exc}" if op == "import" else ""
+    return {"kind": "EngineError", "message": f"the engine failed ({type(exc).__name__}){detail}"}
+
+
 def main() -> int:
     out = sys.stdout
     sys.stdout = sys.stderr  # nothing but the answer may reach the parent's pipe
@@ -211,21 +239,8 @@ def main() -> int:
             }
         else:
             answer = {"ok": False, "error": {"kind": "EnclaveError", "message": "unknown op"}}
-    except IndomainError as exc:
-        answer = {"ok": False, "error": {"kind": type(exc).__name__, "message": str(exc)}}
-        for attr in ("rule", "reason", "fragment"):
-            if hasattr(exc, attr):
-                answer["error"][attr] = getattr(exc, attr)
     except Exception as exc:
-        detail = str(exc) if request.get("op") == "import" else ""
-        answer = {
-            "ok": False,
-            "error": {
-                "kind": "EngineError",
-                "message": f"the engine failed ({type(exc).__name__})"
-                + (f": {detail}" if detail else ""),
-            },
-        }
+        answer = {"ok": False, "error": failure(exc, op=str(request.get("op")))}
     out.write(json.dumps(answer))
     out.flush()
     return 0

@@ -31,6 +31,12 @@ from computations._dataset import DatasetSpec
 from computations._errors import ComputationError
 from computations._plan import ComputationResult
 
+#: The one message of a run that failed on data (docs/security.md, "Error side channels").
+RUN_FAILED = (
+    "the aggregate failed while reading the dataset; details are withheld because they "
+    "could depend on the data, and the budget reserved for the job stays spent"
+)
+
 #: Schema metadata key holding the release's privacy statement (JSON).
 PRIVACY_METADATA = b"indomain.privacy"
 
@@ -71,12 +77,10 @@ def run(
 def _query(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
     try:
         return con.execute(sql).to_arrow_table()
-    except duckdb.Error as exc:
-        # DuckDB messages can quote values (conversion errors do), so only the kind is kept.
-        raise ComputationError(
-            f"the aggregate could not run on the dataset table ({type(exc).__name__}); "
-            "details are withheld because they may quote values"
-        ) from None
+    except duckdb.Error:
+        # One message whatever went wrong: DuckDB's can quote values, and even the kind of
+        # error (conversion, overflow, out of range) can depend on a row.
+        raise ComputationError(RUN_FAILED) from None
 
 
 # differential privacy -------------------------------------------------------------------

@@ -29,6 +29,12 @@ privacy unit), next to the code as STYLE.md asks:
    symmetric distance). Its scale is found by OpenDP's binary search for the epsilon the
    measure was given, divided by ``G`` because one unit can be in ``G`` groups.
 
+6. Before noise every exact value is clamped into ``[-2**62, 2**62]`` (:func:`saturate`).
+   Clamping is 1-Lipschitz, so it never increases a sensitivity, and it removes the one
+   failure that could depend on data: a sum too large for OpenDP's 64-bit domain. A job
+   that raised only when a hidden row pushed a sum over 2**63 would leak that row through
+   the error (docs/security.md, "Error side channels").
+
 Everything after the noise (rounding to the grid, dividing sum by count for AVG, clamping
 counts at zero, withholding groups under the minimum) is post-processing.
 """
@@ -40,10 +46,16 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-from computations._errors import ComputationError
 from indomain.errors import InternalError
 
-_I64 = (-(2**63), 2**63 - 1)
+#: Exact values are clamped into this public range before noise (point 6): far inside
+#: 64 bits, so neither the clamp nor the noise can overflow whatever the data.
+SATURATION = 2**62
+
+
+def saturate(values: Sequence[int]) -> list[int]:
+    """``values`` clamped into ``[-SATURATION, SATURATION]`` (point 6); never raises."""
+    return [max(-SATURATION, min(SATURATION, int(v))) for v in values]
 
 
 @cache
@@ -55,13 +67,10 @@ def _opendp() -> Any:
 
 
 def discrete_laplace(values: Sequence[int], *, sensitivity: int, epsilon: float) -> list[int]:
-    """``values`` plus discrete Laplace noise calibrated to ``epsilon`` for an L1
-    ``sensitivity``; raises :class:`ComputationError` for a value outside 64 bits."""
+    """``values`` (saturated, point 6) plus discrete Laplace noise calibrated to ``epsilon``
+    for an L1 ``sensitivity``. Never raises on data, whatever its size."""
     if sensitivity < 1 or not (math.isfinite(epsilon) and epsilon > 0):
         raise InternalError("noise needs a positive sensitivity and epsilon")
-    for value in values:
-        if not _I64[0] <= value <= _I64[1]:
-            raise ComputationError("an aggregate is too large for the noise mechanism")
     dp = _opendp()
     scale = laplace_scale(sensitivity, epsilon)
     measurement = dp.m.make_laplace(
@@ -72,7 +81,7 @@ def discrete_laplace(values: Sequence[int], *, sensitivity: int, epsilon: float)
         raise InternalError("noise scale does not meet the epsilon it was chosen for")
     if not values:
         return []
-    return [int(v) for v in measurement(list(values))]
+    return [int(v) for v in measurement(saturate(values))]
 
 
 def laplace_scale(sensitivity: int, epsilon: float) -> float:
