@@ -13,6 +13,7 @@ from __future__ import annotations
 import decimal
 import itertools
 import json
+import math
 from typing import Any
 
 import duckdb
@@ -20,8 +21,12 @@ import pyarrow as pa
 
 from computations._aggregate._body import AggregateBody, AggregateOutput, GroupOutput
 from computations._aggregate._noise import (
+    discrete_gaussian,
     discrete_laplace,
+    gaussian_key_threshold,
+    gaussian_scale,
     key_threshold,
+    l2_bound,
     laplace_scale,
     private_quantile,
     quantile_grid,
@@ -122,22 +127,30 @@ def _dp(
     if public and body.group_by:
         keys, exact = _all_public_keys(body, dataset, keys, exact)
 
-    share = privacy.epsilon / len(every)
+    gaussian = privacy.mechanism == "gaussian"
+    # Pure DP splits epsilon over the measures; zCDP splits rho (``_noise`` points 3, 7).
+    share = (privacy.rho if gaussian else privacy.epsilon) / len(every)
     noisy: dict[Measure, list[int]] = {}
     scales: dict[Measure, float] = {}
+    groups_cap = rules.max_groups_per_unit
     for m in every:
         if m.kind == "values":
             continue  # quantiles are released per kept group, below
-        sensitivity = rules.max_groups_per_unit * _per_group_bound(m, dataset)
-        noisy[m] = discrete_laplace(exact[m], sensitivity=sensitivity, epsilon=share)
-        scales[m] = laplace_scale(sensitivity, share)
+        if gaussian:
+            l2 = l2_bound(_per_group_bound(m, dataset), groups_cap)
+            noisy[m] = discrete_gaussian(exact[m], l2_sensitivity=l2, rho=share)
+            scales[m] = gaussian_scale(l2, share)
+        else:
+            sensitivity = groups_cap * _per_group_bound(m, dataset)
+            noisy[m] = discrete_laplace(exact[m], sensitivity=sensitivity, epsilon=share)
+            scales[m] = laplace_scale(sensitivity, share)
     units = Measure("units")
     minimum = privacy.min_group_size
     threshold = minimum
     if not public:
-        threshold = key_threshold(
+        threshold = (gaussian_key_threshold if gaussian else key_threshold)(
             scale=scales[units],
-            groups_per_unit=rules.max_groups_per_unit,
+            groups_per_unit=groups_cap,
             delta=privacy.delta,
             minimum=minimum,
         )
@@ -152,8 +165,9 @@ def _dp(
             spec = dataset.column(m.column or "")
             if spec is None or spec.bounds is None:
                 raise ComputationError(f"a quantile of {m.column!r} needs declared bounds")
-            # Each unit is in at most G groups: each group's quantile gets share / G.
-            per_group = share / rules.max_groups_per_unit
+            # Each unit is in at most G groups: each group's quantile gets share / G. Under
+            # zCDP the measure's share of rho is met by pure eps = sqrt(2 rho) (point 7).
+            per_group = (math.sqrt(2 * share) if gaussian else share) / groups_cap
             found = {
                 o.alpha
                 for o in body.outputs
@@ -200,22 +214,35 @@ def _dp(
         columns[out.name] = values
         types[out.name] = dtype
         statement[out.name] = {"noise_scale": scale}
-    stated = {
+    stated: dict[str, Any] = {
         "mode": "dp",
-        "mechanism": "discrete_laplace",
+        "mechanism": "discrete_gaussian" if gaussian else "discrete_laplace",
         "epsilon": privacy.epsilon,
-        "delta": privacy.delta if not public else 0.0,
+        "delta": (privacy.delta if not public else 0.0) + privacy.rho_delta,
         "measures": len(every),
-        "epsilon_per_measure": share,
         "max_groups_per_unit": rules.max_groups_per_unit,
         "max_rows_per_unit": rules.max_rows_per_unit,
         "group_keys": "public" if public else "noisy_threshold",
         "release_threshold": threshold,
         "outputs": statement,
     }
+    if gaussian:
+        stated |= {
+            "rho": privacy.rho,
+            "rho_per_measure": share,
+            "conversion": "epsilon = rho + 2 sqrt(rho ln(1/delta)) at delta "
+            f"{privacy.rho_delta:g} (Bun and Steinke 2016, Proposition 1.3)",
+        }
+    else:
+        stated["epsilon_per_measure"] = share
+    noise = (
+        f"discrete Gaussian noise (rho {privacy.rho:g}, zCDP)"
+        if gaussian
+        else ("discrete Laplace noise")
+    )
     notes = [
         f"differentially private: epsilon {privacy.epsilon:g}, delta {stated['delta']:g}, "
-        f"discrete Laplace noise; scales: "
+        f"{noise}; scales: "
         + ", ".join(
             f"{name} {s['noise_scale']:.4g}" for name, s in statement.items() if "noise_scale" in s
         )
