@@ -30,7 +30,7 @@ from computations._psi import (
     PsiServer,
     PsiSize,
 )
-from computations._registry import available_computations, get_computation
+from computations._registry import available_computations, get_computation, warm_up
 
 __all__ = [
     "ColumnClass",
@@ -67,5 +67,6 @@ __all__ = [
     "table_from_ipc",
     "table_to_ipc",
     "table_to_rows",
+    "warm_up",
     "zcdp_epsilon",
 ]

@@ -24,7 +24,7 @@ import rfc8785
 from computations._aggregate._body import AggregateBody, Privacy
 from computations._aggregate._check import check_sql
 from computations._aggregate._execute import run
-from computations._aggregate._noise import zcdp_epsilon, zcdp_rho_for_epsilon
+from computations._aggregate._noise import _opendp, zcdp_epsilon, zcdp_rho_for_epsilon
 from computations._computation import (
     CORE_SOURCES,
     PACKAGE_ROOT,
@@ -75,6 +75,10 @@ class Aggregate:
     def code_hash(self) -> str:
         """``"sha256:"`` + digest of this package and the shared core it runs on."""
         return source_digest(PACKAGE_ROOT, (*package_sources("_aggregate"), *CORE_SOURCES))
+
+    def warm_up(self) -> None:
+        """Import OpenDP now (about half a second), not when the first job adds noise."""
+        _opendp()
 
     @property
     def params_schema(self) -> dict[str, Any]:
