@@ -31,7 +31,14 @@ from computations._aggregate._noise import (
     private_quantile,
     quantile_grid,
 )
-from computations._aggregate._sql import UNITS, Measure, bounded_sql, exact_sql, measures
+from computations._aggregate._sql import (
+    UNITS,
+    Measure,
+    bounded_sql,
+    exact_sql,
+    measures,
+    schema_sql,
+)
 from computations._dataset import DatasetSpec
 from computations._errors import ComputationError
 from computations._plan import ComputationResult
@@ -100,7 +107,13 @@ def _dp(
     unit_unique: bool,
 ) -> ComputationResult:
     rules, privacy = dataset.privacy, body.privacy
-    sql = bounded_sql(body, table=table, dataset=dataset, unit_unique=unit_unique)
+    sql = bounded_sql(
+        body,
+        table=table,
+        dataset=dataset,
+        unit_unique=unit_unique,
+        integer_columns=_integer_columns(con, table),
+    )
     raw = _query(con, sql)
     quantiles: dict[tuple[str, float], list[tuple[int, float]]] = {}
     keys = (
@@ -258,6 +271,21 @@ def _dp(
             f"{dataset.privacy_unit} reaches {threshold}; how many were not is not disclosed"
         )
     return _result(body, columns, types, stated, withheld, notes)
+
+
+#: Column types clamped as integers; wider ones (HUGEINT, UBIGINT) take the DOUBLE path.
+_INTEGER_TYPES = frozenset(
+    {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER"}
+)
+
+
+def _integer_columns(con: duckdb.DuckDBPyConnection, table: str) -> frozenset[str]:
+    """The columns of ``table`` stored as integers (schema only, no row is read)."""
+    try:
+        described = con.execute(schema_sql(table)).description or []
+    except duckdb.Error:
+        raise ComputationError(RUN_FAILED) from None
+    return frozenset(str(d[0]) for d in described if str(d[1]).upper() in _INTEGER_TYPES)
 
 
 def _all_public_keys(
