@@ -118,7 +118,8 @@ def end_to_end(rows: int, repeat: int, work: Path) -> list[tuple[str, str, str, 
     """A signed job over HTTP on loopback, submit to verified result, against the same
     GROUP BY in DuckDB on an unencrypted copy (a DuckDB file, and the Parquet file), with
     the job's time split as the client sees it: submit (signature, policy, plan, budget,
-    ledger), run (waiting for the enclave and the ledger), result (download, receipt)."""
+    ledger), run (waiting for the enclave and the ledger), result (download, receipt).
+    Timed with a pre-started worker waiting (jobs a few seconds apart), and back to back."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -176,10 +177,14 @@ def end_to_end(rows: int, repeat: int, work: Path) -> list[tuple[str, str, str, 
             ):
                 stages[name].append(took)
 
-        job(10_000)  # the first job starts the worker pool; later jobs find one waiting
+        job(10_000)  # the first job starts the worker pool
+        for i in range(repeat):  # back to back: the next worker may still be starting
+            job(20_000 + i)
+        back_to_back = min(stages["total"][-repeat:])
         for name in stages:
             stages[name].clear()
         for i in range(repeat):
+            sandbox.enclave.warm()  # jobs a few seconds apart: a worker is waiting
             job(i)
     sandbox.close()
     best = min(range(repeat), key=lambda k: stages["total"][k])
@@ -198,6 +203,12 @@ def end_to_end(rows: int, repeat: int, work: Path) -> list[tuple[str, str, str, 
             " / ".join(ms(stages[k][best]) for k in ("submit", "run", "result")),
             "",
             "",
+        ),
+        (
+            "  jobs back to back (next worker still starting)",
+            ms(back_to_back),
+            "",
+            f"{back_to_back / on_copy:,.2f}×",
         ),
     ]
 

@@ -66,6 +66,10 @@ class Enclave:
         """Stop the workers waiting for a request (a later operation starts one again)."""
         self.pool.close()
 
+    def warm(self, *, timeout_s: float = 120.0) -> int:
+        """Start the next worker(s) now and wait until they are ready; returns how many."""
+        return self.pool.wait_ready(timeout_s=timeout_s)
+
     @classmethod
     def initialise(cls, *, keys_dir: Path, datasets_dir: Path) -> Enclave:
         """Create the master key and the attestation key pair (files 0600)."""

@@ -18,8 +18,10 @@ that request fails (one fixed message, budget kept) rather than being run again.
 from __future__ import annotations
 
 import json
+import select
 import subprocess
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +48,7 @@ class WorkerPool:
         self._env = dict(env)
         self._size = size
         self._idle: list[subprocess.Popen[bytes]] = []
+        self._ready: dict[int, dict[str, Any]] = {}  # ready lines read by wait_ready
         self._lock = threading.Lock()
         self._closed = False
 
@@ -70,8 +73,14 @@ class WorkerPool:
                 proc.kill()
                 proc.communicate()
                 out = b""
-            first, _, rest = out.partition(b"\n")
-            ready = _json_object(first)
+            with self._lock:
+                early = self._ready.pop(proc.pid, None)
+            if early is not None:
+                ready: dict[str, Any] | None = early
+                rest = out
+            else:
+                first, _, rest = out.partition(b"\n")
+                ready = _json_object(first)
             if ready is None or not ready.get("ready"):
                 if attempt == 1:
                     continue  # it died before reading anything: a fresh one may run it
@@ -88,10 +97,32 @@ class WorkerPool:
         with self._lock:
             return [proc.pid for proc in self._idle if proc.poll() is None]
 
+    def wait_ready(self, *, timeout_s: float = 120.0) -> int:
+        """Start the pool's workers if none wait, and block until each has said ready (its
+        imports done); returns how many are ready. For a gateway warming up, and benchmarks
+        that time a job finding a worker waiting."""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            if not self._closed:
+                while len(self._idle) < self._size:
+                    self._idle.append(self._spawn())
+            for proc in self._idle:
+                if proc.pid in self._ready or proc.stdout is None:
+                    continue
+                left = max(0.0, deadline - time.monotonic())
+                readable, _, _ = select.select([proc.stdout], [], [], left)
+                if not readable:
+                    break
+                line = _json_object(proc.stdout.readline())
+                if line is not None and line.get("ready"):
+                    self._ready[proc.pid] = line
+            return sum(1 for proc in self._idle if proc.pid in self._ready)
+
     def close(self) -> None:
         """Stop the waiting workers; later calls start workers on demand."""
         with self._lock:
             idle, self._idle, self._closed = self._idle, [], True
+            self._ready.clear()
         for proc in idle:
             _stop(proc)
 
@@ -104,6 +135,7 @@ class WorkerPool:
                 if proc.poll() is None:
                     chosen = proc
                 else:
+                    self._ready.pop(proc.pid, None)
                     _stop(proc)  # died while waiting: replaced below
             refill = 0 if self._closed else self._size - len(self._idle)
             for _ in range(refill):

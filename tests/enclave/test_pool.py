@@ -156,3 +156,14 @@ def test_closing_stops_the_waiting_workers(enclave: Enclave) -> None:
     assert _gone(waiting)
     assert enclave.probe()["ok"]  # still usable: workers start on demand
     assert enclave.pool.idle_pids() == []
+
+
+def test_warming_waits_for_a_ready_worker_which_then_serves_the_next_operation(
+    enclave: Enclave,
+) -> None:
+    assert enclave.warm() == 1
+    (waiting,) = enclave.pool.idle_pids()
+    assert enclave.warm() == 1  # idempotent: the same worker, not another
+    assert enclave.pool.idle_pids() == [waiting]
+    answer = enclave.probe()
+    assert answer["pid"] == waiting and answer["dumpable"] == 0
