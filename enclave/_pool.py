@@ -73,6 +73,10 @@ class WorkerPool:
                 proc.kill()
                 proc.communicate()
                 out = b""
+            finally:
+                # The next worker starts once this one is done, so its imports do not
+                # compete for the CPU with the operation running now.
+                self._refill()
             with self._lock:
                 early = self._ready.pop(proc.pid, None)
             if early is not None:
@@ -102,10 +106,8 @@ class WorkerPool:
         imports done); returns how many are ready. For a gateway warming up, and benchmarks
         that time a job finding a worker waiting."""
         deadline = time.monotonic() + timeout_s
+        self._refill()
         with self._lock:
-            if not self._closed:
-                while len(self._idle) < self._size:
-                    self._idle.append(self._spawn())
             for proc in self._idle:
                 if proc.pid in self._ready or proc.stdout is None:
                     continue
@@ -126,8 +128,14 @@ class WorkerPool:
         for proc in idle:
             _stop(proc)
 
+    def _refill(self) -> None:
+        with self._lock:
+            if not self._closed:
+                while len(self._idle) < self._size:
+                    self._idle.append(self._spawn())
+
     def _take(self) -> subprocess.Popen[bytes]:
-        """An unused live worker (a pre-started one if there is one), refilling the pool."""
+        """An unused live worker: a pre-started one if there is one, else a new one."""
         with self._lock:
             chosen = None
             while self._idle and chosen is None:
@@ -136,10 +144,7 @@ class WorkerPool:
                     chosen = proc
                 else:
                     self._ready.pop(proc.pid, None)
-                    _stop(proc)  # died while waiting: replaced below
-            refill = 0 if self._closed else self._size - len(self._idle)
-            for _ in range(refill):
-                self._idle.append(self._spawn())
+                    _stop(proc)  # died while waiting: _refill replaces it after this call
         return chosen if chosen is not None else self._spawn()
 
     def _spawn(self) -> subprocess.Popen[bytes]:
