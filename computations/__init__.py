@@ -10,8 +10,9 @@ needs: what a plan spends, and which earlier release answers it at no cost.
 Other parts import only from here.
 """
 
-from computations._aggregate import plan_cost, release_key
+from computations._aggregate import PlanCharge, plan_charge, plan_cost, release_key
 from computations._aggregate._execute import privacy_statement
+from computations._aggregate._noise import zcdp_epsilon
 from computations._arrow import table_from_ipc, table_to_ipc, table_to_rows
 from computations._computation import Computation
 from computations._dataset import ColumnClass, ColumnSpec, DatasetSpec, PrivacyRules, parse_budget
@@ -29,7 +30,7 @@ from computations._psi import (
     PsiServer,
     PsiSize,
 )
-from computations._registry import available_computations, get_computation
+from computations._registry import available_computations, get_computation, warm_up
 
 __all__ = [
     "ColumnClass",
@@ -40,6 +41,7 @@ __all__ = [
     "DatasetSpec",
     "HeError",
     "Plan",
+    "PlanCharge",
     "PrivacyRules",
     "PsiClient",
     "PsiError",
@@ -58,10 +60,13 @@ __all__ = [
     "load_public_context",
     "params_digest",
     "parse_budget",
+    "plan_charge",
     "plan_cost",
     "privacy_statement",
     "release_key",
     "table_from_ipc",
     "table_to_ipc",
     "table_to_rows",
+    "warm_up",
+    "zcdp_epsilon",
 ]

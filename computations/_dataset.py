@@ -103,8 +103,13 @@ class PrivacyRules(BaseModel):
     mode: Literal["dp", "threshold_only"] = "dp"
     #: Epsilon one job spends (pure DP, split evenly over the job's noisy measurements).
     epsilon_per_job: Annotated[StrictFloat | StrictInt, Field(gt=0, le=10)] = 1.0
-    #: Delta one job spends when group keys are released on a noisy threshold.
+    #: Delta one job spends when group keys are released on a noisy threshold; under
+    #: ``gaussian`` also the delta at which rho is converted to epsilon.
     delta: Annotated[StrictFloat, Field(ge=0, lt=1e-3)] = 1e-6
+    #: ``laplace`` (pure DP, the default) or ``gaussian`` (zCDP, accounted in rho).
+    mechanism: Literal["laplace", "gaussian"] = "laplace"
+    #: ``gaussian``: the rho one job spends (zCDP), split evenly over its measurements.
+    rho_per_job: Annotated[StrictFloat | StrictInt, Field(gt=0, le=10)] = 0.05
     #: Total epsilon per enterprise per window, e.g. ``"10/month"``.
     budget: StrictStr = "10/month"
     #: Contribution bounds: groups one unit may fall in, rows one unit adds per group.
@@ -118,6 +123,8 @@ class PrivacyRules(BaseModel):
     @model_validator(mode="after")
     def _check_budget(self) -> Self:
         parse_budget(self.budget)
+        if self.mechanism == "gaussian" and self.delta <= 0:
+            raise ValueError("mechanism gaussian needs delta > 0 to state rho as epsilon")
         return self
 
     @property

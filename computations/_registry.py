@@ -34,3 +34,13 @@ def get_computation(name: str) -> Computation:
 def available_computations() -> tuple[str, ...]:
     """The names of the approved computations, sorted."""
     return tuple(sorted(_REGISTRY))
+
+
+def warm_up() -> None:
+    """Load what the computations need before a request arrives (the enclave's pre-started
+    workers call this): their code hashes, and any library a computation loads lazily."""
+    for computation in _REGISTRY.values():
+        _ = computation.code_hash
+        prepare = getattr(computation, "warm_up", None)
+        if callable(prepare):
+            prepare()

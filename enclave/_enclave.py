@@ -10,9 +10,9 @@ import base64
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
+import weakref
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from computations import ComputationError, DatasetSpec, Plan, QueryRefused
 from enclave._errors import DatasetError, EnclaveError, EnclaveKeyError, WorkerError
 from enclave._keys import load_public_key, new_master_key, new_signing_key
+from enclave._pool import WorkerPool
 from enclave._records import DatasetRecord, RunAttestation, RunOutput
 
 _FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -31,10 +32,43 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 class Enclave:
     """Runs approved plans over encrypted datasets in a separate worker process."""
 
-    def __init__(self, *, keys_dir: Path, datasets_dir: Path, timeout_s: float = 900.0) -> None:
+    def __init__(
+        self,
+        *,
+        keys_dir: Path,
+        datasets_dir: Path,
+        timeout_s: float = 900.0,
+        pool_size: int = 1,
+        cpu_seconds: int = 600,
+    ) -> None:
         self.keys_dir = keys_dir
         self.datasets_dir = datasets_dir
         self.timeout_s = timeout_s
+        env = {k: os.environ[k] for k in ("PATH", "HOME", "PYTHONPATH") if k in os.environ}
+        env["LANG"] = "C.UTF-8"
+        # Workers are started ahead of use (enclave/_pool.py) but each serves one operation.
+        self.pool = WorkerPool(
+            [
+                sys.executable,
+                "-m",
+                "enclave._worker",
+                "--cpu-seconds",
+                str(cpu_seconds),
+                "--extensions",
+                str((datasets_dir / ".extensions").resolve()),
+            ],
+            env=env,
+            size=pool_size,
+        )
+        weakref.finalize(self, self.pool.close)
+
+    def close(self) -> None:
+        """Stop the workers waiting for a request (a later operation starts one again)."""
+        self.pool.close()
+
+    def warm(self, *, timeout_s: float = 120.0) -> int:
+        """Start the next worker(s) now and wait until they are ready; returns how many."""
+        return self.pool.wait_ready(timeout_s=timeout_s)
 
     @classmethod
     def initialise(cls, *, keys_dir: Path, datasets_dir: Path) -> Enclave:
@@ -136,27 +170,12 @@ class Enclave:
             "keys_dir": str(self.keys_dir.resolve()),
             "datasets_dir": str(self.datasets_dir.resolve()),
         }
-        env = {k: os.environ[k] for k in ("PATH", "HOME", "PYTHONPATH") if k in os.environ}
-        env["LANG"] = "C.UTF-8"
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-m", "enclave._worker"],
-                input=json.dumps(request).encode(),
-                capture_output=True,
-                timeout=self.timeout_s,
-                env=env,
-                check=False,
+        reply = self.pool.call(request, timeout_s=self.timeout_s)
+        answer = reply.answer
+        if answer is None:
+            raise WorkerError(
+                f"the enclave worker exited with status {reply.returncode} without an answer"
             )
-        except subprocess.TimeoutExpired:
-            raise WorkerError(
-                f"the enclave worker did not finish in {self.timeout_s:.0f} s"
-            ) from None
-        try:
-            answer: dict[str, Any] = json.loads(proc.stdout)
-        except ValueError:
-            raise WorkerError(
-                f"the enclave worker exited with status {proc.returncode} without an answer"
-            ) from None
         if not answer.get("ok"):
             raise _error_from(answer.get("error", {}))
         return answer

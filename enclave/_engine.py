@@ -39,6 +39,12 @@ def connect(extension_dir: Path, *, memory_limit: str = "2GB", threads: int = 2)
     return con
 
 
+def extension_dir(con: Any) -> str:
+    """The extension folder ``con`` was made with (:func:`connect`)."""
+    (value,) = con.execute("SELECT current_setting('extension_directory')").fetchone()
+    return str(value)
+
+
 def attach_encrypted(con: Any, path: Path, key: bytes, *, alias: str, read_only: bool) -> None:
     mode = ", READ_ONLY" if read_only else ""
     # DuckDB takes the key as a string literal: hex keeps it free of quoting concerns.

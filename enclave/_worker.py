@@ -1,10 +1,12 @@
 """The enclave worker: the only process that reads the master key or unwraps a dataset key.
 
-It is started per operation as ``python -m enclave._worker``, reads one JSON request on
-stdin and writes one JSON answer on stdout. Before touching keys it drops what it does not
-need: no core dumps, not ptrace-able, and (where the kernel allows) a fresh network
-namespace with no interfaces. Errors from the engine are reported by type only, because an
-engine message can quote a value from a row.
+It is started per operation as ``python -m enclave._worker`` (ahead of use, by the pool in
+``_pool.py``). Before anything else it drops what it does not need: no core dumps, not
+ptrace-able, and (where the kernel allows) a fresh network namespace with no interfaces.
+Then it imports and connects what every job needs, writes one ready line, reads one JSON
+request on stdin, writes one JSON answer on stdout and exits. A run's failures all read
+the same (:data:`RUN_FAILED`), because an engine message, or even its kind, can depend on
+a row.
 """
 
 from __future__ import annotations
@@ -21,9 +23,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from computations import DatasetSpec, Plan, get_computation, table_to_ipc
+from computations import (
+    DatasetSpec,
+    Plan,
+    QueryRefused,
+    get_computation,
+    table_to_ipc,
+    warm_up,
+)
 from enclave import _engine
-from enclave._errors import DatasetError, EnclaveError
+from enclave._errors import DatasetError, EnclaveError, EnclaveKeyError
 from enclave._keys import (
     KEY_BYTES,
     load_master_key,
@@ -36,6 +45,7 @@ from indomain.errors import IndomainError
 
 _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWNET = 0x40000000
+_PR_GET_DUMPABLE = 3
 _PR_SET_DUMPABLE = 4
 _ALIAS = "ds"
 
@@ -67,7 +77,7 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _import(request: dict[str, Any]) -> dict[str, Any]:
+def _import(request: dict[str, Any], con: Any) -> dict[str, Any]:
     keys_dir = Path(request["keys_dir"])
     datasets_dir = Path(request["datasets_dir"])
     source = Path(request["source"])
@@ -80,7 +90,6 @@ def _import(request: dict[str, Any]) -> dict[str, Any]:
     tmp = datasets_dir / f".{spec.name}.duckdb.importing"
     for stale in (tmp, tmp.with_name(tmp.name + ".wal")):
         stale.unlink(missing_ok=True)
-    con = _engine.connect(datasets_dir / ".extensions")
     try:
         described = con.execute(f"DESCRIBE SELECT * FROM {reader}(?)", [str(source)]).fetchall()
         file_columns = [row[0] for row in described]
@@ -137,7 +146,7 @@ def _import(request: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _run(request: dict[str, Any], network_isolated: bool) -> dict[str, Any]:
+def _run(request: dict[str, Any], network_isolated: bool, con: Any) -> dict[str, Any]:
     keys_dir = Path(request["keys_dir"])
     datasets_dir = Path(request["datasets_dir"])
     record = DatasetRecord.from_json(request["record"])
@@ -147,7 +156,6 @@ def _run(request: dict[str, Any], network_isolated: bool) -> dict[str, Any]:
     computation = get_computation(plan.computation)
     master = load_master_key(keys_dir / "master.key")
     key = unwrap_dataset_key(master, base64.b64decode(record.wrapped_key), record.name)
-    con = _engine.connect(datasets_dir / ".extensions")
     try:
         _engine.attach_encrypted(con, datasets_dir / record.file, key, alias=_ALIAS, read_only=True)
         con.execute(f"USE {_ALIAS}")
@@ -192,44 +200,107 @@ def _run(request: dict[str, Any], network_isolated: bool) -> dict[str, Any]:
     }
 
 
-def main() -> int:
+#: What the parent hears of any run that failed once the dataset was opened: one message,
+#: whatever the exception, because which error a query hits (overflow, conversion, a
+#: timeout of the engine) can depend on a row. docs/security.md, "Error side channels".
+RUN_FAILED = (
+    "the computation failed inside the enclave after the dataset was opened; details are "
+    "withheld because they could depend on the data, and the job's budget stays spent"
+)
+
+
+def failure(exc: BaseException, *, op: str) -> dict[str, Any]:
+    """The error answer for ``exc``: our refusals keep their rule, a run's other failures
+    all read the same (see :data:`RUN_FAILED`), an import says what was wrong."""
+    if isinstance(exc, QueryRefused):
+        return {
+            "kind": "QueryRefused",
+            "message": str(exc),
+            "rule": exc.rule,
+            "reason": exc.reason,
+            "fragment": exc.fragment,
+        }
+    if op == "run" and not isinstance(exc, DatasetError | EnclaveKeyError):
+        return {"kind": "ComputationError", "message": RUN_FAILED}
+    if isinstance(exc, IndomainError):
+        return {"kind": type(exc).__name__, "message": str(exc)}
+    detail = f": {exc}" if op == "import" else ""
+    return {"kind": "EngineError", "message": f"the engine failed ({type(exc).__name__}){detail}"}
+
+
+def _options(argv: list[str]) -> tuple[int, Path | None]:
+    """``--cpu-seconds N`` and ``--extensions DIR`` (where DuckDB's extensions live)."""
+    cpu_seconds, extensions = 600, None
+    for flag, value in zip(argv[::2], argv[1::2], strict=False):
+        if flag == "--cpu-seconds":
+            cpu_seconds = int(value)
+        elif flag == "--extensions":
+            extensions = Path(value)
+    return cpu_seconds, extensions
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Harden, warm up, say ready, then serve exactly one request from stdin."""
     out = sys.stdout
-    sys.stdout = sys.stderr  # nothing but the answer may reach the parent's pipe
-    request = json.loads(sys.stdin.buffer.read())
-    isolated = _harden(int(request.get("cpu_seconds", 600)))
+    sys.stdout = sys.stderr  # nothing but the protocol may reach the parent's pipe
+    cpu_seconds, extensions = _options(sys.argv[1:] if argv is None else argv)
+    isolated = _harden(cpu_seconds)  # before anything is read: no key is in memory yet
+    warm: Any = None
     try:
+        warm_up()
+        if extensions is not None:
+            warm = _engine.connect(extensions)
+    except Exception:  # warming is an optimisation: the request path starts afresh
+        warm = None
+    ready = {"ready": True, "pid": os.getpid(), "network_isolated": isolated}
+    out.write(json.dumps(ready) + "\n")
+    out.flush()
+    raw = sys.stdin.buffer.read()
+    if not raw.strip():
+        return 0  # the parent went away (or closed its pool) before sending a request
+    request: dict[str, Any] = {}
+    try:
+        request = json.loads(raw)
         if request["op"] == "import":
-            answer: dict[str, Any] = {"ok": True, **_import(request)}
+            answer: dict[str, Any] = {"ok": True, **_import(request, _warm_for(warm, request))}
         elif request["op"] == "run":
-            answer = {"ok": True, **_run(request, isolated)}
+            answer = {"ok": True, **_run(request, isolated, _warm_for(warm, request))}
         elif request["op"] == "probe":
             answer = {
                 "ok": True,
                 "network_isolated": isolated,
                 "pid": os.getpid(),
+                "dumpable": _dumpable(),
+                "core_limit": resource.getrlimit(resource.RLIMIT_CORE)[1],
                 "reached": _try_connect(request.get("connect_to")),
             }
         else:
             answer = {"ok": False, "error": {"kind": "EnclaveError", "message": "unknown op"}}
-    except IndomainError as exc:
-        answer = {"ok": False, "error": {"kind": type(exc).__name__, "message": str(exc)}}
-        for attr in ("rule", "reason", "fragment"):
-            if hasattr(exc, attr):
-                answer["error"][attr] = getattr(exc, attr)
     except Exception as exc:
-        detail = str(exc) if request.get("op") == "import" else ""
-        answer = {
-            "ok": False,
-            "error": {
-                "kind": "EngineError",
-                "message": f"the engine failed ({type(exc).__name__})"
-                + (f": {detail}" if detail else ""),
-            },
-        }
+        op = request.get("op") if isinstance(request, dict) else None
+        answer = {"ok": False, "error": failure(exc, op=str(op))}
     out.write(json.dumps(answer))
     out.flush()
     return 0
 
 
+def _warm_for(warm: Any, request: dict[str, Any]) -> Any:
+    """The pre-made connection if it uses this request's extension folder, else a new one."""
+    wanted = Path(request["datasets_dir"]) / ".extensions"
+    if warm is not None and Path(_engine.extension_dir(warm)) == wanted:
+        return warm
+    if warm is not None:
+        warm.close()
+    return _engine.connect(wanted)
+
+
+def _dumpable() -> int:
+    libc = ctypes.CDLL(None, use_errno=True)
+    return int(libc.prctl(_PR_GET_DUMPABLE, 0, 0, 0, 0))
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    status = main()
+    # The answer is written and flushed: skip interpreter teardown (a few hundred ms with
+    # DuckDB, Arrow and OpenDP loaded), which the parent would otherwise wait for.
+    os._exit(status)

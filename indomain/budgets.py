@@ -1,16 +1,21 @@
 """The privacy budget accountant: one per sandbox, persisted in ``state.sqlite``.
 
-What it accounts (pure differential privacy, basic composition). Each job releases an
-(epsilon, delta)-DP result (``computations/_aggregate/_noise.py``). Jobs of one enterprise
-(all its keys: the account is the enterprise name) on one dataset compose additively:
-k jobs cost (sum of epsilons, sum of deltas). A budget ``"10/month"`` caps the sum of
-epsilons charged in each calendar window (UTC): ``day``, ``week`` (ISO), ``month``,
-``year`` or ``total`` (for ever). Deltas are summed and reported; each job's delta is
-capped by the manifest, so a window's delta is at most ``jobs * delta``. We do not use
-zCDP: the noise is discrete Laplace (pure DP), and for pure DP basic composition is exact
-enough at these job counts. A zCDP (Gaussian) mechanism would be charged by converting
-rho to (epsilon, delta) with ``epsilon = rho + 2 * sqrt(rho * ln(1/delta))`` (Bun and
-Steinke 2016, Proposition 1.3) before it reached this accountant.
+What it accounts. Each job releases an (epsilon, delta)-DP result
+(``computations/_aggregate/_noise.py``). Jobs of one enterprise (all its keys: the account
+is the enterprise name) on one dataset compose, and a budget ``"10/month"`` caps the
+epsilon they spend together in each calendar window (UTC): ``day``, ``week`` (ISO),
+``month``, ``year`` or ``total`` (for ever).
+
+- **Pure DP** (discrete Laplace, the default): epsilons add up (basic composition).
+- **zCDP** (discrete Gaussian, ``mechanism: gaussian``): rhos add up (Bun and Steinke
+  2016, Lemma 2.3), and the window's total rho is converted once, at the dataset's delta,
+  with ``epsilon = rho + 2 * sqrt(rho * ln(1/delta))`` (Proposition 1.3). Converting the
+  total rather than each job is the point of zCDP: k jobs cost about ``sqrt(k)`` times one,
+  not ``k`` times.
+- Both kinds on one account add: spent epsilon = sum of pure epsilons + the conversion of
+  the sum of rhos (basic composition of an (e1, 0) and an (e2, d) guarantee).
+- Deltas (noisy key thresholds) are summed and reported, plus the conversion's delta once
+  when any rho was spent; each job's threshold delta is capped by the manifest.
 
 How it stays honest:
 
@@ -29,6 +34,7 @@ How it stays honest:
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -37,7 +43,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from computations import DatasetSpec, Plan, parse_budget, plan_cost, release_key
+from computations import DatasetSpec, Plan, parse_budget, plan_charge, release_key, zcdp_epsilon
 from indomain.errors import ConfigError, IndomainError
 
 #: Charges are stored as integers of this many units per 1.0 epsilon (or delta).
@@ -51,7 +57,8 @@ CREATE TABLE IF NOT EXISTS budget_charges (
     epsilon INTEGER NOT NULL CHECK (epsilon >= 0),
     delta INTEGER NOT NULL CHECK (delta >= 0),
     charged_at TEXT NOT NULL,
-    release_key TEXT NOT NULL DEFAULT ''
+    release_key TEXT NOT NULL DEFAULT '',
+    rho INTEGER NOT NULL DEFAULT 0 CHECK (rho >= 0)
 );
 CREATE INDEX IF NOT EXISTS budget_charges_account
     ON budget_charges (enterprise, dataset, charged_at);
@@ -121,14 +128,18 @@ class Charge:
     delta: float
     charged_at: str
     windows: tuple[dict[str, Any], ...]
+    rho: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "epsilon": self.epsilon,
             "delta": self.delta,
             "charged_at": self.charged_at,
             "windows": [dict(w) for w in self.windows],
         }
+        if self.rho:
+            data["rho"] = self.rho
+        return data
 
 
 class Accountant:
@@ -139,6 +150,12 @@ class Accountant:
         self.timeout_s = timeout_s
         with self._connect() as con:
             con.executescript(_SCHEMA)
+            columns = {row[1] for row in con.execute("PRAGMA table_info(budget_charges)")}
+            if "rho" not in columns:  # a state file from before zCDP accounting
+                con.execute(
+                    "ALTER TABLE budget_charges"
+                    " ADD COLUMN rho INTEGER NOT NULL DEFAULT 0 CHECK (rho >= 0)"
+                )
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -160,25 +177,32 @@ class Accountant:
         budgets: Iterable[Budget],
         release_key: str = "",
         now: datetime | None = None,
+        rho: float = 0.0,
+        rho_delta: float = 0.0,
     ) -> Charge:
-        """Charge ``(epsilon, delta)`` if every budget in ``budgets`` still has room.
+        """Charge ``(epsilon, delta)`` and ``rho`` if every budget in ``budgets`` has room.
 
+        ``rho`` (zCDP) is added to the window's rho and the total converted at
+        ``rho_delta`` (see the module docstring) before it is compared with a budget.
         Raises :class:`BudgetExhausted` (nothing charged) if one has not, and
-        :class:`ConfigError` if no budget applies (fail closed) or the amounts are negative.
+        :class:`ConfigError` if no budget applies (fail closed), the amounts are negative,
+        or rho comes without a delta to convert it at.
         """
         budgets = tuple(budgets)
         if not budgets:
             raise ConfigError("no privacy budget applies to this dataset; refusing to run")
-        if epsilon < 0 or delta < 0:
+        if epsilon < 0 or delta < 0 or rho < 0:
             raise ConfigError("a privacy charge cannot be negative")
+        if rho and not 0 < rho_delta < 1:
+            raise ConfigError("a zCDP charge needs 0 < delta < 1 to convert rho to epsilon")
         when = _iso((now or datetime.now(UTC)).astimezone(UTC))
-        cost, cost_delta = _units(epsilon), _units(delta)
+        cost, cost_delta, cost_rho = _units(epsilon), _units(delta), _units(rho)
         windows: list[dict[str, Any]] = []
         with self._connect() as con:
             con.execute("BEGIN IMMEDIATE")
             try:
                 charged = con.execute(
-                    "SELECT epsilon, delta, charged_at FROM budget_charges WHERE job_id = ?",
+                    "SELECT epsilon, delta, charged_at, rho FROM budget_charges WHERE job_id = ?",
                     (job_id,),
                 ).fetchone()
                 if charged is not None:
@@ -191,36 +215,50 @@ class Accountant:
                         delta=charged[1] / UNITS,
                         charged_at=str(charged[2]),
                         windows=(),
+                        rho=charged[3] / UNITS,
                     )
                 for budget in budgets:
                     label, start, end = budget.bounds(now or datetime.now(UTC))
-                    spent = _spent(con, enterprise, dataset, start, end)[0]
+                    pure, _, _, rhos = _spent(con, enterprise, dataset, start, end)
+                    if rhos and not 0 < rho_delta < 1:
+                        raise ConfigError(
+                            "this account holds zCDP charges: give the delta to convert them at"
+                        )
+                    spent = pure + _converted(rhos, rho_delta)
+                    after = pure + cost + _converted(rhos + cost_rho, rho_delta)
                     limit = _units(budget.epsilon)
-                    if spent + cost > limit:
+                    if after > limit:
                         left = max(0, limit - spent) / UNITS
+                        needs = (after - spent) / UNITS
                         raise BudgetExhausted(
                             f"privacy budget exhausted for {dataset} ({budget}, window "
-                            f"{label}): this job needs epsilon {epsilon:g}, {left:g} is left"
+                            f"{label}): this job needs epsilon {needs:g}, {left:g} is left"
                         )
-                    windows.append(
-                        {
-                            "budget": str(budget),
-                            "window": label,
-                            "spent_before": spent / UNITS,
-                            "spent_after": (spent + cost) / UNITS,
-                        }
-                    )
+                    window = {
+                        "budget": str(budget),
+                        "window": label,
+                        "spent_before": spent / UNITS,
+                        "spent_after": after / UNITS,
+                    }
+                    if cost_rho:
+                        window["rho_after"] = (rhos + cost_rho) / UNITS
+                    windows.append(window)
                 con.execute(
                     "INSERT INTO budget_charges (job_id, enterprise, dataset, epsilon, delta,"
-                    " charged_at, release_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (job_id, enterprise, dataset, cost, cost_delta, when, release_key),
+                    " charged_at, release_key, rho) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (job_id, enterprise, dataset, cost, cost_delta, when, release_key, cost_rho),
                 )
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
         return Charge(
-            job_id=job_id, epsilon=epsilon, delta=delta, charged_at=when, windows=tuple(windows)
+            job_id=job_id,
+            epsilon=epsilon,
+            delta=delta,
+            charged_at=when,
+            windows=tuple(windows),
+            rho=rho,
         )
 
     def record_release(
@@ -245,22 +283,35 @@ class Accountant:
         return None if row is None else str(row[0])
 
     def spent(
-        self, *, enterprise: str, dataset: str, budget: Budget, now: datetime | None = None
+        self,
+        *,
+        enterprise: str,
+        dataset: str,
+        budget: Budget,
+        now: datetime | None = None,
+        rho_delta: float = 0.0,
     ) -> dict[str, Any]:
-        """Spent and remaining budget of one account in the window holding ``now``."""
+        """Spent and remaining budget of one account in the window holding ``now``; any rho
+        spent is converted at ``rho_delta`` (the dataset's delta) and also shown as is."""
         label, start, end = budget.bounds(now or datetime.now(UTC))
         with self._connect() as con:
-            epsilon, delta, jobs = _spent(con, enterprise, dataset, start, end)
-        return {
+            pure, delta, jobs, rhos = _spent(con, enterprise, dataset, start, end)
+        if rhos and not 0 < rho_delta < 1:
+            raise ConfigError("rho was spent on this account: give the delta to convert it at")
+        epsilon = pure + _converted(rhos, rho_delta)
+        view: dict[str, Any] = {
             "enterprise": enterprise,
             "dataset": dataset,
             "budget": str(budget),
             "window": label,
             "epsilon_spent": epsilon / UNITS,
             "epsilon_remaining": max(0, _units(budget.epsilon) - epsilon) / UNITS,
-            "delta_spent": delta / UNITS,
+            "delta_spent": (delta + (_units(rho_delta) if rhos else 0)) / UNITS,
             "jobs_charged": jobs,
         }
+        if rhos:
+            view["rho_spent"] = rhos / UNITS
+        return view
 
     def accounts(self) -> list[tuple[str, str]]:
         """Every (enterprise, dataset) that has been charged, sorted."""
@@ -273,14 +324,23 @@ class Accountant:
 
 def _spent(
     con: sqlite3.Connection, enterprise: str, dataset: str, start: str, end: str
-) -> tuple[int, int, int]:
+) -> tuple[int, int, int, int]:
+    """``(epsilon, delta, jobs, rho)`` charged to one account in ``[start, end)``, in units."""
     row = con.execute(
-        "SELECT COALESCE(SUM(epsilon), 0), COALESCE(SUM(delta), 0), COUNT(*)"
+        "SELECT COALESCE(SUM(epsilon), 0), COALESCE(SUM(delta), 0), COUNT(*),"
+        " COALESCE(SUM(rho), 0)"
         " FROM budget_charges WHERE enterprise = ? AND dataset = ?"
         " AND charged_at >= ? AND charged_at < ?",
         (enterprise, dataset, start, end),
     ).fetchone()
-    return int(row[0]), int(row[1]), int(row[2])
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+
+
+def _converted(rho_units: int, rho_delta: float) -> int:
+    """The epsilon (in units, rounded up so we never undercharge) of a total rho."""
+    if rho_units == 0:
+        return 0
+    return math.ceil(zcdp_epsilon(rho_units / UNITS, rho_delta) * UNITS)
 
 
 def _units(value: float) -> int:
@@ -320,19 +380,22 @@ def reserve_for_plan(
     ``release_key``, and ``reuse_of`` (a job id) when a stored release answers it.
     Raises :class:`BudgetExhausted` or :class:`ConfigError` as :meth:`Accountant.reserve`.
     """
-    epsilon, delta = plan_cost(plan)
+    cost = plan_charge(plan)
     key = release_key(plan)
     earlier = accountant.find_release(enterprise=enterprise, dataset=plan.dataset, release_key=key)
     if earlier is not None and is_released(earlier):
         return {"epsilon": 0.0, "delta": 0.0, "release_key": key, "reuse_of": earlier}
-    if epsilon == 0 and delta == 0:  # threshold-only: not DP, nothing to account
+    if cost.epsilon == 0 and cost.delta == 0 and cost.rho == 0:
+        # threshold-only: not DP, nothing to account
         return {"epsilon": 0.0, "delta": 0.0, "release_key": key, "mode": "threshold_only"}
     charge = accountant.reserve(
         enterprise=enterprise,
         dataset=plan.dataset,
         job_id=job_id,
-        epsilon=epsilon,
-        delta=delta,
+        epsilon=cost.epsilon,
+        delta=cost.delta,
+        rho=cost.rho,
+        rho_delta=cost.rho_delta or spec.privacy.delta,
         budgets=budgets_for(spec.privacy.budget, obligations),
         release_key=key,
     )
@@ -350,5 +413,12 @@ def budget_views(
             if spec.privacy.mode != "dp":
                 continue
             budget = Budget.parse(spec.privacy.budget)
-            views.append(accountant.spent(enterprise=enterprise, dataset=spec.name, budget=budget))
+            views.append(
+                accountant.spent(
+                    enterprise=enterprise,
+                    dataset=spec.name,
+                    budget=budget,
+                    rho_delta=spec.privacy.delta,
+                )
+            )
     return views

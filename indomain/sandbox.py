@@ -141,6 +141,7 @@ class Sandbox:
             self._reviews.close()
         self.store.close()
         self.ledger.close()
+        self.enclave.close()  # stops its pre-started workers
 
     def __enter__(self) -> Sandbox:
         return self

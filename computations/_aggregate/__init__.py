@@ -24,6 +24,7 @@ import rfc8785
 from computations._aggregate._body import AggregateBody, Privacy
 from computations._aggregate._check import check_sql
 from computations._aggregate._execute import run
+from computations._aggregate._noise import _opendp, zcdp_epsilon, zcdp_rho_for_epsilon
 from computations._computation import (
     CORE_SOURCES,
     PACKAGE_ROOT,
@@ -74,6 +75,10 @@ class Aggregate:
     def code_hash(self) -> str:
         """``"sha256:"`` + digest of this package and the shared core it runs on."""
         return source_digest(PACKAGE_ROOT, (*package_sources("_aggregate"), *CORE_SOURCES))
+
+    def warm_up(self) -> None:
+        """Import OpenDP now (about half a second), not when the first job adds noise."""
+        _opendp()
 
     @property
     def params_schema(self) -> dict[str, Any]:
@@ -145,6 +150,21 @@ def release_privacy(dataset: DatasetSpec, obligations: Mapping[str, str]) -> Pri
     minimum = max(dataset.min_group_size, _obligation_int(obligations, "min_group_size"))
     if rules.mode == "threshold_only":
         return Privacy(mode="threshold_only", epsilon=0.0, delta=0.0, min_group_size=minimum)
+    if rules.mechanism == "gaussian":
+        # zCDP: the job spends rho; a policy's epsilon_per_job caps rho's conversion.
+        rho = float(rules.rho_per_job)
+        if "epsilon_per_job" in obligations:
+            cap = _obligation_float(obligations, "epsilon_per_job")
+            rho = min(rho, zcdp_rho_for_epsilon(cap, rules.delta))
+        return Privacy(
+            mode="dp",
+            epsilon=zcdp_epsilon(rho, rules.delta),
+            delta=float(rules.delta),
+            min_group_size=minimum,
+            mechanism="gaussian",
+            rho=rho,
+            rho_delta=float(rules.delta),
+        )
     epsilon = float(rules.epsilon_per_job)
     if "epsilon_per_job" in obligations:
         epsilon = min(epsilon, _obligation_float(obligations, "epsilon_per_job"))
@@ -165,10 +185,33 @@ def release_key(plan: Plan) -> str:
 def plan_cost(plan: Plan) -> tuple[float, float]:
     """``(epsilon, delta)`` a run of ``plan`` spends; ``(0, 0)`` for a threshold-only plan.
 
+    For a Gaussian (zCDP) plan this is the conversion of its rho, as its result states;
+    the accountant composes rho itself (:func:`plan_charge`).
     Raises :class:`ComputationError` for a plan that is not a well-formed aggregate plan.
     """
     body = AggregateBody.from_json(plan.body)
-    return body.privacy.epsilon, body.privacy.delta
+    return body.privacy.epsilon, body.privacy.total_delta
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanCharge:
+    """What the accountant charges for a plan: pure ``epsilon`` and threshold ``delta``
+    (summed), and ``rho`` (zCDP, summed, then converted at ``rho_delta``)."""
+
+    epsilon: float
+    delta: float
+    rho: float = 0.0
+    rho_delta: float = 0.0
+
+
+def plan_charge(plan: Plan) -> PlanCharge:
+    """The :class:`PlanCharge` of ``plan``; raises :class:`ComputationError` if malformed."""
+    privacy = AggregateBody.from_json(plan.body).privacy
+    if privacy.mechanism == "gaussian":
+        return PlanCharge(
+            epsilon=0.0, delta=privacy.delta, rho=privacy.rho, rho_delta=privacy.rho_delta
+        )
+    return PlanCharge(epsilon=privacy.epsilon, delta=privacy.delta)
 
 
 def _obligation_float(obligations: Mapping[str, str], key: str) -> float:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from computations._aggregate._noise import zcdp_epsilon
 from computations._dataset import ColumnClass, DatasetSpec
 from computations._errors import ComputationError
 
@@ -50,6 +51,7 @@ Operator = Literal["=", "<>", "<", "<=", ">", ">="]
 OPERATORS: tuple[Operator, ...] = ("=", "<>", "<", "<=", ">", ">=")
 Literal_ = str | int | float | bool
 Mode = Literal["dp", "threshold_only"]
+Mechanism = Literal["laplace", "gaussian"]
 
 
 @dataclass(frozen=True)
@@ -76,14 +78,27 @@ class Privacy:
     epsilon: float
     delta: float
     min_group_size: int
+    #: ``gaussian`` plans are ``rho``-zCDP; ``epsilon`` is then the conversion of ``rho`` at
+    #: ``rho_delta`` (``_noise.zcdp_epsilon``), and ``delta`` the key threshold's alone.
+    mechanism: Mechanism = "laplace"
+    rho: float = 0.0
+    rho_delta: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "mode": self.mode,
             "epsilon": self.epsilon,
             "delta": self.delta,
             "min_group_size": self.min_group_size,
         }
+        if self.mechanism == "gaussian":  # laplace plans keep their earlier form (and keys)
+            data |= {"mechanism": self.mechanism, "rho": self.rho, "rho_delta": self.rho_delta}
+        return data
+
+    @property
+    def total_delta(self) -> float:
+        """The delta of the whole release: the threshold's, plus the conversion's."""
+        return self.delta + self.rho_delta
 
 
 @dataclass(frozen=True)
@@ -186,7 +201,14 @@ class AggregateBody:
         raw_privacy = body["privacy"]
         if not isinstance(raw_privacy, Mapping):
             raise _malformed("privacy must be an object")
-        _keys(raw_privacy, {"mode", "epsilon", "delta", "min_group_size"}, "privacy")
+        gaussian = raw_privacy.get("mechanism") == "gaussian"
+        _keys(
+            raw_privacy,
+            {"mode", "epsilon", "delta", "min_group_size"}
+            | ({"mechanism", "rho", "rho_delta"} if gaussian else set()),
+            "privacy",
+        )
+        rho, rho_delta = raw_privacy.get("rho", 0.0), raw_privacy.get("rho_delta", 0.0)
         mode, epsilon = raw_privacy["mode"], raw_privacy["epsilon"]
         delta, minimum = raw_privacy["delta"], raw_privacy["min_group_size"]
         if mode not in ("dp", "threshold_only"):
@@ -194,13 +216,21 @@ class AggregateBody:
         if (
             not all(
                 isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-                for x in (epsilon, delta)
+                for x in (epsilon, delta, rho, rho_delta)
             )
             or type(minimum) is not int
         ):
-            raise _malformed("privacy epsilon and delta must be numbers, min_group_size an int")
+            raise _malformed(
+                "privacy epsilon, delta and rho must be numbers, min_group_size an int"
+            )
         privacy = Privacy(
-            mode=mode, epsilon=float(epsilon), delta=float(delta), min_group_size=minimum
+            mode=mode,
+            epsilon=float(epsilon),
+            delta=float(delta),
+            min_group_size=minimum,
+            mechanism="gaussian" if gaussian else "laplace",
+            rho=float(rho),
+            rho_delta=float(rho_delta),
         )
         return cls(
             group_by=tuple(group_by), outputs=tuple(outputs), where=tuple(where), privacy=privacy
@@ -272,8 +302,19 @@ class AggregateBody:
             if privacy.epsilon != 0 or privacy.delta != 0:
                 raise _invalid("a threshold-only plan carries no epsilon or delta")
             return
-        if not 0 < privacy.epsilon <= rules.epsilon_per_job:
+        if privacy.mechanism != rules.mechanism:
+            raise _invalid(f"this dataset's noise is {rules.mechanism}, not {privacy.mechanism}")
+        if privacy.mechanism == "gaussian":
+            if not 0 < privacy.rho <= rules.rho_per_job:
+                raise _invalid("rho must be above 0 and at most the dataset's rho_per_job")
+            if privacy.rho_delta != rules.delta or privacy.epsilon != zcdp_epsilon(
+                privacy.rho, privacy.rho_delta
+            ):
+                raise _invalid("epsilon must be the conversion of rho at the dataset's delta")
+        elif not 0 < privacy.epsilon <= rules.epsilon_per_job:
             raise _invalid("epsilon must be above 0 and at most the dataset's epsilon_per_job")
+        elif privacy.rho or privacy.rho_delta:
+            raise _invalid("a laplace plan carries no rho")
         if not 0 <= privacy.delta <= rules.delta:
             raise _invalid("delta must be at most the dataset's delta")
         names = {c.name: c for c in dataset.columns}

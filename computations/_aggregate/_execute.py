@@ -13,6 +13,7 @@ from __future__ import annotations
 import decimal
 import itertools
 import json
+import math
 from typing import Any
 
 import duckdb
@@ -20,16 +21,33 @@ import pyarrow as pa
 
 from computations._aggregate._body import AggregateBody, AggregateOutput, GroupOutput
 from computations._aggregate._noise import (
+    discrete_gaussian,
     discrete_laplace,
+    gaussian_key_threshold,
+    gaussian_scale,
     key_threshold,
+    l2_bound,
     laplace_scale,
     private_quantile,
     quantile_grid,
 )
-from computations._aggregate._sql import UNITS, Measure, bounded_sql, exact_sql, measures
+from computations._aggregate._sql import (
+    UNITS,
+    Measure,
+    bounded_sql,
+    exact_sql,
+    measures,
+    schema_sql,
+)
 from computations._dataset import DatasetSpec
 from computations._errors import ComputationError
 from computations._plan import ComputationResult
+
+#: The one message of a run that failed on data (docs/security.md, "Error side channels").
+RUN_FAILED = (
+    "the aggregate failed while reading the dataset; details are withheld because they "
+    "could depend on the data, and the budget reserved for the job stays spent"
+)
 
 #: Schema metadata key holding the release's privacy statement (JSON).
 PRIVACY_METADATA = b"indomain.privacy"
@@ -71,12 +89,10 @@ def run(
 def _query(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
     try:
         return con.execute(sql).to_arrow_table()
-    except duckdb.Error as exc:
-        # DuckDB messages can quote values (conversion errors do), so only the kind is kept.
-        raise ComputationError(
-            f"the aggregate could not run on the dataset table ({type(exc).__name__}); "
-            "details are withheld because they may quote values"
-        ) from None
+    except duckdb.Error:
+        # One message whatever went wrong: DuckDB's can quote values, and even the kind of
+        # error (conversion, overflow, out of range) can depend on a row.
+        raise ComputationError(RUN_FAILED) from None
 
 
 # differential privacy -------------------------------------------------------------------
@@ -91,7 +107,13 @@ def _dp(
     unit_unique: bool,
 ) -> ComputationResult:
     rules, privacy = dataset.privacy, body.privacy
-    sql = bounded_sql(body, table=table, dataset=dataset, unit_unique=unit_unique)
+    sql = bounded_sql(
+        body,
+        table=table,
+        dataset=dataset,
+        unit_unique=unit_unique,
+        integer_columns=_integer_columns(con, table),
+    )
     raw = _query(con, sql)
     quantiles: dict[tuple[str, float], list[tuple[int, float]]] = {}
     keys = (
@@ -118,22 +140,30 @@ def _dp(
     if public and body.group_by:
         keys, exact = _all_public_keys(body, dataset, keys, exact)
 
-    share = privacy.epsilon / len(every)
+    gaussian = privacy.mechanism == "gaussian"
+    # Pure DP splits epsilon over the measures; zCDP splits rho (``_noise`` points 3, 7).
+    share = (privacy.rho if gaussian else privacy.epsilon) / len(every)
     noisy: dict[Measure, list[int]] = {}
     scales: dict[Measure, float] = {}
+    groups_cap = rules.max_groups_per_unit
     for m in every:
         if m.kind == "values":
             continue  # quantiles are released per kept group, below
-        sensitivity = rules.max_groups_per_unit * _per_group_bound(m, dataset)
-        noisy[m] = discrete_laplace(exact[m], sensitivity=sensitivity, epsilon=share)
-        scales[m] = laplace_scale(sensitivity, share)
+        if gaussian:
+            l2 = l2_bound(_per_group_bound(m, dataset), groups_cap)
+            noisy[m] = discrete_gaussian(exact[m], l2_sensitivity=l2, rho=share)
+            scales[m] = gaussian_scale(l2, share)
+        else:
+            sensitivity = groups_cap * _per_group_bound(m, dataset)
+            noisy[m] = discrete_laplace(exact[m], sensitivity=sensitivity, epsilon=share)
+            scales[m] = laplace_scale(sensitivity, share)
     units = Measure("units")
     minimum = privacy.min_group_size
     threshold = minimum
     if not public:
-        threshold = key_threshold(
+        threshold = (gaussian_key_threshold if gaussian else key_threshold)(
             scale=scales[units],
-            groups_per_unit=rules.max_groups_per_unit,
+            groups_per_unit=groups_cap,
             delta=privacy.delta,
             minimum=minimum,
         )
@@ -148,8 +178,9 @@ def _dp(
             spec = dataset.column(m.column or "")
             if spec is None or spec.bounds is None:
                 raise ComputationError(f"a quantile of {m.column!r} needs declared bounds")
-            # Each unit is in at most G groups: each group's quantile gets share / G.
-            per_group = share / rules.max_groups_per_unit
+            # Each unit is in at most G groups: each group's quantile gets share / G. Under
+            # zCDP the measure's share of rho is met by pure eps = sqrt(2 rho) (point 7).
+            per_group = (math.sqrt(2 * share) if gaussian else share) / groups_cap
             found = {
                 o.alpha
                 for o in body.outputs
@@ -196,22 +227,35 @@ def _dp(
         columns[out.name] = values
         types[out.name] = dtype
         statement[out.name] = {"noise_scale": scale}
-    stated = {
+    stated: dict[str, Any] = {
         "mode": "dp",
-        "mechanism": "discrete_laplace",
+        "mechanism": "discrete_gaussian" if gaussian else "discrete_laplace",
         "epsilon": privacy.epsilon,
-        "delta": privacy.delta if not public else 0.0,
+        "delta": (privacy.delta if not public else 0.0) + privacy.rho_delta,
         "measures": len(every),
-        "epsilon_per_measure": share,
         "max_groups_per_unit": rules.max_groups_per_unit,
         "max_rows_per_unit": rules.max_rows_per_unit,
         "group_keys": "public" if public else "noisy_threshold",
         "release_threshold": threshold,
         "outputs": statement,
     }
+    if gaussian:
+        stated |= {
+            "rho": privacy.rho,
+            "rho_per_measure": share,
+            "conversion": "epsilon = rho + 2 sqrt(rho ln(1/delta)) at delta "
+            f"{privacy.rho_delta:g} (Bun and Steinke 2016, Proposition 1.3)",
+        }
+    else:
+        stated["epsilon_per_measure"] = share
+    noise = (
+        f"discrete Gaussian noise (rho {privacy.rho:g}, zCDP)"
+        if gaussian
+        else ("discrete Laplace noise")
+    )
     notes = [
         f"differentially private: epsilon {privacy.epsilon:g}, delta {stated['delta']:g}, "
-        f"discrete Laplace noise; scales: "
+        f"{noise}; scales: "
         + ", ".join(
             f"{name} {s['noise_scale']:.4g}" for name, s in statement.items() if "noise_scale" in s
         )
@@ -227,6 +271,21 @@ def _dp(
             f"{dataset.privacy_unit} reaches {threshold}; how many were not is not disclosed"
         )
     return _result(body, columns, types, stated, withheld, notes)
+
+
+#: Column types clamped as integers; wider ones (HUGEINT, UBIGINT) take the DOUBLE path.
+_INTEGER_TYPES = frozenset(
+    {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER"}
+)
+
+
+def _integer_columns(con: duckdb.DuckDBPyConnection, table: str) -> frozenset[str]:
+    """The columns of ``table`` stored as integers (schema only, no row is read)."""
+    try:
+        described = con.execute(schema_sql(table)).description or []
+    except duckdb.Error:
+        raise ComputationError(RUN_FAILED) from None
+    return frozenset(str(d[0]) for d in described if str(d[1]).upper() in _INTEGER_TYPES)
 
 
 def _all_public_keys(

@@ -73,13 +73,23 @@ def measures(body: AggregateBody) -> list[Measure]:
 
 
 def bounded_sql(
-    body: AggregateBody, *, table: str, dataset: DatasetSpec, unit_unique: bool = False
+    body: AggregateBody,
+    *,
+    table: str,
+    dataset: DatasetSpec,
+    unit_unique: bool = False,
+    integer_columns: frozenset[str] = frozenset(),
 ) -> str:
     """Per-unit bounded exact sums: columns ``g<i>``, then each measure's alias.
 
     ``unit_unique`` (the enclave measured at import that no privacy unit has two rows) skips
     the per-unit pre-aggregation: with one row per unit, every row is already within the
-    bounds it would enforce (one row, one group, each value clamped).
+    bounds it would enforce (one row, one group, each value clamped). It also skips the
+    filter on public keys: a row outside them forms a group of its own, which the release
+    drops before noise (``_execute._all_public_keys``), and with one row and one group per
+    unit no other group's contribution depends on it.
+    ``integer_columns`` are stored as integers (the table's own types): those with integer
+    bounds and no decimals are clamped as integers, without a round trip through DOUBLE.
     """
     rules = dataset.privacy
     rows_cap, groups_cap = rules.max_rows_per_unit, rules.max_groups_per_unit
@@ -90,8 +100,11 @@ def bounded_sql(
     values: list[exp.Expr] = []
     numeric = {m.column for m in wanted if m.kind in ("sum", "count", "values") and m.column}
     for column in sorted(numeric):
-        values.append(exp.alias_(_scaled(column, dataset), f"v_{column}", quoted=True))
-    where = [*_predicates(body.where), *_public_keys(body, dataset)]
+        scaled = _scaled(column, dataset, integer=column in integer_columns)
+        values.append(exp.alias_(scaled, f"v_{column}", quoted=True))
+    where = [*_predicates(body.where)]
+    if not unit_unique:
+        where += _public_keys(body, dataset)
     where.append(exp.Not(this=exp.Is(this=_column(dataset.privacy_unit), expression=exp.Null())))
     filtered = exp.Select(expressions=[unit, *groups, *values]).from_(_source(table))
     filtered = filtered.where(exp.and_(*where))
@@ -281,6 +294,11 @@ def exact_sql(body: AggregateBody, *, table: str, dataset: DatasetSpec) -> str:
     return query.sql(dialect="duckdb")
 
 
+def schema_sql(table: str) -> str:
+    """A query that reads no row of ``table`` but describes its columns."""
+    return exp.Select(expressions=[exp.Star()]).from_(_source(table)).limit(0).sql("duckdb")
+
+
 def _source(table: str) -> exp.Table:
     if not _TABLE_NAME.fullmatch(table):
         raise ComputationError("the dataset table name must be a plain, optionally dotted name")
@@ -338,9 +356,30 @@ def _public_keys(body: AggregateBody, dataset: DatasetSpec) -> list[exp.Expr]:
     return out
 
 
-def _scaled(column: str, dataset: DatasetSpec) -> exp.Expr:
-    """The column as an integer of ``10**-decimals``, clamped to its bounds (never raises)."""
+def _scaled(column: str, dataset: DatasetSpec, *, integer: bool = False) -> exp.Expr:
+    """The column as an integer of ``10**-decimals``, clamped to its bounds (never raises).
+
+    ``integer``: the column is stored as an integer type, so with integer bounds and no
+    decimals a CASE clamps it exactly as the DOUBLE path would (rounding is the identity),
+    NULL stays NULL, and nothing converts.
+    """
     spec = dataset.column(column)
+    if (
+        integer
+        and spec is not None
+        and spec.bounds is not None
+        and spec.decimals == 0
+        and all(float(b).is_integer() for b in spec.bounds)
+    ):
+        low_i, high_i = (int(b) for b in spec.bounds)
+        raw = _column(column)
+        return exp.Case(
+            ifs=[
+                exp.If(this=exp.GT(this=raw, expression=_n(high_i)), true=_n(high_i)),
+                exp.If(this=exp.LT(this=raw.copy(), expression=_n(low_i)), true=_n(low_i)),
+            ],
+            default=exp.Cast(this=raw.copy(), to=exp.DataType.build("BIGINT")),
+        )
     value = exp.TryCast(this=_column(column), to=exp.DataType.build("DOUBLE"))
     if spec is None or spec.bounds is None:
         return exp.TryCast(this=value, to=exp.DataType.build("BIGINT"))

@@ -272,3 +272,28 @@ def test_the_operator_sees_budgets_on_the_command_line(served: tuple[Any, Any, s
     assert shown.returncode == 0, shown.stderr
     assert ACME in shown.stdout
     assert '"epsilon_spent": 1.0' in shown.stdout
+
+
+def test_a_run_that_fails_inside_the_enclave_stays_charged_and_reads_the_same(
+    served: tuple[Any, Any, str],
+) -> None:
+    """A real failure after the reservation (the worker is killed when the enclave's time
+    is up, mid-run): each job stays charged, and two jobs whose WHERE would separate a
+    hidden condition fail with the same words, on the API and on the ledger."""
+    sandbox, acme, url = served
+    sandbox.enclave.timeout_s = 0.05
+    try:
+        with Client(url, enterprise=ACME, private_key=acme) as client:
+            failed = [
+                _submit(client, f"SELECT COUNT(*) AS n FROM residents WHERE sex = '{sex}'")
+                for sex in ("f", "m")
+            ]
+            (view,) = client._get("/v1/budgets")["budgets"]
+    finally:
+        sandbox.enclave.timeout_s = 900.0
+    assert [job["status"] for job in failed] == ["failed", "failed"]
+    assert failed[0]["error"] == failed[1]["error"]
+    assert "did not finish" in failed[0]["error"]
+    assert view["epsilon_spent"] == pytest.approx(2.0)
+    reasons = [e.fields["reason"] for e in _entries(sandbox) if e.type == "run.failed"]
+    assert len(reasons) == 2 and reasons[0] == reasons[1]

@@ -1,0 +1,174 @@
+"""Pre-started, single-use enclave workers.
+
+Starting ``python -m enclave._worker`` costs its interpreter, its imports (DuckDB, Arrow,
+OpenDP) and DuckDB's httpfs extension: seconds on a busy machine. A pool keeps the next
+worker(s) already started, hardened and waiting on stdin, so a job does not wait for that.
+The isolation is the same as before: every operation gets a fresh process, which hardens
+itself (no core dumps, not dumpable, own network namespace) *before* it reads a request,
+answers one request and exits. A worker is never given a second request; it is replaced.
+
+Protocol: once hardened and warm, the worker writes one line ``{"ready": true, ...}`` to
+stdout; only then does it read its request (all of stdin), and it writes the answer after
+that line. A worker that never said ready never read a request, so it is safe to retry the
+request once on a fresh worker (it crashed or was killed while it started). A worker that
+said ready and then died without an answer may have read its request and touched data, so
+that request fails (one fixed message, budget kept) rather than being run again.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from enclave._errors import WorkerError
+
+
+@dataclass(frozen=True)
+class WorkerReply:
+    """A worker's ready line, its answer (``None`` if it gave none) and exit status."""
+
+    ready: dict[str, Any]
+    answer: dict[str, Any] | None
+    returncode: int
+
+
+class WorkerPool:
+    """Keeps ``size`` workers started ahead of use; ``size=0`` starts each on demand."""
+
+    def __init__(self, command: Sequence[str], *, env: dict[str, str], size: int = 1) -> None:
+        if size < 0:
+            raise ValueError("a pool size cannot be negative")
+        self._command = list(command)
+        self._env = dict(env)
+        self._size = size
+        self._idle: list[subprocess.Popen[bytes]] = []
+        self._ready: dict[int, dict[str, Any]] = {}  # ready lines read by wait_ready
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def call(self, request: dict[str, Any], *, timeout_s: float) -> WorkerReply:
+        """Send ``request`` to a fresh worker and return what it said.
+
+        Raises :class:`WorkerError` when the worker does not finish in ``timeout_s`` (it is
+        killed) or could not be started.
+        """
+        data = json.dumps(request).encode()
+        for attempt in (1, 2):
+            proc = self._take()
+            try:
+                out, _ = proc.communicate(input=data, timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+                raise WorkerError(
+                    f"the enclave worker did not finish in {timeout_s:.0f} s"
+                ) from None
+            except BrokenPipeError:
+                proc.kill()
+                proc.communicate()
+                out = b""
+            finally:
+                # The next worker starts once this one is done, so its imports do not
+                # compete for the CPU with the operation running now.
+                self._refill()
+            with self._lock:
+                early = self._ready.pop(proc.pid, None)
+            if early is not None:
+                ready: dict[str, Any] | None = early
+                rest = out
+            else:
+                first, _, rest = out.partition(b"\n")
+                ready = _json_object(first)
+            if ready is None or not ready.get("ready"):
+                if attempt == 1:
+                    continue  # it died before reading anything: a fresh one may run it
+                raise WorkerError(
+                    f"the enclave worker exited with status {proc.returncode} before it was ready"
+                )
+            return WorkerReply(
+                ready=ready, answer=_json_object(rest), returncode=int(proc.returncode or 0)
+            )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def idle_pids(self) -> list[int]:
+        """Process ids of the live workers waiting for a request (diagnostics and tests)."""
+        with self._lock:
+            return [proc.pid for proc in self._idle if proc.poll() is None]
+
+    def wait_ready(self, *, timeout_s: float = 120.0) -> int:
+        """Start the pool's workers if none wait, and block until each has said ready (its
+        imports done); returns how many are ready. For a gateway warming up, and benchmarks
+        that time a job finding a worker waiting."""
+        deadline = time.monotonic() + timeout_s
+        self._refill()
+        with self._lock:
+            for proc in self._idle:
+                if proc.pid in self._ready or proc.stdout is None:
+                    continue
+                left = max(0.0, deadline - time.monotonic())
+                readable, _, _ = select.select([proc.stdout], [], [], left)
+                if not readable:
+                    break
+                line = _json_object(proc.stdout.readline())
+                if line is not None and line.get("ready"):
+                    self._ready[proc.pid] = line
+            return sum(1 for proc in self._idle if proc.pid in self._ready)
+
+    def close(self) -> None:
+        """Stop the waiting workers; later calls start workers on demand."""
+        with self._lock:
+            idle, self._idle, self._closed = self._idle, [], True
+            self._ready.clear()
+        for proc in idle:
+            _stop(proc)
+
+    def _refill(self) -> None:
+        with self._lock:
+            if not self._closed:
+                while len(self._idle) < self._size:
+                    self._idle.append(self._spawn())
+
+    def _take(self) -> subprocess.Popen[bytes]:
+        """An unused live worker: a pre-started one if there is one, else a new one."""
+        with self._lock:
+            chosen = None
+            while self._idle and chosen is None:
+                proc = self._idle.pop(0)
+                if proc.poll() is None:
+                    chosen = proc
+                else:
+                    self._ready.pop(proc.pid, None)
+                    _stop(proc)  # died while waiting: _refill replaces it after this call
+        return chosen if chosen is not None else self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        try:
+            return subprocess.Popen(
+                self._command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=self._env,
+            )
+        except OSError as exc:
+            raise WorkerError(f"the enclave worker could not be started: {exc}") from None
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.communicate()

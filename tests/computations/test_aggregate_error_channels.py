@@ -1,0 +1,110 @@
+"""Error side channels: a query whose failure would depend on a hidden row.
+
+The checker refuses `error()`, casts and arithmetic before any row is read
+(`test_aggregate_attacks.py`); these tests attack what is left once a query is approved:
+the exact values themselves. Each performs the attack on two datasets that differ only in
+the hidden fact and asserts the answers cannot be told apart by success or failure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+import pytest
+
+from computations import ComputationError, DatasetSpec, get_computation
+from computations._aggregate._execute import RUN_FAILED, _query
+from computations._aggregate._noise import SATURATION, discrete_laplace, saturate
+
+AGGREGATE = get_computation("aggregate")
+
+#: The widest bounds a manifest may declare (scaled values up to 2**40).
+WIDE = 2**40
+#: With this many public rows at WIDE, the sum is 2**63 - 2**40: one more row reaches 2**63.
+PUBLIC_ROWS = 2**23 - 1
+
+
+def _wide_spec() -> DatasetSpec:
+    return DatasetSpec.from_manifest(
+        {
+            "privacy_unit": "person",
+            "min_group_size": 10,
+            "columns": {
+                "person": {"class": "identifier"},
+                "sex": {"class": "quasi_identifier", "dimension": True, "keys": ["f", "m"]},
+                "income": {"class": "sensitive", "bounds": [0, WIDE]},
+            },
+        },
+        name="people",
+    )
+
+
+def _people(target_is_f: bool) -> duckdb.DuckDBPyConnection:
+    """PUBLIC_ROWS women earning the bound, and the target, whose sex is the hidden fact."""
+    con = duckdb.connect(":memory:")
+    con.execute(
+        f"CREATE TABLE people AS SELECT range AS person, 'f' AS sex, {WIDE}::BIGINT AS income "
+        f"FROM range({PUBLIC_ROWS})"
+    )
+    con.execute("INSERT INTO people VALUES (?, ?, ?)", [-1, "f" if target_is_f else "m", WIDE])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def _answer(sql: str, target_is_f: bool) -> tuple[str, Any]:
+    spec = _wide_spec()
+    plan = AGGREGATE.check({"sql": sql}, spec)
+    con = _people(target_is_f)
+    try:
+        result = AGGREGATE.execute(plan, con, table="people", dataset=spec, unit_unique=True)
+    except ComputationError as exc:
+        return "failed", str(exc)
+    finally:
+        con.close()
+    return "succeeded", (result.table.schema, result.table.num_rows)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT SUM(income) AS total FROM people WHERE sex = 'f'",
+        "SELECT AVG(income) AS mean FROM people WHERE sex = 'f'",
+        "SELECT sex, SUM(income) AS total FROM people GROUP BY sex",
+    ],
+)
+def test_a_sum_pushed_past_64_bits_by_a_hidden_row_answers_the_same(sql: str) -> None:
+    """Attack: the target's row tips an exact sum over 2**63, where the noise mechanism's
+    64-bit domain ends. Had that raised, success or failure would say where the target is.
+    Saturating the exact value first (a 1-Lipschitz clamp) makes both runs succeed."""
+    hidden_true = _answer(sql, target_is_f=True)
+    hidden_false = _answer(sql, target_is_f=False)
+    assert hidden_true[0] == hidden_false[0] == "succeeded"
+    assert hidden_true[1] == hidden_false[1]
+
+
+def test_saturation_never_raises_and_keeps_values_inside_its_range() -> None:
+    huge = [2**70, -(2**70), 2**63, SATURATION + 1, 5]
+    assert saturate(huge) == [SATURATION, -SATURATION, SATURATION, SATURATION, 5]
+    noisy = discrete_laplace([2**80, -(2**80)], sensitivity=WIDE, epsilon=1.0)
+    assert noisy[0] > 2**61 and noisy[1] < -(2**61)
+
+
+def test_every_engine_failure_reads_the_same() -> None:
+    """Whatever DuckDB raises (conversion, overflow, division), the caller reads one message
+    without the error's kind, which could itself depend on a row."""
+    con = duckdb.connect(":memory:")
+    con.execute("CREATE TABLE t AS SELECT 'x1' AS s, 9223372036854775807::BIGINT AS n")
+    messages = set()
+    for sql in (
+        "SELECT CAST(s AS INTEGER) FROM t",  # ConversionException
+        "SELECT n + 1 FROM t",  # OutOfRangeException
+        "SELECT error('the hidden value is 42') FROM t",  # InvalidInputException
+    ):
+        with pytest.raises(ComputationError) as info:
+            _query(con, sql)
+        messages.add(str(info.value))
+    assert messages == {RUN_FAILED}
+    assert "42" not in RUN_FAILED
