@@ -176,6 +176,15 @@ def _compile_cached(files: tuple[tuple[str, str], ...]) -> Compiled:
             parsed.append(one)
 
     static = _collect_ids(parsed, problems)
+    for pid, body in static.items():
+        scope = _grant_scope(body)
+        named = [g for g in _grants_in_conditions(body) if g != scope]
+        if body.get("effect") == "permit" and named:
+            problems.append(
+                f"{pid}: names Grant::{json.dumps(named[0])} in a condition; name a grant in "
+                f'the principal scope (principal in Grant::"{named[0]}"), where its validity '
+                "and its obligations apply"
+            )
     if schema is not None:
         for one in parsed:
             _validate_against_schema(one, schema, problems)
@@ -212,9 +221,14 @@ def _compile_cached(files: tuple[tuple[str, str], ...]) -> Compiled:
 
 
 def _grant_scope(body: Mapping[str, Any]) -> str | None:
-    """The grant a permit's principal scope names (``principal in Grant::"G"``), if any."""
+    """The grant a permit's principal scope names (``principal in Grant::"G"`` or
+    ``principal is Enterprise in Grant::"G"``), if any."""
     scope = body.get("principal", {})
-    entity = scope.get("entity") if isinstance(scope, Mapping) else None
+    if not isinstance(scope, Mapping):
+        return None
+    if scope.get("op") == "is" and isinstance(scope.get("in"), Mapping):
+        scope = {"op": "in", **scope["in"]}
+    entity = scope.get("entity")
     if (
         body.get("effect") == "permit"
         and scope.get("op") == "in"
@@ -224,6 +238,25 @@ def _grant_scope(body: Mapping[str, Any]) -> str | None:
     ):
         return str(entity["id"])
     return None
+
+
+def _grants_in_conditions(body: Mapping[str, Any]) -> list[str]:
+    """Ids of grants named by entity literals in a policy's conditions."""
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, Mapping):
+            entity = node.get("__entity")
+            if isinstance(entity, Mapping) and entity.get("type") == "Grant":
+                found.append(str(entity.get("id")))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(body.get("conditions", []))
+    return found
 
 
 def _parse_schema(texts: dict[str, str], problems: list[str]) -> cedarpy.Schema | None:

@@ -263,3 +263,30 @@ def test_a_grant_permit_not_bound_to_the_grants_datasets_is_linted() -> None:
     )
     assert [(f.rule, f.policy) for f in lint(loose)] == [("grant-resource", "loose")]
     assert not [f for f in lint(SET) if f.rule == "grant-resource"]
+
+
+def test_a_grant_scope_written_with_is_still_carries_the_grants_obligations() -> None:
+    written_with_is = GRANT_POLICY.replace(
+        'principal in Grant::"G-14"', 'principal is Enterprise in Grant::"G-14"'
+    )
+    policy_set = PolicySet.from_files({"schema.cedarschema": SCHEMA, "g.cedar": written_with_is})
+    decision = decide(policy_set, request())
+    assert decision.allowed
+    assert dict(decision.obligations) == {"min_group_size": "20", "epsilon_per_job": "1.0"}
+
+
+@pytest.mark.parametrize(
+    "permit",
+    [
+        'permit (principal, action == Action::"aggregate", resource)\n'
+        'when { principal in Grant::"G-14" };',
+        'permit (principal in Grant::"G-14", action == Action::"aggregate", resource)\n'
+        'when { principal in Grant::"G-15" };',
+    ],
+    ids=["grant-only-in-condition", "second-grant-in-condition"],
+)
+def test_a_permit_naming_a_grant_outside_its_principal_scope_is_invalid(permit: str) -> None:
+    # The grant's obligations (review, epsilon, budget) ride on the principal scope; a
+    # grant named only in a condition would allow without them.
+    with pytest.raises(PolicyInvalid, match="in a condition"):
+        PolicySet.from_files({"schema.cedarschema": SCHEMA, "g.cedar": '@id("x")\n' + permit})
