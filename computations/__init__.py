@@ -10,11 +10,19 @@ needs: what a plan spends, and which earlier release answers it at no cost.
 Other parts import only from here.
 """
 
-from computations._aggregate import plan_cost, release_key
+from computations._aggregate import release_key
 from computations._aggregate._execute import privacy_statement
 from computations._arrow import table_from_ipc, table_to_ipc, table_to_rows
 from computations._computation import Computation
 from computations._dataset import ColumnClass, ColumnSpec, DatasetSpec, PrivacyRules, parse_budget
+from computations._encrypted import (
+    PreparedGroupSum,
+    digest_of,
+    prepare_group_sum,
+    read_group_sums,
+    session_of,
+    set_enclave_secret,
+)
 from computations._errors import ComputationError, QueryRefused
 from computations._he import HeError, PublicContext, load_ckks_vector, load_public_context
 from computations._plan import ComputationResult, Plan, params_digest
@@ -29,7 +37,7 @@ from computations._psi import (
     PsiServer,
     PsiSize,
 )
-from computations._registry import available_computations, get_computation
+from computations._registry import available_computations, get_computation, plan_cost
 
 __all__ = [
     "ColumnClass",
@@ -40,6 +48,7 @@ __all__ = [
     "DatasetSpec",
     "HeError",
     "Plan",
+    "PreparedGroupSum",
     "PrivacyRules",
     "PsiClient",
     "PsiError",
@@ -53,14 +62,19 @@ __all__ = [
     "PublicContext",
     "QueryRefused",
     "available_computations",
+    "digest_of",
     "get_computation",
     "load_ckks_vector",
     "load_public_context",
     "params_digest",
     "parse_budget",
     "plan_cost",
+    "prepare_group_sum",
     "privacy_statement",
+    "read_group_sums",
     "release_key",
+    "session_of",
+    "set_enclave_secret",
     "table_from_ipc",
     "table_to_ipc",
     "table_to_rows",

@@ -11,10 +11,16 @@ from types import MappingProxyType
 from typing import Final
 
 from computations._aggregate import AGGREGATE
+from computations._aggregate import plan_cost as _aggregate_cost
 from computations._computation import Computation
+from computations._encrypted import ENCRYPTED_GROUP_SUM, PSI
+from computations._encrypted import plan_cost as _encrypted_cost
 from computations._errors import ComputationError, shorten
+from computations._plan import Plan
 
-_REGISTRY: Final[Mapping[str, Computation]] = MappingProxyType({AGGREGATE.name: AGGREGATE})
+_REGISTRY: Final[Mapping[str, Computation]] = MappingProxyType(
+    {c.name: c for c in (AGGREGATE, PSI, ENCRYPTED_GROUP_SUM)}
+)
 
 
 def get_computation(name: str) -> Computation:
@@ -34,3 +40,16 @@ def get_computation(name: str) -> Computation:
 def available_computations() -> tuple[str, ...]:
     """The names of the approved computations, sorted."""
     return tuple(sorted(_REGISTRY))
+
+
+def plan_cost(plan: Plan) -> tuple[float, float]:
+    """``(epsilon, delta)`` a run of ``plan`` spends, by its computation.
+
+    A PSI offer spends nothing (it releases public group labels and a rounded length);
+    raises :class:`ComputationError` for a plan its computation cannot read.
+    """
+    if plan.computation == PSI.name:
+        return 0.0, 0.0
+    if plan.computation == ENCRYPTED_GROUP_SUM.name:
+        return _encrypted_cost(plan)
+    return _aggregate_cost(plan)

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from computations import DatasetSpec, Plan, get_computation, table_to_ipc
+from computations import DatasetSpec, Plan, get_computation, set_enclave_secret, table_to_ipc
 from enclave import _engine
 from enclave._errors import DatasetError, EnclaveError
 from enclave._keys import (
@@ -146,6 +146,7 @@ def _run(request: dict[str, Any], network_isolated: bool) -> dict[str, Any]:
         raise EnclaveError(f"plan is for dataset {plan.dataset!r}, not {record.name!r}")
     computation = get_computation(plan.computation)
     master = load_master_key(keys_dir / "master.key")
+    set_enclave_secret(master)  # PSI session keys are wrapped under a key derived from it
     key = unwrap_dataset_key(master, base64.b64decode(record.wrapped_key), record.name)
     con = _engine.connect(datasets_dir / ".extensions")
     try:
