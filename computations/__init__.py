@@ -22,6 +22,7 @@ from computations._encrypted import (
     read_group_sums,
     session_of,
     set_enclave_secret,
+    split_points,
 )
 from computations._errors import ComputationError, QueryRefused
 from computations._he import HeError, PublicContext, load_ckks_vector, load_public_context
@@ -75,6 +76,7 @@ __all__ = [
     "release_key",
     "session_of",
     "set_enclave_secret",
+    "split_points",
     "table_from_ipc",
     "table_to_ipc",
     "table_to_rows",

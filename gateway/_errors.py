@@ -97,6 +97,7 @@ _BY_CODE: dict[str, type[GatewayError]] = {
     "proposal_not_approved": Refused,
     "review_required": Refused,
     "budget_exhausted": BudgetExhausted,
+    "upload_refused": Refused,
     "unauthenticated": AuthenticationError,
     "invalid_request": InvalidJob,
 }

@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 import policies
+from indomain import encrypted_jobs
 from indomain.reviews import Proposal, ProposalError, render, required_reviewers, runnable
 
 PROPOSAL_KEYS = frozenset({"proposal", "values"})
@@ -121,6 +122,8 @@ def resolve_params(sandbox: Any, job: Any) -> dict[str, Any]:
     """The parameters to check for ``job``: unchanged, unless it runs a proposal, then
     the approved template rendered with its values (plus any other parameters, such as
     a privacy budget). Raises :class:`ProposalError` if the proposal may not run."""
+    if job.computation in encrypted_jobs.RESOLVED_COMPUTATIONS:
+        return encrypted_jobs.resolve_params(sandbox, job)
     params = dict(job.params)
     if "proposal" not in params and "values" not in params:
         return params
