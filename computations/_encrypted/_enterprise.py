@@ -100,7 +100,7 @@ def read_group_sums(
 
     raw = (result.schema.metadata or {}).get(PRIVACY_METADATA)
     privacy = json.loads(raw) if raw is not None else {}
-    if privacy.get("mechanism") != "randomized_response":
+    if privacy.get("mechanism") != "randomized_response_bitvec":
         raise ComputationError("this result is not an encrypted group sum")
     keep, other = float(privacy["keep_probability"]), float(privacy["other_probability"])
     out = []

@@ -43,6 +43,7 @@ from computations._encrypted._blobs import (
     unframe_vectors,
 )
 from computations._encrypted._group_sum import (
+    MAX_EPSILON,
     Randomised,
     count_estimates,
     packed_group_sums,
@@ -60,7 +61,6 @@ from computations._he._context import (
 from computations._plan import ComputationResult, Plan, params_digest
 from computations._psi import PsiError, PsiReblinded, PsiRequest
 from computations._psi._group import blind
-from computations._psi._rr import MAX_EPSILON
 
 #: The enterprise-signed parameters.
 PARAM_KEYS: Final = frozenset({"session", "request", "reply", "context", "values"})
@@ -249,14 +249,13 @@ class EncryptedGroupSum:
         )
         privacy = {
             "mode": "local_dp",
-            "mechanism": "randomized_response",
+            "mechanism": "randomized_response_bitvec",
             "epsilon": randomised.epsilon,
             "delta": 0.0,
-            "categories": randomised.categories,
             "keep_probability": randomised.keep,
             "other_probability": randomised.other,
             "items": len(outcomes),
-            "debias": "T = (S - q*V) / (p - q); Var <= max(p(1-p), q(1-q)) * sum(v^2) / (p-q)^2",
+            "debias": "T = (S - q*V) / (p - q); Var <= p*q * sum(v^2) / (p-q)^2",
         }
         result = pa.table(
             {
@@ -304,7 +303,7 @@ def answer(
     if context.scheme != "CKKS":
         raise HeError("encrypted_group_sum needs a CKKS context")
     chunks = [load_ckks_vector(context, data) for data in vectors]
-    sums = packed_group_sums(context, chunks, randomised.reports, groups=groups)
+    sums = packed_group_sums(context, chunks, randomised.bits)
     return randomised, counts, sums
 
 
