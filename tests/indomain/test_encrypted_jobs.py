@@ -252,3 +252,70 @@ def test_a_job_naming_a_refused_upload_is_refused_and_charges_nothing(
     assert _spent(world) == before
     job_id = refused.value.extra["job_id"]
     assert not [e for e in _entries(world, "run.completed") if e.fields["job_id"] == job_id]
+
+
+def test_the_cli_opens_a_session_and_runs_a_group_sum(world: Encrypted, tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from indomain.cli import app
+    from indomain.sandbox import write_private_key
+
+    key = tmp_path / "acme.key"
+    write_private_key(key, world.acme._key)
+    env = {"INDOMAIN_URL": world.url, "INDOMAIN_ENTERPRISE": ACME, "INDOMAIN_KEY": str(key)}
+    runner = CliRunner()
+    context = tmp_path / "acme.tenseal"
+    made = runner.invoke(app, ["encrypted", "context", "--out", str(context), "--degree", "4096"])
+    assert made.exit_code == 0, made.output
+    assert context.stat().st_mode & 0o077 == 0
+    offer = tmp_path / "offer.arrow"
+    opened = runner.invoke(
+        app,
+        [
+            "encrypted",
+            "open",
+            "--dataset",
+            "residents",
+            "--purpose",
+            "credit_risk_model",
+            "--dimension",
+            "district",
+            "--offer",
+            str(offer),
+        ],
+        env=env,
+    )
+    assert opened.exit_code == 0, opened.output
+    session = opened.stdout.strip().splitlines()[0]
+    residents = _residents(world)
+    lines = ["identifier,value"] + [f"{i},{n % 9}" for n, i in enumerate(list(residents)[:400])]
+    data = tmp_path / "customers.csv"
+    data.write_text("\n".join(lines) + "\n")
+    summed = runner.invoke(
+        app,
+        [
+            "encrypted",
+            "group-sum",
+            "--dataset",
+            "residents",
+            "--purpose",
+            "credit_risk_model",
+            "--session",
+            session,
+            "--offer",
+            str(offer),
+            "--input",
+            str(data),
+            "--context",
+            str(context),
+            "--json",
+        ],
+        env=env,
+    )
+    assert summed.exit_code == 0, summed.output
+    answers = json.loads(summed.stdout)
+    # Every declared district key answers, even one no sampled resident lives in.
+    assert {a["group"] for a in answers} >= set(residents.values())
+    assert len(answers) == 11
