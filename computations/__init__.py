@@ -17,7 +17,9 @@ from computations._computation import Computation
 from computations._dataset import ColumnClass, ColumnSpec, DatasetSpec, PrivacyRules, parse_budget
 from computations._encrypted import (
     PreparedGroupSum,
+    debias_scores,
     digest_of,
+    frame_vectors,
     prepare_group_sum,
     read_group_sums,
     session_of,
@@ -63,7 +65,9 @@ __all__ = [
     "PublicContext",
     "QueryRefused",
     "available_computations",
+    "debias_scores",
     "digest_of",
+    "frame_vectors",
     "get_computation",
     "load_ckks_vector",
     "load_public_context",

@@ -13,13 +13,18 @@ from typing import Final
 from computations._aggregate import AGGREGATE
 from computations._aggregate import plan_cost as _aggregate_cost
 from computations._computation import Computation
-from computations._encrypted import ENCRYPTED_GROUP_SUM, PSI
+from computations._encrypted import (
+    ENCRYPTED_GROUP_SUM,
+    ENCRYPTED_LINEAR_SCORE,
+    PSI,
+    linear_score_cost,
+)
 from computations._encrypted import plan_cost as _encrypted_cost
 from computations._errors import ComputationError, shorten
 from computations._plan import Plan
 
 _REGISTRY: Final[Mapping[str, Computation]] = MappingProxyType(
-    {c.name: c for c in (AGGREGATE, PSI, ENCRYPTED_GROUP_SUM)}
+    {c.name: c for c in (AGGREGATE, PSI, ENCRYPTED_GROUP_SUM, ENCRYPTED_LINEAR_SCORE)}
 )
 
 
@@ -52,4 +57,6 @@ def plan_cost(plan: Plan) -> tuple[float, float]:
         return 0.0, 0.0
     if plan.computation == ENCRYPTED_GROUP_SUM.name:
         return _encrypted_cost(plan)
+    if plan.computation == ENCRYPTED_LINEAR_SCORE.name:
+        return linear_score_cost(plan)
     return _aggregate_cost(plan)

@@ -17,7 +17,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import ledger
-from computations import prepare_group_sum, read_group_sums, table_from_ipc
+from computations import (
+    debias_scores,
+    frame_vectors,
+    prepare_group_sum,
+    read_group_sums,
+    table_from_ipc,
+)
 from gateway._errors import GatewayError, Refused, TransportError, error_from_json
 from gateway._jobs import new_job, sign_job, sign_request
 from gateway._store import FINAL_STATUSES
@@ -210,6 +216,48 @@ class Client:
             computation="encrypted_group_sum", dataset=dataset, purpose=purpose, params=params
         )["job_id"]
         return read_group_sums(self._finished(job_id, timeout).table, prepared, context)
+
+    def encrypted_linear_score(
+        self,
+        *,
+        dataset: str,
+        purpose: str,
+        dimension: str,
+        features: list[str],
+        weights: list[float],
+        context: Any,
+        timeout: float = 600.0,
+    ) -> dict[str, tuple[float, float]]:
+        """Per group, the debiased sum of ``weights · features`` over the dataset's rows
+        and a bound on its variance. The weights are encrypted here under ``context``
+        (which holds the secret key, never sent); only the public context and one
+        ciphertext are uploaded."""
+        import tenseal as ts
+
+        slots = context.data.seal_context().key_context_data().parms().poly_modulus_degree() // 2
+        padded = [float(w) for w in weights] + [0.0] * (slots - len(weights))
+        public = context.copy()
+        public.make_context_public()
+        context_bytes = bytes(public.serialize(save_galois_keys=True))
+        values = frame_vectors([bytes(ts.ckks_vector(context, padded).serialize())])
+        context_digest = self.upload("context", context_bytes)["digest"]
+        values_digest = self.upload("values", values, context=context_digest)["digest"]
+        params = {
+            "dimension": dimension,
+            "features": list(features),
+            "context": context_digest,
+            "values": values_digest,
+        }
+        job_id = self.submit(
+            computation="encrypted_linear_score", dataset=dataset, purpose=purpose, params=params
+        )["job_id"]
+        table = self._finished(job_id, timeout).table
+        privacy = json.loads((table.schema.metadata or {})[b"indomain.privacy"])
+        decrypted = {
+            row["group"]: float(ts.ckks_vector_from(context, row["encrypted_score"]).decrypt()[0])
+            for row in table.to_pylist()
+        }
+        return debias_scores(decrypted, privacy, [float(w) for w in weights])
 
     def _get(self, path: str) -> dict[str, Any]:
         return self._send("GET", path)

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from indomain.sandbox import Sandbox
 
 #: Computations whose parameters this module resolves.
-RESOLVED_COMPUTATIONS: Final = frozenset({"encrypted_group_sum"})
+RESOLVED_COMPUTATIONS: Final = frozenset({"encrypted_group_sum", "encrypted_linear_score"})
 UPLOAD_KINDS: Final = ("request", "reply", "context", "values")
 #: Most bytes one upload may hold, per kind (a context with Galois keys for 8192 is ~35 MB).
 MAX_UPLOAD_BYTES: Final = {

@@ -32,22 +32,32 @@ from computations._encrypted._group_sum_job import (
     plan_cost,
 )
 from computations._encrypted._keys import set_enclave_secret
+from computations._encrypted._linear_score import (
+    ENCRYPTED_LINEAR_SCORE,
+    EncryptedLinearScore,
+    debias_scores,
+)
+from computations._encrypted._linear_score import plan_cost as linear_score_cost
 from computations._encrypted._session import PSI, identifier_bytes, padded_length, session_of
 
 __all__ = [
     "ENCRYPTED_GROUP_SUM",
+    "ENCRYPTED_LINEAR_SCORE",
     "PARAM_KEYS",
     "PSI",
     "RESOLVED_KEYS",
     "EncryptedGroupSum",
+    "EncryptedLinearScore",
     "PreparedGroupSum",
     "Randomised",
     "count_estimates",
+    "debias_scores",
     "debias_sum",
     "digest_of",
     "frame_vectors",
     "identifier_bytes",
     "join_points",
+    "linear_score_cost",
     "packed_group_sums",
     "padded_length",
     "plan_cost",

@@ -15,7 +15,12 @@ from indomain.errors import InternalError
 
 
 def test_available_computations() -> None:
-    assert available_computations() == ("aggregate", "encrypted_group_sum", "psi")
+    assert available_computations() == (
+        "aggregate",
+        "encrypted_group_sum",
+        "encrypted_linear_score",
+        "psi",
+    )
 
 
 def test_get_computation_returns_a_computation() -> None:

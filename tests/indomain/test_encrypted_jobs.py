@@ -29,7 +29,7 @@ POLICY = """\
 @id("acme-encrypted")
 permit (
   principal == Enterprise::"Acme Credit",
-  action in [Action::"psi", Action::"encrypted_group_sum"],
+  action in [Action::"psi", Action::"encrypted_group_sum", Action::"encrypted_linear_score"],
   resource == Dataset::"residents"
 )
 when { context.purpose == "credit_risk_model" };
@@ -319,3 +319,27 @@ def test_the_cli_opens_a_session_and_runs_a_group_sum(world: Encrypted, tmp_path
     # Every declared district key answers, even one no sampled resident lives in.
     assert {a["group"] for a in answers} >= set(residents.values())
     assert len(answers) == 11
+
+
+def test_an_encrypted_linear_score_over_http_is_debiased_and_charged(
+    world: Encrypted, secret_context: Any
+) -> None:
+    before = _spent(world)
+    answers = world.acme.encrypted_linear_score(
+        dataset="residents",
+        purpose="credit_risk_model",
+        dimension="district",
+        features=["income", "insurance_months"],
+        weights=[0.00001, 0.01],
+        context=secret_context,
+    )
+    assert _spent(world) == pytest.approx(before + 1.0)
+    (parquet,) = world.source.glob("*.parquet")
+    table = pq.read_table(parquet).to_pylist()
+    for district, (estimate, bound) in answers.items():
+        truth = sum(
+            0.00001 * min(r["income"], 500_000) + 0.01 * min(r["insurance_months"], 540)
+            for r in table
+            if r["district"] == district
+        )
+        assert abs(estimate - truth) <= 6 * bound**0.5
