@@ -177,7 +177,7 @@ class Client:
     def _finished(self, job_id: str, timeout: float) -> JobResult:
         state = self.wait(job_id, timeout=timeout)
         if state["status"] != "succeeded":
-            reason = (state.get("outcome") or {}).get("error") or state["status"]
+            reason = state.get("error") or state["status"]
             raise Refused(f"job {job_id} {state['status']}: {reason}", code="job_failed")
         return self.result(job_id)
 

@@ -18,7 +18,10 @@ Inside the enclave: unwrap the session's ``b``; item ``i`` matched group ``g`` w
 sandbox learns per *blinded item* its outcome, never which of its rows matched. Each
 outcome then goes through randomised response at the policy's epsilon (charged to the
 budget before the run), and only the reports meet the ciphertexts (``_group_sum.py``).
-The minimum intersection is checked on the debiased count of matches (post-processing).
+The minimum intersection is checked on the debiased count of matches (post-processing):
+its lower confidence bound, ``estimate − 3·sd``, must reach the minimum, so an
+intersection too small to tell from zero through the randomisation is refused (fail
+closed; the estimate alone exceeds any small minimum half the time when nothing matched).
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ from computations._psi._group import blind
 PARAM_KEYS: Final = frozenset({"session", "request", "reply", "context", "values"})
 #: What the sandbox adds when it resolves the parameters (never taken from a job).
 RESOLVED_KEYS: Final = frozenset({"resolved_session", "resolved_blobs"})
+#: Standard deviations below the estimate the minimum intersection is judged at.
+CONFIDENCE_SDS: Final = 3.0
 #: Most enterprise identifiers in one job unless the policy sets fewer.
 DEFAULT_MAX_SET_SIZE: Final = 1_000_000
 _JOB_ID_LENGTH: Final = 36
@@ -295,10 +300,15 @@ def answer(
     """
     randomised = randomise(outcomes, groups=groups, epsilon=epsilon)
     counts = count_estimates(randomised)
-    if sum(estimate for estimate, _ in counts) < minimum:
+    # Bits flip independently, so the groups' variances add up.
+    matched = sum(estimate for estimate, _ in counts)
+    spread = math.sqrt(sum(variance for _, variance in counts))
+    if matched - CONFIDENCE_SDS * spread < minimum:
         raise QueryRefused(
             "psi-min-intersection",
-            f"the intersection is smaller than {minimum} (judged on the randomised reports)",
+            f"the intersection is smaller than {minimum}, or too small to tell apart from "
+            f"it through the randomisation (judged on the randomised reports: the estimate "
+            f"less {CONFIDENCE_SDS:g} standard deviations must reach it)",
         )
     if context.scheme != "CKKS":
         raise HeError("encrypted_group_sum needs a CKKS context")

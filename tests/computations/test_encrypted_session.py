@@ -250,3 +250,20 @@ def test_a_job_without_its_session_or_uploads_is_refused_before_anything_runs(
     with pytest.raises(QueryRefused) as refused:
         job.check({**params, "sql": "SELECT 1"}, spec)
     assert refused.value.rule == "params"
+
+
+def test_a_request_over_the_set_size_cap_is_refused(
+    enclave_secret: None,
+    spec: DatasetSpec,
+    con: duckdb.DuckDBPyConnection,
+    secret_context: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import computations._encrypted._group_sum_job as job_module
+
+    monkeypatch.setattr(job_module, "DEFAULT_MAX_SET_SIZE", 2)
+    offer = _offer(spec, con)
+    prepared = prepare_group_sum(offer, [1, 2, 3], [1.0, 2.0, 3.0], secret_context)
+    with pytest.raises(ComputationError, match="larger than 64 bytes"):
+        _run(spec, offer, prepared.uploads, prepared.params("job_" + "0" * 32), tmp_path, con)
