@@ -5,6 +5,8 @@
         --offer offer.arrow                                  # prints the session id
     indomain encrypted group-sum --dataset residents --purpose … --session ID \\
         --offer offer.arrow --input customers.csv --context acme.tenseal
+    indomain encrypted linear-score --dataset residents --purpose … --dimension district \
+        --features income,insurance_months --weights 0.00001,0.01 --context acme.tenseal
 
 The secret key and the identifiers stay on the enterprise's machine: only the public
 context, blinded points and ciphertexts are uploaded (docs/threat-model.md).
@@ -135,3 +137,53 @@ def group_sum_command(
         else:
             columns = ["group", "sum_estimate", "sum_variance_bound", "count_estimate"]
             console.print(rows_table(columns, answers, title=f"session {session}"))
+
+
+@encrypted_app.command("linear-score")
+def linear_score_command(
+    url: UrlOpt,
+    enterprise: EnterpriseOpt,
+    key: KeyOpt,
+    dataset: Annotated[str, typer.Option(help="Dataset name from the catalogue")],
+    purpose: Annotated[str, typer.Option(help="Declared purpose, as licensed")],
+    dimension: Annotated[str, typer.Option(help="Public dimension to group by")],
+    features: Annotated[str, typer.Option(help="Feature columns, comma-separated")],
+    weights: Annotated[str, typer.Option(help="Your model's weights, comma-separated")],
+    context: Annotated[Path, typer.Option(help="Your secret context file")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print rows as JSON")] = False,
+) -> None:
+    """Per group, the debiased sum of your linear model's scores; the weights are sent
+    encrypted."""
+    import tenseal as ts
+
+    from indomain.errors import ConfigError
+
+    with errors():
+        names = [f.strip() for f in features.split(",") if f.strip()]
+        try:
+            values = [float(w) for w in weights.split(",")]
+        except ValueError:
+            raise ConfigError("--weights must be numbers separated by commas") from None
+        if len(values) != len(names):
+            raise ConfigError("give one weight per feature")
+        try:
+            secret = ts.context_from(context.read_bytes())
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ConfigError(f"{context} is not a TenSEAL context file: {exc}") from None
+        with _client(url, enterprise, key) as client:
+            answers = client.encrypted_linear_score(
+                dataset=dataset,
+                purpose=purpose,
+                dimension=dimension,
+                features=names,
+                weights=values,
+                context=secret,
+            )
+        rows = [
+            {"group": g, "score_estimate": e, "score_variance_bound": v}
+            for g, (e, v) in sorted(answers.items())
+        ]
+        if as_json:
+            print(json.dumps(rows, indent=2))
+        else:
+            console.print(rows_table(list(rows[0]), rows, title="encrypted linear score"))

@@ -321,6 +321,29 @@ def test_the_cli_opens_a_session_and_runs_a_group_sum(world: Encrypted, tmp_path
     # Every declared district key answers, even one no sampled resident lives in.
     assert {a["group"] for a in answers} >= set(residents.values())
     assert len(answers) == 11
+    scored = runner.invoke(
+        app,
+        [
+            "encrypted",
+            "linear-score",
+            "--dataset",
+            "residents",
+            "--purpose",
+            "credit_risk_model",
+            "--dimension",
+            "district",
+            "--features",
+            "income",
+            "--weights",
+            "0.001",
+            "--context",
+            str(context),
+            "--json",
+        ],
+        env=env,
+    )
+    assert scored.exit_code == 0, scored.output
+    assert len(json.loads(scored.stdout)) == 11
 
 
 def test_an_encrypted_linear_score_over_http_is_debiased_and_charged(
