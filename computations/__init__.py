@@ -10,12 +10,23 @@ needs: what a plan spends, and which earlier release answers it at no cost.
 Other parts import only from here.
 """
 
-from computations._aggregate import PlanCharge, plan_charge, plan_cost, release_key
+from computations._aggregate import PlanCharge, release_key
 from computations._aggregate._execute import privacy_statement
 from computations._aggregate._noise import zcdp_epsilon
 from computations._arrow import table_from_ipc, table_to_ipc, table_to_rows
 from computations._computation import Computation
 from computations._dataset import ColumnClass, ColumnSpec, DatasetSpec, PrivacyRules, parse_budget
+from computations._encrypted import (
+    PreparedGroupSum,
+    debias_scores,
+    digest_of,
+    frame_vectors,
+    prepare_group_sum,
+    read_group_sums,
+    session_of,
+    set_enclave_secret,
+    split_points,
+)
 from computations._errors import ComputationError, QueryRefused
 from computations._he import HeError, PublicContext, load_ckks_vector, load_public_context
 from computations._plan import ComputationResult, Plan, params_digest
@@ -30,7 +41,13 @@ from computations._psi import (
     PsiServer,
     PsiSize,
 )
-from computations._registry import available_computations, get_computation, warm_up
+from computations._registry import (
+    available_computations,
+    get_computation,
+    plan_charge,
+    plan_cost,
+    warm_up,
+)
 
 __all__ = [
     "ColumnClass",
@@ -42,6 +59,7 @@ __all__ = [
     "HeError",
     "Plan",
     "PlanCharge",
+    "PreparedGroupSum",
     "PrivacyRules",
     "PsiClient",
     "PsiError",
@@ -55,6 +73,9 @@ __all__ = [
     "PublicContext",
     "QueryRefused",
     "available_computations",
+    "debias_scores",
+    "digest_of",
+    "frame_vectors",
     "get_computation",
     "load_ckks_vector",
     "load_public_context",
@@ -62,8 +83,13 @@ __all__ = [
     "parse_budget",
     "plan_charge",
     "plan_cost",
+    "prepare_group_sum",
     "privacy_statement",
+    "read_group_sums",
     "release_key",
+    "session_of",
+    "set_enclave_secret",
+    "split_points",
     "table_from_ipc",
     "table_to_ipc",
     "table_to_rows",

@@ -10,11 +10,23 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
 
-from computations._aggregate import AGGREGATE
+from computations._aggregate import AGGREGATE, PlanCharge
+from computations._aggregate import plan_charge as _aggregate_charge
+from computations._aggregate import plan_cost as _aggregate_cost
 from computations._computation import Computation
+from computations._encrypted import (
+    ENCRYPTED_GROUP_SUM,
+    ENCRYPTED_LINEAR_SCORE,
+    PSI,
+    linear_score_cost,
+)
+from computations._encrypted import plan_cost as _encrypted_cost
 from computations._errors import ComputationError, shorten
+from computations._plan import Plan
 
-_REGISTRY: Final[Mapping[str, Computation]] = MappingProxyType({AGGREGATE.name: AGGREGATE})
+_REGISTRY: Final[Mapping[str, Computation]] = MappingProxyType(
+    {c.name: c for c in (AGGREGATE, PSI, ENCRYPTED_GROUP_SUM, ENCRYPTED_LINEAR_SCORE)}
+)
 
 
 def get_computation(name: str) -> Computation:
@@ -44,3 +56,27 @@ def warm_up() -> None:
         prepare = getattr(computation, "warm_up", None)
         if callable(prepare):
             prepare()
+
+
+def plan_cost(plan: Plan) -> tuple[float, float]:
+    """``(epsilon, delta)`` a run of ``plan`` spends, by its computation.
+
+    A PSI offer spends nothing (it releases public group labels and a rounded length);
+    raises :class:`ComputationError` for a plan its computation cannot read.
+    """
+    if plan.computation == PSI.name:
+        return 0.0, 0.0
+    if plan.computation == ENCRYPTED_GROUP_SUM.name:
+        return _encrypted_cost(plan)
+    if plan.computation == ENCRYPTED_LINEAR_SCORE.name:
+        return linear_score_cost(plan)
+    return _aggregate_cost(plan)
+
+
+def plan_charge(plan: Plan) -> PlanCharge:
+    """What the accountant charges for ``plan``, by its computation (see :func:`plan_cost`;
+    aggregate plans may also charge zCDP rho)."""
+    if plan.computation == AGGREGATE.name:
+        return _aggregate_charge(plan)
+    epsilon, delta = plan_cost(plan)
+    return PlanCharge(epsilon=epsilon, delta=delta)

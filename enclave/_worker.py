@@ -28,6 +28,7 @@ from computations import (
     Plan,
     QueryRefused,
     get_computation,
+    set_enclave_secret,
     table_to_ipc,
     warm_up,
 )
@@ -155,6 +156,7 @@ def _run(request: dict[str, Any], network_isolated: bool, con: Any) -> dict[str,
         raise EnclaveError(f"plan is for dataset {plan.dataset!r}, not {record.name!r}")
     computation = get_computation(plan.computation)
     master = load_master_key(keys_dir / "master.key")
+    set_enclave_secret(master)  # PSI session keys are wrapped under a key derived from it
     key = unwrap_dataset_key(master, base64.b64decode(record.wrapped_key), record.name)
     try:
         _engine.attach_encrypted(con, datasets_dir / record.file, key, alias=_ALIAS, read_only=True)

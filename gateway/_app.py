@@ -44,6 +44,7 @@ from gateway._ledger_routes import register_ledger_routes
 from gateway._processor import Admission, JobProcessor
 from gateway._review_routes import register_review_routes
 from gateway._store import FINAL_STATUSES, Enterprise, JobRecord, StateStore
+from gateway._upload_routes import register_upload_routes
 from indomain.errors import IndomainError
 from ledger import Ledger
 
@@ -283,6 +284,9 @@ def create_app(
     desk = getattr(processor, "proposal_desk", None)
     if desk is not None:
         register_review_routes(app, desk=desk, store=store, authenticate=authenticate, clock=clock)
+    store_upload = getattr(processor, "store_upload", None)
+    if store_upload is not None:
+        register_upload_routes(app, store_upload=store_upload, authenticate=authenticate)
     return app
 
 

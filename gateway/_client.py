@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import ledger
-from computations import table_from_ipc
-from gateway._errors import GatewayError, TransportError, error_from_json
+from computations import (
+    debias_scores,
+    frame_vectors,
+    prepare_group_sum,
+    read_group_sums,
+    table_from_ipc,
+)
+from gateway._errors import GatewayError, Refused, TransportError, error_from_json
 from gateway._jobs import new_job, sign_job, sign_request
 from gateway._store import FINAL_STATUSES
 
@@ -140,6 +147,117 @@ class Client:
 
     def checkpoint(self) -> str:
         return self._request("GET", "/v1/ledger/checkpoint", signed=False).text
+
+    # encrypted views (docs/threat-model.md) -------------------------------------------
+
+    def upload(self, kind: str, data: bytes, *, context: str | None = None) -> dict[str, Any]:
+        """Upload one input of an encrypted job (``request``, ``reply``, ``context`` or
+        ``values``; ``context`` names the context digest values are under). The signed
+        path carries the body's digest. Returns the sandbox's record of the upload;
+        raises :class:`Refused` (``upload_refused``) with the reason."""
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        path = f"/v1/uploads/{kind}/{digest}"
+        if context is not None:
+            path += "?" + urlencode({"context": context})
+        headers = sign_request(enterprise=self.enterprise, key=self._key, method="PUT", path=path)
+        headers["Content-Type"] = "application/octet-stream"
+        try:
+            response = self._http.request("PUT", path, content=data, headers=headers)
+        except httpx.HTTPError as exc:
+            raise TransportError(f"cannot reach the gateway: {exc}") from exc
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            raise error_from_json(response.status_code, body)
+        stored: dict[str, Any] = response.json()["upload"]
+        return stored
+
+    def _finished(self, job_id: str, timeout: float) -> JobResult:
+        state = self.wait(job_id, timeout=timeout)
+        if state["status"] != "succeeded":
+            reason = state.get("error") or state["status"]
+            raise Refused(f"job {job_id} {state['status']}: {reason}", code="job_failed")
+        return self.result(job_id)
+
+    def open_psi_session(
+        self, *, dataset: str, purpose: str, dimension: str, timeout: float = 600.0
+    ) -> tuple[str, pa.Table]:
+        """Run a ``psi`` job: the sandbox's offer for a session grouped by ``dimension``.
+        Returns the session (the job id) and the offer table."""
+        params = {"dimension": dimension, "nonce": secrets.token_urlsafe(24)}
+        job_id = self.submit(computation="psi", dataset=dataset, purpose=purpose, params=params)[
+            "job_id"
+        ]
+        return job_id, self._finished(job_id, timeout).table
+
+    def encrypted_group_sum(
+        self,
+        *,
+        dataset: str,
+        purpose: str,
+        session: str,
+        offer: pa.Table,
+        identifiers: list[Any],
+        values: list[float],
+        context: Any,
+        timeout: float = 600.0,
+    ) -> list[dict[str, Any]]:
+        """Per group, the debiased sum of ``values`` over ``identifiers`` found in the
+        dataset, with variance bounds: blinds and encrypts here (``context`` holds the
+        secret key, which never leaves), uploads, runs the job, decrypts and debiases."""
+        prepared = prepare_group_sum(offer, identifiers, values, context)
+        params = prepared.params(session)
+        for kind in ("request", "reply", "context"):
+            self.upload(kind, prepared.uploads[kind])
+        self.upload("values", prepared.uploads["values"], context=params["context"])
+        job_id = self.submit(
+            computation="encrypted_group_sum", dataset=dataset, purpose=purpose, params=params
+        )["job_id"]
+        return read_group_sums(self._finished(job_id, timeout).table, prepared, context)
+
+    def encrypted_linear_score(
+        self,
+        *,
+        dataset: str,
+        purpose: str,
+        dimension: str,
+        features: list[str],
+        weights: list[float],
+        context: Any,
+        timeout: float = 600.0,
+    ) -> dict[str, tuple[float, float]]:
+        """Per group, the debiased sum of ``weights · features`` over the dataset's rows
+        and a bound on its variance. The weights are encrypted here under ``context``
+        (which holds the secret key, never sent); only the public context and one
+        ciphertext are uploaded."""
+        import tenseal as ts
+
+        slots = context.data.seal_context().key_context_data().parms().poly_modulus_degree() // 2
+        padded = [float(w) for w in weights] + [0.0] * (slots - len(weights))
+        public = context.copy()
+        public.make_context_public()
+        context_bytes = bytes(public.serialize(save_galois_keys=True))
+        values = frame_vectors([bytes(ts.ckks_vector(context, padded).serialize())])
+        context_digest = self.upload("context", context_bytes)["digest"]
+        values_digest = self.upload("values", values, context=context_digest)["digest"]
+        params = {
+            "dimension": dimension,
+            "features": list(features),
+            "context": context_digest,
+            "values": values_digest,
+        }
+        job_id = self.submit(
+            computation="encrypted_linear_score", dataset=dataset, purpose=purpose, params=params
+        )["job_id"]
+        table = self._finished(job_id, timeout).table
+        privacy = json.loads((table.schema.metadata or {})[b"indomain.privacy"])
+        decrypted = {
+            row["group"]: float(ts.ckks_vector_from(context, row["encrypted_score"]).decrypt()[0])
+            for row in table.to_pylist()
+        }
+        return debias_scores(decrypted, privacy, [float(w) for w in weights])
 
     def _get(self, path: str) -> dict[str, Any]:
         return self._send("GET", path)

@@ -98,6 +98,7 @@ _BY_CODE: dict[str, type[GatewayError]] = {
     "review_required": Refused,
     "module_not_executable": Refused,
     "budget_exhausted": BudgetExhausted,
+    "upload_refused": Refused,
     "unauthenticated": AuthenticationError,
     "invalid_request": InvalidJob,
 }

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 import policies
+from indomain import encrypted_jobs
 from indomain.modules import MODULE_KIND, ModuleNotExecutable, ModuleStore, check_module
 from indomain.policy_requests import registry_request
 from indomain.reviews import (
@@ -332,6 +333,8 @@ def resolve_params(sandbox: Any, job: Any) -> dict[str, Any]:
     """The parameters to check for ``job``: unchanged, unless it runs a proposal, then
     the approved template rendered with its values (plus any other parameters, such as
     a privacy budget). Raises :class:`ProposalError` if the proposal may not run."""
+    if job.computation in encrypted_jobs.RESOLVED_COMPUTATIONS:
+        return encrypted_jobs.resolve_params(sandbox, job)
     params = dict(job.params)
     if "proposal" not in params and "values" not in params:
         return params

@@ -20,6 +20,7 @@ from indomain.commands.bureau import dataset_app, enterprise_app
 from indomain.commands.catalogue import catalogue_command
 from indomain.commands.client import client_app
 from indomain.commands.common import HomeOpt, console, errors, open_sandbox
+from indomain.commands.encrypted import encrypted_app
 from indomain.commands.ledger import ledger_app
 from indomain.commands.policy import policy_app
 from indomain.commands.review import review_app
@@ -40,6 +41,7 @@ app.command("catalogue")(catalogue_command)
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(client_app, name="client")
 app.add_typer(budget_app, name="budget")
+app.add_typer(encrypted_app, name="encrypted")
 
 
 # init ---------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from gateway import (
     create_app,
     load_private_key,
 )
-from indomain import admission, budgets, execution
+from indomain import admission, budgets, encrypted_jobs, execution
 from indomain.admission import digest
 from indomain.approvals import ProposalDesk
 from indomain.catalogue import catalogue_for
@@ -303,6 +303,14 @@ class Sandbox:
     def execute(self, job: JobDocument, *, job_id: str, admission: Admission) -> Execution:
         """Run an admitted job once, or resume it after a crash (:mod:`indomain.execution`)."""
         return execution.execute(self, job, job_id=job_id, admission=admission)
+
+    def store_upload(
+        self, *, enterprise: str, kind: str, digest: str, data: bytes, context: str | None
+    ) -> dict[str, Any]:
+        """Check and keep an encrypted job's upload (:mod:`indomain.encrypted_jobs`)."""
+        return encrypted_jobs.store_upload(
+            self, enterprise=enterprise, kind=kind, digest=digest, data=data, context=context
+        )
 
     # privacy budget -------------------------------------------------------------------
 

@@ -15,7 +15,12 @@ from indomain.errors import InternalError
 
 
 def test_available_computations() -> None:
-    assert available_computations() == ("aggregate",)
+    assert available_computations() == (
+        "aggregate",
+        "encrypted_group_sum",
+        "encrypted_linear_score",
+        "psi",
+    )
 
 
 def test_get_computation_returns_a_computation() -> None:
@@ -27,7 +32,7 @@ def test_get_computation_returns_a_computation() -> None:
 
 @pytest.mark.parametrize("name", ["nope", "", "AGGREGATE", "x" * 500])
 def test_unknown_computation_names_the_known_ones(name: str) -> None:
-    with pytest.raises(ComputationError, match="known computations: aggregate") as info:
+    with pytest.raises(ComputationError, match="known computations: aggregate, ") as info:
         get_computation(name)
     assert len(str(info.value)) < 200
 
@@ -98,3 +103,18 @@ def test_front_door_exports_exactly_all() -> None:
     assert public == set(computations.__all__)
     for name in computations.__all__:
         assert getattr(computations, name).__module__.startswith("computations._")
+
+
+@pytest.mark.parametrize("name", ["psi", "encrypted_group_sum"])
+def test_encrypted_computations_measure_the_psi_and_he_code_they_run(name: str) -> None:
+    computation = get_computation(name)
+    assert isinstance(computation, Computation)
+    sources = {"_psi/_protocol.py", "_psi/_rr.py", "_encrypted/_keys.py", "_aggregate/_noise.py"}
+    if name == "encrypted_group_sum":
+        sources.add("_he/_context.py")
+    expected = set(package_sources("_encrypted")) | set(package_sources("_psi")) | set(CORE_SOURCES)
+    expected |= {"_aggregate/_noise.py"} | (
+        set(package_sources("_he")) if name == "encrypted_group_sum" else set()
+    )
+    assert sources <= expected
+    assert computation.code_hash == source_digest(PACKAGE_ROOT, expected)

@@ -54,8 +54,12 @@ def test_an_enterprise_sees_what_its_grants_allow_with_obligations(home: Path) -
     assert "privacy_rules" in residents
 
 
-def test_an_expired_grant_and_a_suspension_show_nothing_allowed(home: Path) -> None:
-    assert entry(home, "Beta Analytics")["allowed"] == []  # fiscal grant ended with 2025
+def test_an_expired_grant_drops_out_and_a_suspension_shows_nothing_allowed(home: Path) -> None:
+    # The fiscal aggregate grant ended with 2025; only the live PSI grant (psi is now a
+    # registered computation) remains, and it names no aggregate.
+    allowed = entry(home, "Beta Analytics")["allowed"]
+    assert [a["computation"] for a in allowed] == ["psi"]
+    assert allowed[0]["policies"] == ["beta-analytics-psi"]
     with Sandbox.open(home) as sandbox:
         sandbox.update_licence("Acme Credit", status="suspended")
     try:

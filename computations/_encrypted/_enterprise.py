@@ -1,0 +1,126 @@
+"""The enterprise's side of an encrypted group sum: pure functions over its own secrets.
+
+From the session's offer (the ``psi`` job's result), its identifiers, its values and its
+secret TenSEAL context, :func:`prepare_group_sum` builds the four uploads and remembers
+what decryption needs; :func:`read_group_sums` decrypts the result and debiases it. The
+secret key and the PSI key ``a`` never leave this side: only the public context, blinded
+points and ciphertexts are uploaded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from computations._encrypted._blobs import digest_of, frame_vectors, join_points
+from computations._encrypted._group_sum import debias_sum
+from computations._encrypted._session import PRIVACY_METADATA, identifier_bytes, session_of
+from computations._errors import ComputationError
+from computations._psi import PsiClient, PsiOffer
+
+
+@dataclass(frozen=True)
+class PreparedGroupSum:
+    """The uploads of one encrypted group sum, by name, and the totals to debias with."""
+
+    uploads: dict[str, bytes] = field(repr=False)
+    total: float
+    total_of_squares: float
+    items: int
+
+    def params(self, session: str) -> dict[str, str]:
+        """The job parameters: the session's job id and each upload's digest."""
+        return {
+            "session": session,
+            **{name: digest_of(data) for name, data in self.uploads.items()},
+        }
+
+
+def prepare_group_sum(
+    offer: pa.Table, identifiers: Sequence[object], values: Sequence[float], context: Any
+) -> PreparedGroupSum:
+    """Blind ``identifiers`` under a fresh key, re-blind and re-shuffle the offer, and
+    encrypt ``values`` (aligned with ``identifiers``) packed under ``context``, which must
+    hold the secret key (it is not uploaded; its public copy is, with Galois keys).
+
+    Raises :class:`ComputationError` for unequal lengths, repeated identifiers or an
+    offer that is not one.
+    """
+    import tenseal as ts
+
+    if len(identifiers) != len(values) or not identifiers:
+        raise ComputationError("give one value per identifier, and at least one")
+    session = session_of(offer)
+    groups = [str(g) for g in session["groups"]]
+    length = int(session["length"])
+    points = offer.column("point").to_pylist()
+    labels = offer.column("group").to_pylist()
+    if len(points) != length * len(groups) or labels != [g for g in groups for _ in range(length)]:
+        raise ComputationError("the offer's lists do not match its description")
+    client = PsiClient([identifier_bytes(i) for i in identifiers])
+    reply = client.reblind(
+        PsiOffer(tuple(tuple(points[g * length : (g + 1) * length]) for g in range(len(groups))))
+    )
+    slots = context.data.seal_context().key_context_data().parms().poly_modulus_degree() // 2
+    chunks = max(1, math.ceil(len(values) / slots))
+    padded = [float(v) for v in values] + [0.0] * (chunks * slots - len(values))
+    vectors = [
+        bytes(ts.ckks_vector(context, padded[k * slots : (k + 1) * slots]).serialize())
+        for k in range(chunks)
+    ]
+    public = context.copy()
+    public.make_context_public()
+    return PreparedGroupSum(
+        uploads={
+            "request": join_points(client.request().items),
+            "reply": join_points([p for group in reply.groups for p in group]),
+            "context": bytes(public.serialize(save_galois_keys=True)),
+            "values": frame_vectors(vectors),
+        },
+        total=math.fsum(float(v) for v in values),
+        total_of_squares=math.fsum(float(v) ** 2 for v in values),
+        items=len(values),
+    )
+
+
+def read_group_sums(
+    result: pa.Table, prepared: PreparedGroupSum, context: Any
+) -> list[dict[str, Any]]:
+    """Per group: the decrypted (randomised) sum, the debiased estimate of the true sum and
+    a bound on its variance, and the sandbox's debiased count with its variance bound.
+
+    Raises :class:`ComputationError` if ``result`` is not an encrypted_group_sum result.
+    """
+    import tenseal as ts
+
+    raw = (result.schema.metadata or {}).get(PRIVACY_METADATA)
+    privacy = json.loads(raw) if raw is not None else {}
+    if privacy.get("mechanism") != "randomized_response_bitvec":
+        raise ComputationError("this result is not an encrypted group sum")
+    keep, other = float(privacy["keep_probability"]), float(privacy["other_probability"])
+    out = []
+    for row in result.to_pylist():
+        decrypted = float(ts.ckks_vector_from(context, row["encrypted_sum"]).decrypt()[0])
+        estimate, variance = debias_sum(
+            decrypted,
+            total=prepared.total,
+            total_of_squares=prepared.total_of_squares,
+            keep=keep,
+            other=other,
+        )
+        out.append(
+            {
+                "group": row["group"],
+                "randomised_sum": decrypted,
+                "sum_estimate": estimate,
+                "sum_variance_bound": variance,
+                "count_estimate": row["count_estimate"],
+                "count_variance_bound": row["count_variance"],
+            }
+        )
+    return out

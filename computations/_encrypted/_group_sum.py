@@ -1,0 +1,215 @@
+"""Encrypted group sums over locally randomised memberships: the packed pattern.
+
+The enterprise encrypts its values ``v_i`` (one per item of its PSI request, in request
+order) packed ``S`` to a CKKS ciphertext, ``S`` the context's slot count. For each group
+``g`` the sandbox multiplies every chunk by a plaintext 0/1 mask, adds the products and
+sums the slots once (``log2 S`` rotations)::
+
+    Enc(S_g) = slotsum( sum_k  Enc(v[kS:(k+1)S]) * mask_g[kS:(k+1)S] )
+
+never one ciphertext per row. The masks are *not* the true memberships. Each item's
+outcome is written as ``G`` bits (bit ``g`` set iff the item is in the dataset, in group
+``g``; all clear if absent) and every bit goes through OpenDP's
+``make_randomized_response_bitvec`` (RAPPOR's symmetric flip: a bit reads 1 with
+probability ``p = 1 − f/2`` if set and ``q = f/2`` if clear). Two outcomes differ in at
+most two bits, so each item's report is ``2·ln((2 − f)/f)``-locally differentially
+private; we pick ``f = 2 / (e^{ε/2} + 1)`` and OpenDP's own privacy map (on one item,
+``max_weight = 1``) states the ε. All items are flipped in one call over the concatenated
+bits: the bits are flipped independently, so this is the per-item mechanism applied to
+each item (parallel composition over disjoint items), one FFI call instead of ``n``.
+
+Whatever the enterprise encrypted (one-hot, powers of two), what it decrypts is then a
+function of the reports alone: post-processing of ε-LDP data.
+
+Debiasing (Warner 1965): ``E[S_g] = q·V + (p − q)·T_g`` where ``V`` is the sum of all the
+enterprise's values (it knows ``V``) and ``T_g`` the true group sum; hence
+``T̂_g = (S_g − q·V) / (p − q)``, with variance ``Σ_i v_i² π_i (1 − π_i) / (p − q)²``,
+``π_i ∈ {p, q}``, at most ``p·q · Σ v_i² / (p − q)²`` (here ``p(1−p) = q(1−q) = pq``).
+Counts debias the same way with ``v_i = 1``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import numpy as np
+
+from computations._he import HeError, PublicContext
+from computations._psi import PsiError
+from indomain.errors import InternalError
+
+#: Above this a report says almost surely the truth, and OpenDP's map overshoots in floats.
+MAX_EPSILON = 10.0
+
+
+@cache
+def _opendp() -> Any:
+    import opendp.prelude as dp
+
+    dp.enable_features("contrib")
+    return dp
+
+
+@dataclass(frozen=True, eq=False)
+class Randomised:
+    """The reports: ``bits[i, g]`` says item ``i`` was reported in group ``g``; ``keep``
+    (p) and ``other`` (q) the probabilities a set and a clear bit read 1; ``epsilon`` the
+    per-item ε OpenDP states."""
+
+    bits: np.ndarray
+    epsilon: float
+    keep: float
+    other: float
+
+
+def one_hot(outcomes: Sequence[int], groups: int) -> np.ndarray:
+    """The ``n × groups`` 0/1 matrix of ``outcomes`` (0 absent, ``g + 1`` in group ``g``)."""
+    values = np.asarray(outcomes, dtype=np.int64)
+    if values.size and (values.min() < 0 or values.max() > groups):
+        raise InternalError("a PSI outcome is outside its groups")
+    bits = np.zeros((len(values), groups), dtype=np.uint8)
+    present = values > 0
+    bits[np.nonzero(present)[0], values[present] - 1] = 1
+    return bits
+
+
+def randomise(outcomes: Sequence[int], *, groups: int, epsilon: float) -> Randomised:
+    """Each outcome's bits through OpenDP's bit-vector randomised response at ``epsilon``
+    per item (module docstring).
+
+    Raises :class:`computations.PsiError` for an ε outside ``(0, 10]`` and
+    :class:`InternalError` if OpenDP's map does not meet ε.
+    """
+    if isinstance(epsilon, bool) or not isinstance(epsilon, float | int):
+        raise PsiError("randomised response needs a numeric epsilon")
+    if not (math.isfinite(epsilon) and 0 < epsilon <= MAX_EPSILON):
+        raise PsiError(f"randomised response needs an epsilon in (0, {MAX_EPSILON:g}]")
+    if groups < 1:
+        raise InternalError("randomised response needs at least one group")
+    dp = _opendp()
+    flip = 2.0 / (math.exp(epsilon / 2) + 1.0)
+    one_item = dp.m.make_randomized_response_bitvec(
+        dp.bitvector_domain(max_weight=1), dp.discrete_distance(), f=flip
+    )
+    stated = float(one_item.map(1))
+    if stated > epsilon * (1 + 1e-9):
+        raise InternalError("randomised response does not meet the epsilon it was set for")
+    truth = one_hot(outcomes, groups)
+    n = len(truth)
+    if n == 0:
+        return Randomised(truth.astype(bool), stated, 1 - flip / 2, flip / 2)
+    every_item = dp.m.make_randomized_response_bitvec(
+        dp.bitvector_domain(max_weight=n), dp.discrete_distance(), f=flip
+    )
+    released = np.frombuffer(every_item(np.packbits(truth.ravel()).tobytes()), dtype=np.uint8)
+    bits = np.unpackbits(released)[: n * groups].reshape(n, groups).astype(bool)
+    return Randomised(bits, stated, 1.0 - flip / 2, flip / 2)
+
+
+def count_estimates(randomised: Randomised) -> list[tuple[float, float]]:
+    """Per group ``g`` (in order), the debiased count of items truly in ``g`` and a bound on
+    its variance ``n·p·q / (p − q)²``."""
+    n = len(randomised.bits)
+    p, q = randomised.keep, randomised.other
+    observed = randomised.bits.sum(axis=0) if n else np.zeros(randomised.bits.shape[1])
+    bound = n * p * q / (p - q) ** 2
+    return [(float((o - n * q) / (p - q)), bound) for o in observed]
+
+
+def _slots(context: PublicContext) -> int:
+    return context.poly_modulus_degree // 2
+
+
+def chunks_needed(context: PublicContext, items: int) -> int:
+    """How many full ciphertexts hold ``items`` values under ``context``."""
+    return max(1, math.ceil(items / _slots(context)))
+
+
+def packed_group_sums(
+    context: PublicContext, chunks: Sequence[Any], masks: np.ndarray
+) -> list[Any]:
+    """Per group ``g`` (column ``g`` of the ``n × G`` 0/1 ``masks``) the CKKS ciphertext of
+    ``Σ v_i`` over the items whose mask bit is set, its sum in every slot.
+
+    ``chunks`` are the enterprise's loaded CKKS vectors, each exactly ``S`` slots, item
+    ``i`` in slot ``i mod S`` of chunk ``i div S``; slots past the last item are masked
+    to zero whatever they hold. Products are not rescaled (masks are exact 0/1), so the
+    result has scale ``Δ²`` at the top level: choose a coefficient modulus with room for
+    it. Raises :class:`HeError` for chunks of the wrong number or size, a context
+    without Galois keys (the slot sum rotates), or ciphertexts that do not combine
+    (different scales or levels).
+    """
+    slots = _slots(context)
+    items, groups = masks.shape
+    if len(chunks) != chunks_needed(context, items):
+        raise HeError(
+            f"expected {chunks_needed(context, items)} ciphertexts of {slots} slots "
+            f"for {items} items, got {len(chunks)}"
+        )
+    for chunk in chunks:
+        if int(chunk.size()) != slots:
+            raise HeError(f"every ciphertext must hold exactly {slots} slots (pad with zeros)")
+    ts_context = context.context
+    if not ts_context.has_galois_keys():
+        raise HeError(
+            "the HE context has no Galois keys; the slot sum needs them "
+            "(generate_galois_keys() before make_context_public())"
+        )
+    ts_context.auto_rescale = False
+    padded = np.zeros((len(chunks) * slots, groups), dtype=bool)
+    padded[:items] = masks.astype(bool)
+    results = []
+    try:
+        for g in range(groups):
+            selected = padded[:, g]
+            total = None
+            for k, chunk in enumerate(chunks):
+                mask = selected[k * slots : (k + 1) * slots]
+                if not mask.any():
+                    continue  # a zero plaintext would make a transparent ciphertext
+                product = chunk * mask.astype(np.float64).tolist()
+                total = product if total is None else total + product
+            if total is None:
+                # No report in this group: an encryption of zero at the products' scale.
+                total = _zero_like(context, chunks[0])
+            results.append(total.sum())
+    except HeError:
+        raise
+    except Exception as exc:  # TenSEAL: ValueError, RuntimeError on scale or level mismatch
+        raise HeError(
+            "the ciphertexts do not combine under this context (different scales or levels)"
+        ) from exc
+    return results
+
+
+def _zero_like(context: PublicContext, chunk: Any) -> Any:
+    ts = _tenseal()
+    scale = float(chunk.data.ciphertext()[0].scale) ** 2
+    return ts.ckks_vector(context.context, [0.0] * _slots(context), scale=scale)
+
+
+def _tenseal() -> Any:
+    import tenseal
+
+    return tenseal
+
+
+def debias_sum(
+    decrypted: float, *, total: float, total_of_squares: float, keep: float, other: float
+) -> tuple[float, float]:
+    """The enterprise's side: from a decrypted group sum, the unbiased estimate of the true
+    group sum and a bound on its variance (module docstring).
+
+    ``total`` is the sum of all values it encrypted, ``total_of_squares`` the sum of their
+    squares; ``keep`` and ``other`` come with the result.
+    """
+    spread = keep - other
+    if not spread > 0:
+        raise HeError("keep probability must exceed the other-outcome probability")
+    estimate = (decrypted - other * total) / spread
+    bound = max(keep * (1 - keep), other * (1 - other)) * total_of_squares / spread**2
+    return estimate, bound

@@ -1,0 +1,240 @@
+"""``psi``: open a private-set-intersection session, i.e. make the sandbox's offer.
+
+The order follows Google's Private Join and Compute: the sandbox speaks first. Inside the
+enclave it draws a fresh scalar ``b``, hashes each identifier of the dataset's privacy
+unit to ristretto255, blinds it (``b·H(s)``), sorts the points into one list per group of
+a public dimension (only dimensions with declared keys: the group labels are then public),
+pads every list with random points to one common length and shuffles it. The result is
+that offer plus ``b`` wrapped under the enclave's key (``_keys.py``); ``b`` never leaves
+the enclave in the clear. The enterprise then sends, in an ``encrypted_group_sum`` job,
+its blinded identifiers ``a·H(c)`` and each offered list raised to ``a`` and re-shuffled.
+
+What the offer reveals: the group labels (already public keys), and the common length,
+which is the largest group's size rounded *up* to two significant figures (like the
+catalogue's row counts; not differentially private). It spends no epsilon.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import re
+import secrets
+from collections.abc import Mapping
+from functools import cached_property
+from typing import Any, Final
+
+import duckdb
+import pyarrow as pa
+import rfc8785
+
+from computations._computation import CORE_SOURCES, PACKAGE_ROOT, package_sources, source_digest
+from computations._dataset import ColumnClass, DatasetSpec
+from computations._encrypted._keys import wrap_session_key
+from computations._errors import ComputationError, QueryRefused
+from computations._plan import ComputationResult, Plan, params_digest
+from computations._psi._group import blind, hash_to_group, random_point, random_scalar
+
+OFFER_FORMAT: Final = "indomain-psi-offer/v1"
+#: Schema metadata of the offer table: the session's public description and wrapped key.
+SESSION_METADATA: Final = b"indomain.psi"
+PRIVACY_METADATA: Final = b"indomain.privacy"
+_NONCE: Final = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
+#: Most rows a dataset may offer in one session (each costs a scalar multiplication).
+MAX_OFFER_ROWS: Final = 2_000_000
+
+_PARAMS_SCHEMA: Final[dict[str, Any]] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {
+        "dimension": {"type": "string", "description": "a dimension column with keys"},
+        "nonce": {"type": "string", "pattern": _NONCE.pattern},
+    },
+    "required": ["dimension", "nonce"],
+    "additionalProperties": False,
+}
+
+
+def identifier_bytes(value: object) -> bytes:
+    """How an identifier is hashed: the UTF-8 of its text (``123`` and ``"123"`` agree).
+    The enterprise's client uses the same rule."""
+    return str(value).encode()
+
+
+def padded_length(largest: int) -> int:
+    """``largest`` rounded up to two significant figures, at least 10."""
+    if largest <= 10:
+        return 10
+    step = 10 ** max(0, len(str(largest)) - 2)
+    return int(-(-largest // step) * step)
+
+
+def session_binding(description: Mapping[str, Any]) -> bytes:
+    """The bytes a session's wrapped key is bound to: its public description, canonical."""
+    return rfc8785.dumps({k: v for k, v in description.items() if k != "wrapped_key"})
+
+
+def session_of(table: pa.Table) -> dict[str, Any]:
+    """The session description an offer table carries (dataset, dimension, groups,
+    length, session id, wrapped key); raises :class:`ComputationError` if it has none."""
+    raw = (table.schema.metadata or {}).get(SESSION_METADATA)
+    try:
+        session = json.loads(raw) if raw is not None else None
+    except ValueError:
+        session = None
+    if not isinstance(session, dict) or session.get("format") != OFFER_FORMAT:
+        raise ComputationError("this result is not a PSI offer")
+    return session
+
+
+class PsiOffer:
+    """The ``psi`` computation: see the module docstring."""
+
+    name: Final = "psi"
+    description: Final = (
+        "Open a private set intersection session: the dataset's identifiers, blinded by a "
+        "fresh enclave key, in shuffled and padded lists per group of a public dimension."
+    )
+
+    @cached_property
+    def code_hash(self) -> str:
+        return source_digest(
+            PACKAGE_ROOT,
+            (
+                *package_sources("_encrypted"),
+                *package_sources("_psi"),
+                "_aggregate/_noise.py",  # the PSI package imports it
+                *CORE_SOURCES,
+            ),
+        )
+
+    @property
+    def params_schema(self) -> dict[str, Any]:
+        return copy.deepcopy(_PARAMS_SCHEMA)
+
+    def check(
+        self,
+        params: Mapping[str, Any],
+        dataset: DatasetSpec,
+        *,
+        obligations: Mapping[str, str] | None = None,
+    ) -> Plan:
+        """Approve a session on ``params["dimension"]``; raises :class:`QueryRefused`."""
+        if not isinstance(params, Mapping) or set(params) != {"dimension", "nonce"}:
+            raise QueryRefused("params", "a psi job takes exactly dimension and nonce")
+        dimension, nonce = params["dimension"], params["nonce"]
+        if not isinstance(nonce, str) or not _NONCE.fullmatch(nonce):
+            raise QueryRefused("params", "nonce must be 16 to 128 URL-safe characters")
+        column = dataset.column(dimension) if isinstance(dimension, str) else None
+        if column is None or not column.dimension:
+            raise QueryRefused(
+                "psi-dimension", "dimension must name a dimension column", str(dimension)
+            )
+        if column.keys is None:
+            raise QueryRefused(
+                "psi-dimension-keys",
+                "the dimension needs declared keys: its group labels are revealed",
+                column.name,
+            )
+        unit = dataset.column(dataset.privacy_unit)
+        if unit is None or unit.cls is not ColumnClass.identifier:
+            raise QueryRefused("psi-identifier", "the privacy unit is not an identifier column")
+        return Plan(
+            computation=self.name,
+            dataset=dataset.name,
+            params_digest=params_digest(dict(params)),
+            body={
+                "dimension": column.name,
+                "identifier": unit.name,
+                "groups": [str(key) for key in column.keys],
+                "keys": list(column.keys),
+                "nonce": nonce,
+                # What the policies read: the columns this plan uses.
+                "group_by": [column.name],
+                "outputs": [{"column": unit.name}],
+            },
+        )
+
+    def execute(
+        self,
+        plan: Plan,
+        con: duckdb.DuckDBPyConnection,
+        *,
+        table: str,
+        dataset: DatasetSpec,
+        unit_unique: bool = False,
+    ) -> ComputationResult:
+        """Build the offer inside the enclave; see the module docstring."""
+        if plan.computation != self.name or plan.dataset != dataset.name:
+            raise ComputationError("plan is for another computation or dataset")
+        body = plan.body
+        dimension, identifier = str(body["dimension"]), str(body["identifier"])
+        keys = list(body["keys"])
+        index = {key: i for i, key in enumerate(keys)}
+        quoted = ", ".join(_quote(c) for c in (identifier, dimension))
+        try:
+            rows = con.execute(
+                f"SELECT {quoted} FROM {_quote(table)} WHERE {_quote(identifier)} IS NOT NULL"
+            ).fetchall()
+        except duckdb.Error as exc:
+            raise ComputationError(
+                f"the dataset could not be read ({type(exc).__name__}); details withheld"
+            ) from None
+        if len(rows) > MAX_OFFER_ROWS:
+            raise ComputationError(f"a PSI offer is limited to {MAX_OFFER_ROWS} rows")
+        # One group per person: a unit with rows in several groups keeps the first key.
+        group_of: dict[bytes, int] = {}
+        for value, key in rows:
+            g = index.get(key)
+            if g is None:
+                continue
+            ident = identifier_bytes(value)
+            group_of[ident] = min(g, group_of.get(ident, g))
+        key = random_scalar()
+        members: list[list[bytes]] = [[] for _ in keys]
+        for ident, g in group_of.items():
+            members[g].append(blind(key, hash_to_group(ident)))
+        length = padded_length(max(len(m) for m in members))
+        shuffler = secrets.SystemRandom()
+        group_col, point_col = [], []
+        for g, points in enumerate(members):
+            padded = points + [random_point() for _ in range(length - len(points))]
+            shuffler.shuffle(padded)
+            group_col.extend([str(body["groups"][g])] * length)
+            point_col.extend(padded)
+        session: dict[str, Any] = {
+            "format": OFFER_FORMAT,
+            "session": secrets.token_hex(16),
+            "dataset": dataset.name,
+            "dimension": dimension,
+            "identifier": identifier,
+            "groups": list(body["groups"]),
+            "length": length,
+        }
+        session["wrapped_key"] = base64.b64encode(
+            wrap_session_key(key, binding=session_binding(session))
+        ).decode()
+        privacy = {
+            "mode": "psi_offer",
+            "epsilon": 0.0,
+            "delta": 0.0,
+            "reveals": "group labels and the common padded length",
+        }
+        result = pa.table(
+            {"group": pa.array(group_col, pa.string()), "point": pa.array(point_col, pa.binary(32))}
+        ).replace_schema_metadata(
+            {SESSION_METADATA: json.dumps(session), PRIVACY_METADATA: json.dumps(privacy)}
+        )
+        return ComputationResult(
+            table=result,
+            suppressed_groups=0,
+            notes=(f"PSI offer: {len(keys)} groups of {length} points each",),
+        )
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+PSI: Final = PsiOffer()

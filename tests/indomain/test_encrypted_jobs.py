@@ -1,0 +1,391 @@
+"""Encrypted views over the real HTTP gateway: a PSI session, checked uploads, an
+encrypted group sum charged to the budget, and every hygiene refusal (4xx, nothing
+charged, nothing run).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+import tenseal as ts
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from computations import digest_of
+from gateway import Client, Refused
+from indomain.demo_data import write_residents
+from indomain.sandbox import Sandbox
+from indomain.server import serve_in_thread
+
+ACME = "Acme Credit"
+BETA = "Beta Analytics"
+DEMO_SCHEMA = Path(__file__).resolve().parents[2] / "indomain/demo/policies/schema.cedarschema"
+POLICY = """\
+@id("acme-encrypted")
+permit (
+  principal == Enterprise::"Acme Credit",
+  action in [Action::"psi", Action::"encrypted_group_sum", Action::"encrypted_linear_score"],
+  resource == Dataset::"residents"
+)
+when { context.purpose == "credit_risk_model" };
+
+@id("beta-encrypted")
+permit (
+  principal == Enterprise::"Beta Analytics",
+  action == Action::"encrypted_group_sum",
+  resource == Dataset::"residents"
+)
+when { context.purpose == "credit_risk_model" };
+"""
+
+
+class Encrypted:
+    def __init__(self, sandbox: Any, url: str, acme: Any, beta: Any, source: Path) -> None:
+        self.sandbox, self.url, self.source = sandbox, url, source
+        self.acme = Client(url, enterprise=ACME, private_key=acme)
+        self.beta = Client(url, enterprise=BETA, private_key=beta)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Encrypted]:
+    base = tmp_path_factory.mktemp("encrypted")
+    data, manifest = write_residents(base / "source", 3000)
+    sandbox = Sandbox.init(base / "home", origin="test.indomain.example/ledger")
+    sandbox.import_dataset(data, name="residents", manifest=manifest)
+    acme, beta = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    for name, key in ((ACME, acme), (BETA, beta)):
+        pem = base / f"{name}.pub"
+        pem.write_bytes(
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        sandbox.register_enterprise(name, pem)
+    policies = base / "policies"
+    policies.mkdir()
+    shutil.copy(DEMO_SCHEMA, policies / "schema.cedarschema")
+    (policies / "encrypted.cedar").write_text(POLICY)
+    sandbox.apply_policies(policies)
+    with serve_in_thread(sandbox.app()) as url:
+        world = Encrypted(sandbox, url, acme, beta, base / "source")
+        yield world
+        world.acme.close()
+        world.beta.close()
+    sandbox.close()
+
+
+@pytest.fixture(scope="module")
+def secret_context() -> Any:
+    context = ts.context(ts.SCHEME_TYPE.CKKS, 4096, coeff_mod_bit_sizes=[35, 34, 40])
+    context.global_scale = 2**26
+    context.generate_galois_keys()
+    return context
+
+
+@pytest.fixture(scope="module")
+def session(world: Encrypted) -> tuple[str, Any]:
+    return world.acme.open_psi_session(
+        dataset="residents", purpose="credit_risk_model", dimension="district"
+    )
+
+
+def _residents(world: Encrypted) -> dict[Any, str]:
+    (parquet,) = world.source.glob("*.parquet")
+    table = pq.read_table(parquet, columns=["resident_id", "district"])
+    ids, districts = table.column("resident_id").to_pylist(), table.column("district").to_pylist()
+    return dict(zip(ids, districts, strict=True))
+
+
+def _spent(world: Encrypted) -> float:
+    (view,) = [v for v in world.sandbox.budgets(ACME) if v["dataset"] == "residents"]
+    return float(view["epsilon_spent"])
+
+
+def _entries(world: Encrypted, kind: str) -> list[Any]:
+    log = world.sandbox.ledger
+    return [e for e in log.entries(0, log.size) if e.type == kind]
+
+
+def test_an_encrypted_group_sum_end_to_end_is_debiased_and_charged(
+    world: Encrypted, session: tuple[str, Any], secret_context: Any
+) -> None:
+    session_id, offer = session
+    residents = _residents(world)
+    # Most of the list matched: the minimum is judged 3 standard deviations below the
+    # estimate, and the randomisation's deviation grows with the list (about 360 here).
+    identifiers = [*list(residents)[:2900], *(f"unknown-{i}" for i in range(100))]
+    values = [float(i % 50) for i in range(len(identifiers))]
+    before = _spent(world)
+    answers = world.acme.encrypted_group_sum(
+        dataset="residents",
+        purpose="credit_risk_model",
+        session=session_id,
+        offer=offer,
+        identifiers=identifiers,
+        values=values,
+        context=secret_context,
+    )
+    assert _spent(world) == pytest.approx(before + 1.0)  # the manifest's epsilon per job
+    by_group = {a["group"]: a for a in answers}
+    for district in {d for d in residents.values()}:
+        truth = sum(
+            v for i, v in zip(identifiers, values, strict=True) if residents.get(i) == district
+        )
+        answer = by_group[district]
+        assert abs(answer["sum_estimate"] - truth) <= 6 * answer["sum_variance_bound"] ** 0.5
+    # The ledger holds sizes and digests of the uploads, never their bytes.
+    stored = _entries(world, "upload.stored")
+    assert {e.fields["kind"] for e in stored} >= {"request", "reply", "context", "values"}
+    assert all(set(e.fields) == {"enterprise", "kind", "digest", "bytes"} for e in stored)
+
+
+def test_another_enterprise_cannot_use_the_session(
+    world: Encrypted, session: tuple[str, Any]
+) -> None:
+    session_id, _ = session
+    params = {"session": session_id, **{k: "sha256:" + "0" * 64 for k in _KINDS}}
+    with pytest.raises(Refused) as refused:
+        world.beta.submit(
+            computation="encrypted_group_sum",
+            dataset="residents",
+            purpose="credit_risk_model",
+            params=params,
+        )
+    assert refused.value.status == 422 and refused.value.extra["rule"] == "psi-session"
+
+
+_KINDS = ("request", "reply", "context", "values")
+
+
+def _public(context: Any, *, galois: bool = True) -> bytes:
+    copy = context.copy()
+    copy.make_context_public()
+    return bytes(copy.serialize(save_galois_keys=galois))
+
+
+def _refused_upload(world: Encrypted, kind: str, data: bytes, **kw: Any) -> str:
+    before, size = _spent(world), world.sandbox.ledger.size
+    with pytest.raises(Refused) as refused:
+        world.acme.upload(kind, data, **kw)
+    assert refused.value.status == 422 and refused.value.code == "upload_refused"
+    assert _spent(world) == before and world.sandbox.ledger.size == size
+    return refused.value.message
+
+
+def test_a_context_with_its_secret_key_is_refused(world: Encrypted, secret_context: Any) -> None:
+    message = _refused_upload(
+        world, "context", bytes(secret_context.serialize(save_secret_key=True))
+    )
+    assert "secret key" in message
+
+
+def test_oversize_parameters_and_bytes_are_refused(
+    world: Encrypted, secret_context: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Parameters beyond the 128-bit table cannot even be built (SEAL refuses, see
+    # test_he_context.py, which checks the table itself); a ring above the cap can.
+    big = ts.context(ts.SCHEME_TYPE.CKKS, 16384, coeff_mod_bit_sizes=[60, 40, 60])
+    message = _refused_upload(world, "context", _public(big, galois=False))
+    assert "above this policy's cap" in message
+    from indomain import encrypted_jobs
+
+    monkeypatch.setitem(encrypted_jobs.MAX_UPLOAD_BYTES, "context", 1000)
+    assert "at most 1000 bytes" in _refused_upload(world, "context", _public(secret_context))
+
+
+def test_malformed_bytes_are_refused(world: Encrypted, secret_context: Any) -> None:
+    assert "malformed" in _refused_upload(world, "context", b"\x00not a context" * 10)
+    context = _public(secret_context)
+    world.acme.upload("context", context)
+    digest = digest_of(context)
+    assert "refused" in _refused_upload(world, "values", b"\x00\x00\x00\x01junk", context=digest)
+    assert "refused" in _refused_upload(world, "request", b"\x01" * 64)
+
+
+def test_a_ciphertext_under_another_context_is_refused(
+    world: Encrypted, secret_context: Any
+) -> None:
+    from computations._encrypted import frame_vectors
+
+    context = _public(secret_context)  # serialising again gives other bytes
+    world.acme.upload("context", context)
+    other = ts.context(ts.SCHEME_TYPE.CKKS, 8192, coeff_mod_bit_sizes=[60, 40, 40, 60])
+    other.global_scale = 2**40
+    vector = bytes(ts.ckks_vector(other, [1.0] * 4096).serialize())
+    message = _refused_upload(world, "values", frame_vectors([vector]), context=digest_of(context))
+    assert "not under this context" in message or "malformed" in message
+
+
+def test_a_body_that_is_not_its_digest_is_refused(world: Encrypted) -> None:
+    from gateway import sign_request
+
+    path = "/v1/uploads/request/sha256:" + "0" * 64
+    headers = sign_request(enterprise=ACME, key=world.acme._key, method="PUT", path=path)
+    response = world.acme._http.put(path, content=b"\x01" * 32, headers=headers)
+    assert response.status_code == 422
+    assert "digest" in response.json()["error"]["message"]
+
+
+def test_an_unsigned_upload_is_refused_before_its_body_is_read(world: Encrypted) -> None:
+    response = world.acme._http.put("/v1/uploads/request/sha256:" + "0" * 64, content=b"x")
+    assert response.status_code == 401
+
+
+def test_a_job_naming_a_refused_upload_is_refused_and_charges_nothing(
+    world: Encrypted, session: tuple[str, Any]
+) -> None:
+    session_id, _ = session
+    before = _spent(world)
+    params = {"session": session_id, **{k: "sha256:" + "1" * 64 for k in _KINDS}}
+    with pytest.raises(Refused) as refused:
+        world.acme.submit(
+            computation="encrypted_group_sum",
+            dataset="residents",
+            purpose="credit_risk_model",
+            params=params,
+        )
+    assert refused.value.code == "query_refused"
+    assert "upload" in refused.value.message
+    assert _spent(world) == before
+    job_id = refused.value.extra["job_id"]
+    assert not [e for e in _entries(world, "run.completed") if e.fields["job_id"] == job_id]
+
+
+def test_the_cli_opens_a_session_and_runs_a_group_sum(world: Encrypted, tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from indomain.cli import app
+    from indomain.sandbox import write_private_key
+
+    key = tmp_path / "acme.key"
+    write_private_key(key, world.acme._key)
+    env = {"INDOMAIN_URL": world.url, "INDOMAIN_ENTERPRISE": ACME, "INDOMAIN_KEY": str(key)}
+    runner = CliRunner()
+    context = tmp_path / "acme.tenseal"
+    made = runner.invoke(app, ["encrypted", "context", "--out", str(context), "--degree", "4096"])
+    assert made.exit_code == 0, made.output
+    assert context.stat().st_mode & 0o077 == 0
+    offer = tmp_path / "offer.arrow"
+    opened = runner.invoke(
+        app,
+        [
+            "encrypted",
+            "open",
+            "--dataset",
+            "residents",
+            "--purpose",
+            "credit_risk_model",
+            "--dimension",
+            "district",
+            "--offer",
+            str(offer),
+        ],
+        env=env,
+    )
+    assert opened.exit_code == 0, opened.output
+    session = opened.stdout.strip().splitlines()[0]
+    residents = _residents(world)
+    lines = ["identifier,value"] + [f"{i},{n % 9}" for n, i in enumerate(list(residents)[:2500])]
+    data = tmp_path / "customers.csv"
+    data.write_text("\n".join(lines) + "\n")
+    summed = runner.invoke(
+        app,
+        [
+            "encrypted",
+            "group-sum",
+            "--dataset",
+            "residents",
+            "--purpose",
+            "credit_risk_model",
+            "--session",
+            session,
+            "--offer",
+            str(offer),
+            "--input",
+            str(data),
+            "--context",
+            str(context),
+            "--json",
+        ],
+        env=env,
+    )
+    assert summed.exit_code == 0, summed.output
+    answers = json.loads(summed.stdout)
+    # Every declared district key answers, even one no sampled resident lives in.
+    assert {a["group"] for a in answers} >= set(residents.values())
+    assert len(answers) == 11
+    scored = runner.invoke(
+        app,
+        [
+            "encrypted",
+            "linear-score",
+            "--dataset",
+            "residents",
+            "--purpose",
+            "credit_risk_model",
+            "--dimension",
+            "district",
+            "--features",
+            "income",
+            "--weights",
+            "0.001",
+            "--context",
+            str(context),
+            "--json",
+        ],
+        env=env,
+    )
+    assert scored.exit_code == 0, scored.output
+    assert len(json.loads(scored.stdout)) == 11
+
+
+def test_an_encrypted_linear_score_over_http_is_debiased_and_charged(
+    world: Encrypted, secret_context: Any
+) -> None:
+    before = _spent(world)
+    answers = world.acme.encrypted_linear_score(
+        dataset="residents",
+        purpose="credit_risk_model",
+        dimension="district",
+        features=["income", "insurance_months"],
+        weights=[0.00001, 0.01],
+        context=secret_context,
+    )
+    assert _spent(world) == pytest.approx(before + 1.0)
+    (parquet,) = world.source.glob("*.parquet")
+    table = pq.read_table(parquet).to_pylist()
+    for district, (estimate, bound) in answers.items():
+        truth = sum(
+            0.00001 * min(r["income"], 500_000) + 0.01 * min(r["insurance_months"], 540)
+            for r in table
+            if r["district"] == district
+        )
+        assert abs(estimate - truth) <= 6 * bound**0.5
+
+
+def test_an_intersection_under_the_minimum_is_refused_after_the_charge(
+    world: Encrypted, session: tuple[str, Any], secret_context: Any
+) -> None:
+    """Judged on the randomised reports, so the refusal is covered by the epsilon it
+    charged; the enterprise learns only that the intersection looked too small."""
+    session_id, offer = session
+    before = _spent(world)
+    with pytest.raises(Refused) as refused:
+        world.acme.encrypted_group_sum(
+            dataset="residents",
+            purpose="credit_risk_model",
+            session=session_id,
+            offer=offer,
+            identifiers=[f"stranger-{i}" for i in range(40)],
+            values=[1.0] * 40,
+            context=secret_context,
+        )
+    assert "smaller than 10" in refused.value.message
+    assert _spent(world) == pytest.approx(before + 1.0)
