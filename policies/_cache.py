@@ -44,8 +44,19 @@ def facts_key(request: AccessRequest) -> tuple[Any, ...] | None:
     when a value is not hashable). Each value is paired with its type, since Python's
     ``1 == True == 1.0`` would otherwise share one key between different Cedar values."""
 
+    def tagged(value: Any) -> Any:
+        # Recursively: (1,) and (True,) are different Cedar values, and so are
+        # Decimal(1) and 1, but equal (and equally hashed) Python tuples.
+        if isinstance(value, Mapping):
+            return (Mapping, tuple((k, tagged(v)) for k, v in value.items()))
+        if isinstance(value, list | tuple):
+            return (type(value), tuple(tagged(v) for v in value))
+        if isinstance(value, set | frozenset):
+            return (type(value), frozenset(tagged(v) for v in value))
+        return (type(value), value)
+
     def typed(mapping: Mapping[str, Any]) -> tuple[Any, ...]:
-        return tuple((k, type(v), v) for k, v in mapping.items())
+        return tuple((k, tagged(v)) for k, v in mapping.items())
 
     try:
         key = (
@@ -61,8 +72,8 @@ def facts_key(request: AccessRequest) -> tuple[Any, ...] | None:
                     a["status"],
                     a["valid_from"],
                     a["valid_until"],
-                    a["datasets"],
-                    a["groups"],
+                    tagged(a["datasets"]),
+                    tagged(a["groups"]),
                     grant_in_force(a, purpose=request.purpose, time=request.time),
                 )
                 for g, a in request.grants.items()
