@@ -17,12 +17,18 @@ from enclave import DatasetError
 from gateway import Admission, JobDocument
 from indomain import budgets
 from indomain.approvals import resolve_params
-from indomain.errors import ConfigError
+from indomain.errors import ConfigError, IndomainError
 from indomain.policy_requests import columns_of, result_size_of, with_obligations
 from indomain.reviews import REVIEW_COUNTS, ProposalError
 
 if TYPE_CHECKING:
     from indomain.sandbox import Sandbox
+
+
+class NoLongerAllowed(IndomainError):
+    """An accepted job that the policies, licence or grants no longer allow at run time."""
+
+    exit_code = 3
 
 
 def digest(data: bytes) -> str:
@@ -191,3 +197,27 @@ def refuse(
         ledger_index=entry.index,
         details=details or {},
     )
+
+
+def recheck(sandbox: Sandbox, job: JobDocument) -> None:
+    """Decide on an accepted job again just before it runs; raise :class:`NoLongerAllowed`
+    if it is now denied.
+
+    A job normally runs milliseconds after its admission, but one resumed after a restart
+    may run much later: a licence suspended or a grant revoked meanwhile must stop it.
+    """
+    computation = get_computation(job.computation)
+    record = sandbox.enclave.dataset(job.dataset)
+    params = resolve_params(sandbox, job)
+    try:
+        shape = computation.check(params, record.spec)
+        columns, size = columns_of(shape), result_size_of(shape, record.spec)
+    except ComputationError:
+        columns, size = (), None
+    try:
+        access = sandbox.access_request(job, columns=columns, result_size=size)
+    except policies.PolicyError as exc:
+        raise NoLongerAllowed(f"no longer allowed at run time: {exc}") from None
+    decision = policies.decide(sandbox.policy_set, access)
+    if not decision.allowed:
+        raise NoLongerAllowed(f"no longer allowed at run time: {decision.reason}")

@@ -216,3 +216,23 @@ def test_serve_refuses_a_home_another_gateway_is_serving(tmp_path: Path, home_bu
         outcome = CliRunner().invoke(app, ["serve", "--home", str(tmp_path / "home")])
     assert outcome.exit_code == 2
     assert "another gateway" in outcome.output
+
+
+def test_a_job_resumed_after_its_licence_was_suspended_does_not_run(
+    tmp_path: Path, home_builder: Any
+) -> None:
+    sandbox, acme, _ = home_builder(tmp_path / "home", tmp_path / "source", rows=1000)
+    job_id, _, _ = _admitted(sandbox, acme)
+    spent = sandbox.budgets(ACME)
+    sandbox.update_licence(ACME, status="suspended")  # while the gateway was down
+
+    with (
+        serve_in_thread(sandbox.app()) as url,
+        Client(url, enterprise=ACME, private_key=acme) as client,
+    ):
+        state = client.wait(job_id, timeout=60)
+    assert state["status"] == "failed"
+    assert "no longer allowed" in state["error"]
+    assert _runs_of(sandbox, job_id) == []
+    assert sandbox.budgets(ACME) == spent  # reserved at admission, never refunded
+    sandbox.close()
