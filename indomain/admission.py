@@ -9,6 +9,7 @@ query was written, and budget is reserved last, only for a job that will run.
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import policies
@@ -67,8 +68,16 @@ def admit(sandbox: Sandbox, job: JobDocument, *, job_id: str, signature: str) ->
         columns, size = columns_of(shape), result_size_of(shape, record.spec)
     except ComputationError:
         columns, size = (), None  # refused below, after the policy decision
+    now = datetime.now(UTC)
+    # What the decision was made with, so `policy diff` can replay it exactly later (the
+    # columns of a proposal's rendered template, the gateway's time, not the job's).
+    request["decided_with"] = {
+        "columns": list(columns),
+        "result_size": size,
+        "time": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+    }
     try:
-        access = sandbox.access_request(job, columns=columns, result_size=size)
+        access = sandbox.access_request(job, columns=columns, result_size=size, when=now)
     except policies.PolicyError as exc:
         return refuse(sandbox, request, "policy_denied", f"denied: {exc}")
     decision = policies.decide(policy_set, access)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import policies
@@ -101,6 +102,36 @@ def _outcome(decision: policies.Decision) -> str:
     return "allow" if decision.allowed else f"deny ({decision.code})"
 
 
+def _decided_with(
+    sandbox: Any, job: JobDocument, fields: Any
+) -> tuple[tuple[str, ...], int | None, datetime]:
+    """The columns, result size and time a recorded decision was made with.
+
+    Entries since admission records them (``decided_with``); for older entries they are
+    recomputed from the job's parameters and its own issue time, as before.
+    """
+    recorded = fields.get("decided_with")
+    if recorded is not None:
+        try:
+            size = recorded["result_size"]
+            return (
+                tuple(str(c) for c in recorded["columns"]),
+                None if size is None else int(size),
+                datetime.fromisoformat(str(recorded["time"]).replace("Z", "+00:00")),
+            )
+        except (KeyError, TypeError, ValueError):
+            pass
+    columns: tuple[str, ...] = ()
+    result_size: int | None = None
+    try:
+        spec = sandbox.enclave.dataset(job.dataset).spec
+        plan = get_computation(job.computation).check(job.params, spec)
+        columns, result_size = columns_of(plan), result_size_of(plan, spec)
+    except (ComputationError, DatasetError):
+        pass
+    return columns, result_size, job.issued
+
+
 def replay(
     sandbox: Any, old: policies.PolicySet | None, new: policies.PolicySet
 ) -> tuple[int, list[ChangedDecision]]:
@@ -119,17 +150,10 @@ def replay(
                 job = JobDocument.model_validate(dict(_thaw(entry.fields["request"])))
             except ValueError:  # pydantic's ValidationError: not a job we can rebuild
                 continue
-            columns: tuple[str, ...] = ()
-            result_size: int | None = None
-            try:
-                spec = sandbox.enclave.dataset(job.dataset).spec
-                plan = get_computation(job.computation).check(job.params, spec)
-                columns, result_size = columns_of(plan), result_size_of(plan, spec)
-            except (ComputationError, DatasetError):
-                pass
+            columns, result_size, when = _decided_with(sandbox, job, entry.fields)
             try:
                 request = build_request(
-                    registry, job, columns=columns, result_size=result_size, when=job.issued
+                    registry, job, columns=columns, result_size=result_size, when=when
                 )
             except policies.PolicyError:
                 continue

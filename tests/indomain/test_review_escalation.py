@@ -23,6 +23,8 @@ from indomain.approvals import (
     sign_review,
     signed_review,
 )
+from indomain.policy_diff import replay
+from policies import PolicySet
 
 ACME = "Acme Credit"
 PURPOSE = "credit_risk_model"
@@ -135,3 +137,39 @@ def test_a_proposal_approved_under_a_looser_policy_is_refused_under_a_stricter_o
     entry = sandbox.ledger.entry(admission.ledger_index)
     assert entry.type == "job.refused"
     assert entry.fields["decision"]["obligations"]["review"] == "three-person"
+
+
+FORBID_INCOME = """
+@id("no-income") forbid (principal, action, resource)
+when { context.job.columns.contains("income") };
+"""
+
+
+def test_policy_diff_replays_a_proposal_job_with_the_columns_it_read(
+    sandbox: Any, tmp_path: Path
+) -> None:
+    _apply(sandbox, tmp_path / "policies", PERMITS)
+    proposal = propose(
+        sandbox,
+        requester=ACME,
+        name="income_by_district",
+        template=TEMPLATE,
+        parameters={"band": "string"},
+        purpose=PURPOSE,
+        datasets=["residents"],
+        expected_epsilon="1",
+    )
+    _approve(sandbox, proposal, ["wang"])
+    admission = _run_proposal(sandbox, sandbox.acme, proposal.id)
+    assert admission.outcome == "accepted"
+    recorded = sandbox.ledger.entry(admission.ledger_index).fields["decided_with"]
+    assert "income" in recorded["columns"]
+
+    stricter = PolicySet.from_files(
+        {
+            "schema.cedarschema": (sandbox.home.policies / "schema.cedarschema").read_text(),
+            "p.cedar": PERMITS + FORBID_INCOME,
+        }
+    )
+    _, changed = replay(sandbox, sandbox.policy_set, stricter)
+    assert [c.ledger_index for c in changed] == [admission.ledger_index]
