@@ -10,10 +10,12 @@ licence guard); a dataset nobody classified has sensitivity 4 (restricted), no g
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sqlite3
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -173,6 +175,16 @@ def parse_expiry(text: str) -> datetime:
     return moment.astimezone(UTC)
 
 
+@contextlib.contextmanager
+def _licence_taken(number: str) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.IntegrityError:
+        raise ConfigError(
+            f"licence number {number!r} is already held by another enterprise"
+        ) from None
+
+
 class Registry:
     """Licences and dataset classes in ``state.sqlite``; safe across threads and processes."""
 
@@ -181,6 +193,14 @@ class Registry:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA busy_timeout = 5000")
         self._db.executescript(_SCHEMA)
+        # One holder per licence number, enforced by SQLite itself so that two concurrent
+        # registrations cannot both pass check_licence_number. A home that already holds a
+        # duplicate keeps opening (the check still refuses new ones) until it is fixed.
+        with contextlib.suppress(sqlite3.IntegrityError):
+            self._db.execute(
+                "CREATE UNIQUE INDEX IF NOT EXISTS licences_by_number ON licences"
+                "(licence_number) WHERE licence_number != ''"
+            )
 
     def close(self) -> None:
         self._db.close()
@@ -240,7 +260,7 @@ class Registry:
             licence_expires=expires if expires is not None else current.licence_expires,
             status=status or (current.status if current.status != UNLICENSED else "active"),
         )
-        with self._lock:
+        with self._lock, _licence_taken(new.licence_number):
             self._db.execute(
                 "INSERT INTO licences VALUES (?,?,?,?,?) ON CONFLICT(enterprise) DO UPDATE SET "
                 "licence_number=excluded.licence_number, licence_expires=excluded.licence_expires,"

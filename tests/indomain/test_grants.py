@@ -199,3 +199,23 @@ def test_a_licence_number_has_one_holder(tmp_path: Path) -> None:
     assert registry.licence("Impostor Ltd").status == "unlicensed"
     registry.set_licence("Acme Credit", licence_number="L-1", status="suspended")  # its own
     registry.close()
+
+
+def test_a_licence_number_has_one_holder_even_when_two_registrations_race(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two registrations can both pass the check before either inserts; the unique index
+    # still lets only one of them hold the number. Simulated by skipping the check.
+    from indomain.registry import Registry
+
+    first = Registry(tmp_path / "state.sqlite")
+    second = Registry(tmp_path / "state.sqlite")
+    monkeypatch.setattr(Registry, "check_licence_number", lambda *_: None)
+    first.set_licence("Acme Credit", licence_number="L-1")
+    with pytest.raises(ConfigError, match="already held"):
+        second.set_licence("Impostor Ltd", licence_number="L-1")
+    assert second.licence("Impostor Ltd").status == "unlicensed"
+    second.set_licence("Beta Data", licence_number="")  # no number: not unique
+    second.set_licence("Gamma Data", licence_number="")
+    first.close()
+    second.close()
