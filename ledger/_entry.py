@@ -9,14 +9,16 @@ and in the chain.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import rfc8785
 
 from ledger._errors import LedgerError, LedgerVerificationError
@@ -250,75 +252,82 @@ class LedgerEntry:
         return entry
 
 
-@dataclass(frozen=True, slots=True)
-class QuickEntry:
-    """The parts of an entry that verification reads, from :func:`quick_parse`."""
+# RFC 8785 §3.2.2.3: integers print exactly only within ±(2^53 - 1); a float never
+# takes the quick path. msgspec enforces both for the values directly in ``fields``.
+_SafeInt = Annotated[int, msgspec.Meta(ge=-MAX_SAFE_INTEGER, le=MAX_SAFE_INTEGER)]
+_Value = str | bool | None | _SafeInt | list[Any] | dict[str, Any]
 
-    index: int
-    type: str
+
+class QuickEntry(msgspec.Struct, forbid_unknown_fields=True):
+    """An entry as :func:`quick_parse` decodes it: exactly the five keys, in sorted order."""
+
+    fields: dict[str, _Value]
+    index: Annotated[int, msgspec.Meta(ge=0, le=MAX_SAFE_INTEGER)]
     prev: str
-    fields: Mapping[str, Any]
+    time: str
+    type: str
 
 
-class _NotSimple(Exception):
-    """A float or an unsafe integer: the quick path does not apply."""
+_QUICK_DECODER = msgspec.json.Decoder(QuickEntry)
+_QUICK_ENCODER = msgspec.json.Encoder(order="sorted")
 
 
-def _safe_int(text: str) -> int:
-    value = int(text)
-    if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
-        raise _NotSimple
-    return value
+def _plain(value: Any) -> bool:
+    """True when ``value`` holds no float and no integer beyond ±(2^53 - 1)."""
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        return bool(-MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER)
+    if kind is dict:
+        value = value.values()
+    elif kind is not list:
+        return False
+    for item in value:  # a loop, not all(...): this runs once per value of every entry
+        if type(item) is not str and not _plain(item):
+            return False
+    return True
 
 
-def _no_float(text: str) -> float:
-    raise _NotSimple
+@functools.lru_cache(maxsize=1024)
+def _valid_type_and_time(type_: str, time: str) -> bool:
+    # Cached: entries of one commit share their time, and types repeat.
+    return _TYPE.fullmatch(type_) is not None and _valid_time(time)
 
 
-_QUICK_DECODER = json.JSONDecoder(
-    parse_float=_no_float, parse_int=_safe_int, parse_constant=_reject_constant
-)
-
-
-def quick_parse(data: bytes) -> QuickEntry | None:
+def quick_parse(data: bytes, prev: str | None = None) -> QuickEntry | None:
     """Parse valid canonical entry bytes at C speed, or return ``None`` to take
     :meth:`LedgerEntry.parse` (which then also explains what is wrong).
 
-    Applies to ASCII entries without floats or unsafe integers, where the canonical form
-    is exactly what the stdlib encoder prints (see :func:`_fast_canonical`). Duplicate
-    keys need no hook: a dict keeps one of them, so the re-encoding differs from the bytes.
-    ``fields`` is the parsed dict itself: callers must not mutate it.
+    Accepts only bytes that are exactly msgspec's sorted re-encoding of what it decoded,
+    and only where that provably equals RFC 8785: ASCII with no backslash (so every string
+    is printed verbatim: no escapes, which is where JCS and other encoders differ,
+    §3.2.2.2), no float and no integer beyond ±(2^53 - 1) (so every number is printed as
+    its exact decimal, §3.2.2.3), keys sorted by code point, which for ASCII is the UTF-16
+    order of §3.2.3. Duplicate keys, whitespace, ``1.0``, ``-0`` or a missing or unknown
+    key all make the re-encoding differ. Anything else takes the reference path. A
+    property test checks agreement with the ``rfc8785`` package.
+    ``fields`` is the parsed dict itself: callers must not mutate it. ``prev``, when given,
+    is the ``prev`` the caller expects (valid hex): an entry naming it needs no other check.
     """
-    if not isinstance(data, bytes) or len(data) > MAX_ENTRY_BYTES or not data.isascii():
+    if (
+        not isinstance(data, bytes)
+        or len(data) > MAX_ENTRY_BYTES
+        or not data.isascii()
+        or b"\\" in data
+    ):
         return None
     try:
-        document = _QUICK_DECODER.decode(data.decode("ascii"))
-    except (_NotSimple, ValueError, RecursionError):
+        document = _QUICK_DECODER.decode(data)
+        # Only the two objects' braces and no bracket: no nested value to walk.
+        plain = (data.count(b"{") == 2 and b"[" not in data) or _plain(document.fields)
+    except (msgspec.DecodeError, RecursionError):
         return None
     if (
-        not isinstance(document, dict)
-        or document.keys() != ENTRY_KEYS
-        or _ENCODER.encode(document).encode("ascii") != data
+        not plain
+        or _QUICK_ENCODER.encode(document) != data
+        or (document.prev != prev and _PREV.fullmatch(document.prev) is None)
+        or not _valid_type_and_time(document.type, document.time)
     ):
         return None
-    index, type_, time, prev, fields = (
-        document["index"],
-        document["type"],
-        document["time"],
-        document["prev"],
-        document["fields"],
-    )
-    if (
-        isinstance(index, bool)
-        or not isinstance(index, int)
-        or index < 0
-        or not isinstance(type_, str)
-        or _TYPE.fullmatch(type_) is None
-        or not isinstance(time, str)
-        or not _valid_time(time)
-        or not isinstance(prev, str)
-        or _PREV.fullmatch(prev) is None
-        or not isinstance(fields, dict)
-    ):
-        return None
-    return QuickEntry(index, type_, prev, fields)
+    return document

@@ -40,6 +40,10 @@ JOB_TYPES = frozenset({"job.accepted", "job.denied", "job.refused"})
 RUN_COMPLETED = "run.completed"
 RUN_REUSED = "run.reused"
 KEY_TYPES = frozenset({"ledger.key_added", "ledger.key_retired"})  # key rotation
+# Every type :class:`EventChecker` reads; it passes any other entry without looking.
+CHECKED_TYPES = frozenset(
+    {SANDBOX_CREATED, ENTERPRISE_REGISTERED, RUN_COMPLETED, RUN_REUSED} | JOB_TYPES | KEY_TYPES
+)
 
 
 class Event(Protocol):
@@ -130,7 +134,7 @@ class EventChecker:
             return self._run(entry)
         if entry.type == RUN_REUSED:
             return self._reused(entry)
-        return None
+        return None  # keep in step with CHECKED_TYPES
 
     def _created(self, entry: Event) -> str | None:
         if entry.index != 0:

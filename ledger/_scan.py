@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from ledger import _merkle
 from ledger._entry import GENESIS_PREV, LedgerEntry, QuickEntry, quick_parse
 from ledger._errors import LedgerForkError, LedgerVerificationError
 from ledger._events import EventChecker
+from ledger._leaves import LeafHashes, leaf_hash_fast
 from ledger._note import Checkpoint, VerifierKeys, open_checkpoint, parse_verifier_keys
 
 Progress = Callable[[int, int], None]
@@ -31,37 +31,52 @@ class VerificationReport:
     checkpoint: Checkpoint
 
 
+def check_entry(data: bytes, position: int, prev: str | None) -> QuickEntry | LedgerEntry:
+    """Check one entry on its own: canonical, at ``position``, naming ``prev`` (when known).
+
+    Raises :class:`LedgerVerificationError` naming ``position``. Shared by the sequential
+    scanner and the chunk workers, so both say the same thing about the same entry.
+    """
+    entry: QuickEntry | LedgerEntry | None = quick_parse(data)
+    if entry is None:  # the reference path, which also says what is wrong
+        try:
+            entry = LedgerEntry.parse(data)
+        except LedgerVerificationError as exc:
+            raise LedgerVerificationError(exc.reason, position) from None
+    if entry.index != position:
+        raise LedgerVerificationError(
+            f"entry says it is entry {entry.index} (moved or swapped)", position
+        )
+    if prev is not None and entry.prev != prev:
+        raise chain_error(position, entry.prev, prev)
+    return entry
+
+
+def chain_error(position: int, prev: str, expected: str) -> LedgerVerificationError:
+    """The error for an entry whose ``prev`` is not its predecessor's leaf hash."""
+    return LedgerVerificationError(
+        f"leaf data does not match the chain (prev hash {prev[:16]}… "
+        f"but entry {position - 1} hashes to {expected[:16]}…)",
+        position,
+    )
+
+
 class EntryScanner:
     """Checks entries in log order; :attr:`leaves` holds the leaf hashes of those that passed."""
 
     def __init__(self) -> None:
-        self.leaves: list[bytes] = []
+        self.leaves = LeafHashes()
         self._prev = GENESIS_PREV
         self._events = EventChecker()
 
     def add(self, data: bytes) -> None:
         """Check the next entry; raise :class:`LedgerVerificationError` naming its index."""
         position = len(self.leaves)
-        entry: QuickEntry | LedgerEntry | None = quick_parse(data)
-        if entry is None:  # the reference path, which also says what is wrong
-            try:
-                entry = LedgerEntry.parse(data)
-            except LedgerVerificationError as exc:
-                raise LedgerVerificationError(exc.reason, position) from None
-        if entry.index != position:
-            raise LedgerVerificationError(
-                f"entry says it is entry {entry.index} (moved or swapped)", position
-            )
-        if entry.prev != self._prev:
-            raise LedgerVerificationError(
-                f"leaf data does not match the chain (prev hash {entry.prev[:16]}… "
-                f"but entry {position - 1} hashes to {self._prev[:16]}…)",
-                position,
-            )
+        entry = check_entry(data, position, self._prev)
         problem = self._events.check(entry)
         if problem is not None:
             raise LedgerVerificationError(problem, position)
-        leaf = _merkle.leaf_hash(data)
+        leaf = leaf_hash_fast(data)
         self.leaves.append(leaf)
         self._prev = leaf.hex()
 
@@ -76,7 +91,7 @@ def open_trusted(trusted: Trusted, verifier_key: VerifierKeys) -> list[tuple[Che
 
 
 def check_all_trusted(
-    trusted: list[tuple[Checkpoint, str]], leaves: list[bytes], latest: str
+    trusted: list[tuple[Checkpoint, str]], leaves: LeafHashes, latest: str
 ) -> None:
     """Run :func:`check_trusted` for every kept checkpoint."""
     for checkpoint, note in trusted:
@@ -84,7 +99,7 @@ def check_all_trusted(
 
 
 def check_trusted(
-    trusted: Checkpoint, leaves: list[bytes], *, trusted_note: str, latest: str
+    trusted: Checkpoint, leaves: LeafHashes, *, trusted_note: str, latest: str
 ) -> None:
     """Raise :class:`LedgerForkError` unless ``leaves`` extend the ``trusted`` checkpoint.
 
@@ -98,7 +113,7 @@ def check_trusted(
             trusted_note,
             latest,
         )
-    if _merkle.root_from_leaf_hashes(leaves[: trusted.size]) != trusted.root_hash:
+    if leaves.root(trusted.size) != trusted.root_hash:
         raise LedgerForkError(
             f"the first {trusted.size} entries differ from the trusted checkpoint "
             "(history was rewritten and re-signed: a fork)",
@@ -154,7 +169,7 @@ def verify_entries(
             f"{len(leaves)} were given (truncated)",
             len(leaves),
         )
-    root = _merkle.root_from_leaf_hashes(leaves)
+    root = leaves.root()
     if root != signed.root_hash:
         raise LedgerVerificationError("recomputed root does not match the signed checkpoint")
     check_all_trusted(trusted, leaves, checkpoint)
