@@ -83,7 +83,7 @@ def _to_json(value: Any, path: str, simple: list[bool]) -> Any:
     raise LedgerError(f"{path}: {type(value).__name__} is not a JSON value")
 
 
-def _fast_canonical(document: dict[str, Any]) -> bytes | None:
+def _fast_canonical(document: Any) -> bytes | None:
     """RFC 8785 bytes from the standard library's C encoder, when it provably agrees.
 
     For a document with no floats and only safe integers whose output is ASCII, JCS and
@@ -98,6 +98,19 @@ def _fast_canonical(document: dict[str, Any]) -> bytes | None:
     except (ValueError, RecursionError):
         return None
     return text.encode("ascii") if text.isascii() else None
+
+
+def canonical_json(value: Any) -> bytes:
+    """Return the RFC 8785 bytes of a JSON value (read-only mappings and tuples allowed).
+
+    The stdlib fast path where it provably agrees (see :func:`_fast_canonical`), else the
+    reference. Raises :class:`LedgerError` for a value JSON cannot hold and
+    ``rfc8785.CanonicalizationError`` for one JCS refuses (e.g. an unsafe integer).
+    """
+    simple = [True]
+    document = _to_json(value, "value", simple)
+    fast = _fast_canonical(document) if simple[0] else None
+    return fast if fast is not None else rfc8785.dumps(document)
 
 
 def _freeze(value: Any) -> Any:

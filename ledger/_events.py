@@ -31,6 +31,7 @@ import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from ledger._entry import canonical_json
 from ledger._errors import LedgerError
 from ledger._note import parse_verifier_key
 
@@ -92,8 +93,8 @@ def _signed_by(key: Ed25519PublicKey, signature: Any, document: Any) -> bool:
     if raw is None or not isinstance(document, Mapping):
         return False
     try:
-        key.verify(raw, rfc8785.dumps(thaw(document)))
-    except (InvalidSignature, rfc8785.CanonicalizationError, ValueError):
+        key.verify(raw, canonical_json(document))
+    except (InvalidSignature, rfc8785.CanonicalizationError, ValueError, LedgerError):
         return False
     return True
 
@@ -156,7 +157,7 @@ class EventChecker:
             return f"enterprise {name!r} has no earlier enterprise.registered entry"
         if not _signed_by(key, fields.get("request_signature"), request):
             return f"request signature does not verify with {name!r}'s registered key"
-        digest = "sha256:" + hashlib.sha256(rfc8785.dumps(thaw(request))).hexdigest()
+        digest = "sha256:" + hashlib.sha256(canonical_json(request)).hexdigest()
         if fields.get("request_digest") != digest:
             return "request_digest is not the SHA-256 of the signed request"
         for key_name in ("computation", "dataset", "purpose"):
