@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import msgspec
 import rfc8785
 
+from indomain.errors import InternalError
 from ledger._errors import LedgerError, LedgerVerificationError
 from ledger._merkle import leaf_hash
 
@@ -44,6 +45,7 @@ def format_time(moment: datetime) -> str:
     return utc.isoformat(timespec="microseconds") + "Z"
 
 
+@functools.lru_cache(maxsize=4096)  # pure; the entries of one commit share their time
 def _valid_time(text: str) -> bool:
     if _TIME.fullmatch(text) is None:
         return False
@@ -265,6 +267,113 @@ class LedgerEntry:
         return entry
 
 
+_FIELDS_PREFIX = b'{"fields":'
+_TEMPLATE_TIME = "2000-01-01T00:00:00.000000Z"  # any valid time: only its length matters
+
+
+def _suffix(index: int, prev: str, time: str, type_: str) -> bytes:
+    return b',"index":%d,"prev":"%s","time":"%s","type":"%s"}' % (
+        index,
+        prev.encode("ascii"),
+        time.encode("ascii"),
+        type_.encode("ascii"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedEvent:
+    """An event its appender checked and canonicalised, for the committing thread to splice.
+
+    Built by :func:`prepare_event`; ``fields_json`` is the RFC 8785 bytes of ``fields``.
+    """
+
+    type: str
+    time: str | None
+    fields: Mapping[str, Any]
+    fields_json: bytes
+
+
+def prepare_event(type_: str, fields: Mapping[str, Any], time: str | None) -> PreparedEvent:
+    """Check an event and canonicalise its fields, as :class:`LedgerEntry` would.
+
+    Raises :class:`LedgerError` for what :class:`LedgerEntry` refuses. Runs in the
+    appender's thread, so the committing thread only splices (:func:`splice_entry`).
+    """
+    quick = _quick_prepare(type_, fields, time)
+    if quick is not None:
+        return quick
+    template = LedgerEntry(
+        index=0,
+        type=type_,
+        time=_TEMPLATE_TIME if time is None else time,
+        prev=GENESIS_PREV,
+        fields=fields,
+    )
+    data = template.canonical()
+    suffix = _suffix(0, GENESIS_PREV, template.time, type_)
+    if not (data.startswith(_FIELDS_PREFIX) and data.endswith(suffix)):
+        raise InternalError("a canonical entry does not start with its fields")
+    return PreparedEvent(type_, time, template.fields, data[len(_FIELDS_PREFIX) : -len(suffix)])
+
+
+def _quick_prepare(type_: str, fields: Any, time: str | None) -> PreparedEvent | None:
+    """:func:`prepare_event` by msgspec, where its output provably is RFC 8785; else ``None``.
+
+    The same argument as :func:`quick_parse`: sorted ASCII output without a backslash has
+    no string that needed an escape; decoding it back with the typed decoder refuses
+    floats and unsafe integers; and it must decode to ``fields`` itself, so msgspec did
+    not turn something JSON cannot hold (a set, a date, bytes, a non-string key) into JSON.
+    """
+    if type(fields) is not dict or not isinstance(type_, str) or _TYPE.fullmatch(type_) is None:
+        return None
+    if time is not None and (not isinstance(time, str) or not _valid_time(time)):
+        return None
+    try:
+        data = _QUICK_ENCODER.encode(fields)
+        if len(data) > MAX_ENTRY_BYTES or not data.isascii() or b"\\" in data:
+            return None
+        decoded = _FIELDS_DECODER.decode(data)
+        nested = data.count(b"{") != 1 or b"[" in data
+        if (nested and not _plain(decoded)) or decoded != fields:
+            return None
+    except (TypeError, ValueError, RecursionError, msgspec.MsgspecError):
+        return None
+    frozen = _freeze(decoded) if nested else MappingProxyType(decoded)
+    return PreparedEvent(type_, time, frozen, data)
+
+
+def splice_entry(event: PreparedEvent, *, index: int, prev: str, time: str) -> LedgerEntry:
+    """Return the entry for ``event`` at ``index``, without canonicalising it again.
+
+    RFC 8785 sorts the keys (§3.2.3), and ``fields`` < ``index`` < ``prev`` < ``time`` <
+    ``type``; the fields' bytes are already canonical, and the other four values print
+    verbatim (an integer within ±(2^53 - 1), lowercase hex, and a time and a type whose
+    patterns admit no character JCS escapes). So the concatenation is the canonical form;
+    a property test checks it against :class:`LedgerEntry`. Raises :class:`LedgerError`
+    for a bad index, prev or time, or an entry over the size limit.
+    """
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= MAX_SAFE_INTEGER:
+        raise LedgerError("entry index must be a non-negative integer")
+    if _PREV.fullmatch(prev) is None:
+        raise LedgerError("entry prev must be 64 lowercase hex digits")
+    if time != event.time and not _valid_time(time):
+        raise LedgerError("entry time must be RFC 3339 UTC like 2026-11-22T10:00:00.123456Z")
+    data = _FIELDS_PREFIX + event.fields_json + _suffix(index, prev, time, event.type)
+    if len(data) > MAX_ENTRY_BYTES:
+        raise LedgerError(f"entry is larger than {MAX_ENTRY_BYTES} bytes")
+    entry = object.__new__(LedgerEntry)
+    for name, value in (
+        ("index", index),
+        ("type", event.type),
+        ("time", time),
+        ("prev", prev),
+        ("fields", event.fields),
+        ("_canonical", data),
+    ):
+        object.__setattr__(entry, name, value)
+    return entry
+
+
 # RFC 8785 §3.2.2.3: integers print exactly only within ±(2^53 - 1); a float never
 # takes the quick path. msgspec enforces both for the values directly in ``fields``.
 _SafeInt = Annotated[int, msgspec.Meta(ge=-MAX_SAFE_INTEGER, le=MAX_SAFE_INTEGER)]
@@ -282,6 +391,7 @@ class QuickEntry(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _QUICK_DECODER = msgspec.json.Decoder(QuickEntry)
+_FIELDS_DECODER = msgspec.json.Decoder(dict[str, _Value])
 _QUICK_ENCODER = msgspec.json.Encoder(order="sorted")
 
 

@@ -7,7 +7,7 @@ import functools
 import hashlib
 import json
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 import rfc8785
@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger import LedgerEntry, LedgerError, LedgerVerificationError, Receipt, leaf_hash
+from ledger._entry import MAX_ENTRY_BYTES
 
 ZERO = "0" * 64
 TIME = "2026-11-22T10:00:00.123456Z"
@@ -389,3 +390,84 @@ def test_receipt_from_json_requires_every_key():
     del data["proof"]
     with pytest.raises(LedgerVerificationError):
         Receipt.from_json(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    fields=st.dictionaries(st.text(max_size=6), ASCII_HEAVY, max_size=4),
+    index=st.integers(0, 2**53 - 1),
+    prev=st.binary(min_size=32, max_size=32),
+    stamped=st.booleans(),
+)
+def test_an_entry_spliced_by_the_committing_thread_is_the_entry(fields, index, prev, stamped):
+    """Appenders canonicalise their fields; the leader splices index, prev, time and type."""
+    from ledger._entry import prepare_event, splice_entry
+    from ledger._events import thaw
+
+    try:
+        expected = LedgerEntry(index=index, type="job.x", time=TIME, prev=prev.hex(), fields=fields)
+    except LedgerError:
+        with pytest.raises(LedgerError):
+            prepare_event("job.x", fields, TIME if stamped else None)
+        return
+    event = prepare_event("job.x", fields, TIME if stamped else None)
+    spliced = splice_entry(event, index=index, prev=prev.hex(), time=TIME)
+    assert spliced.canonical() == expected.canonical()
+    assert spliced == LedgerEntry.parse(spliced.canonical())
+    assert (spliced.index, spliced.type, spliced.time, spliced.prev) == (
+        index,
+        "job.x",
+        TIME,
+        prev.hex(),
+    )
+    assert thaw(spliced.fields) == thaw(expected.fields)
+
+
+def test_splicing_refuses_what_an_entry_refuses():
+    from ledger._entry import prepare_event, splice_entry
+
+    event = prepare_event("t", {"a": 1}, None)
+    for index, prev, time in [
+        (-1, "0" * 64, TIME),
+        (2**53, "0" * 64, TIME),
+        (1, "0" * 63, TIME),
+        (1, "A" * 64, TIME),
+        (1, "0" * 64, "2026-11-22T10:00:00Z"),
+        (1, "0" * 64, "2026-13-22T10:00:00.000000Z"),
+    ]:
+        with pytest.raises(LedgerError):
+            splice_entry(event, index=index, prev=prev, time=time)
+    big = prepare_event("t", {"a": "x" * (MAX_ENTRY_BYTES - 156)}, None)  # 5 bytes to spare
+    with pytest.raises(LedgerError, match="larger"):
+        splice_entry(big, index=10**15, prev="0" * 64, time=TIME)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"a": {1, 2}},
+        {"a": (1, 2)},
+        {"a": b"raw"},
+        {1: "int key"},
+        {"a": datetime(2026, 1, 1, tzinfo=UTC)},
+        {"a": 1.0},
+        {"a": [0.5]},
+        {"a": 2**53},
+        {"a": "caf\u00e9", "b": "line\nbreak"},
+        {"a": {"b": [1, {"c": None}]}, "z": True},
+    ],
+)
+def test_preparing_an_event_agrees_with_building_the_entry(fields):
+    """The appender-side fast path must accept and print exactly what LedgerEntry does."""
+    from ledger._entry import prepare_event, splice_entry
+    from ledger._events import thaw
+
+    try:
+        expected = LedgerEntry(index=5, type="t", time=TIME, prev="0" * 64, fields=fields)
+    except LedgerError:
+        with pytest.raises(LedgerError):
+            prepare_event("t", fields, None)
+        return
+    spliced = splice_entry(prepare_event("t", fields, None), index=5, prev="0" * 64, time=TIME)
+    assert spliced.canonical() == expected.canonical()
+    assert thaw(spliced.fields) == thaw(expected.fields)
