@@ -189,3 +189,24 @@ def test_a_cosignature_under_a_stolen_witness_name_cannot_displace_the_real_one(
     assert note is not None
     opened, seen = open_cosigned(note, key, [real], quorum=1)
     assert opened.size == 2 and set(seen) == {"w1"}
+
+
+def test_witness_and_verifier_keys_are_not_interchangeable():
+    """Same format, different type byte (0x04 cosignature, 0x01 note): each parser refuses
+    the other's key, so a checkpoint key cannot pose as a witness or the reverse."""
+    from ledger import verifier_key
+    from ledger._cosign import parse_witness_key
+    from ledger._note import parse_verifier_key
+
+    witness, note_key = witness_key("w1", W1.public_key()), verifier_key("w1", W1.public_key())
+    assert witness.split("+")[:1] == note_key.split("+")[:1] and witness != note_key
+    assert (
+        parse_witness_key(witness).public_key.public_bytes_raw()
+        == W1.public_key().public_bytes_raw()
+    )
+    with pytest.raises(LedgerError, match="witness key is not an Ed25519 key of type 0x04"):
+        parse_witness_key(note_key)
+    with pytest.raises(LedgerError, match="verifier key is not an Ed25519 key of type 0x01"):
+        parse_verifier_key(witness)
+    with pytest.raises(LedgerError, match="witness name"):
+        witness_key("bad name", W1.public_key())
