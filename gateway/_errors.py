@@ -99,6 +99,7 @@ _BY_CODE: dict[str, type[GatewayError]] = {
     "budget_exhausted": BudgetExhausted,
     "unauthenticated": AuthenticationError,
     "invalid_request": InvalidJob,
+    "unknown_witness": PolicyDenied,
 }
 
 

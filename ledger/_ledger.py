@@ -24,7 +24,7 @@ from ledger._batch import (
 )
 from ledger._cosign import parse_witness_key, verify_cosignature
 from ledger._entry import GENESIS_PREV, LedgerEntry, format_time, prepare_event, splice_entry
-from ledger._errors import LedgerError
+from ledger._errors import LedgerError, WitnessNotAccepted
 from ledger._group import GroupCommit
 from ledger._note import (
     Checkpoint,
@@ -450,18 +450,21 @@ class Ledger:
     def add_cosignature(self, size: int, witness_key: str, line: str) -> None:
         """Store a witness's cosignature of the checkpoint for ``size`` (C2SP tlog-cosignature).
 
-        The line must verify with ``witness_key`` over that checkpoint; anyone may submit
-        one, since clients trust only the witnesses they configured. Raises
-        :class:`LedgerVerificationError` for a bad cosignature, :class:`LedgerError` when
-        there is no such checkpoint or the ledger was opened read-only.
+        Only witnesses the operator accepts (:func:`~ledger.accept_witness`) may cosign,
+        so strangers' keys cannot crowd the slots of a checkpoint; the line must verify
+        with ``witness_key`` over that checkpoint. Raises :class:`WitnessNotAccepted` for
+        another key, :class:`LedgerVerificationError` for a bad cosignature,
+        :class:`LedgerError` when there is no such checkpoint.
         """
         _check_index("size", size)
         witness = parse_witness_key(witness_key)
+        self._run(lambda connection: _accepted(connection, witness_key))
         checkpoint = open_checkpoint(self.checkpoint_at(size), self._active)
         verify_cosignature(checkpoint, line, witness_key)
         text = line if line.endswith("\n") else line + "\n"
 
         def write(connection: sqlite3.Connection) -> None:
+            _accepted(connection, witness_key)  # not removed meanwhile
             # Keyed by the whole verifier key, first one kept: a cosignature made with
             # another key under the same witness name can never displace the real one.
             _store.insert_cosignature(connection, size, f"{witness.name} {witness_key}", text)
@@ -541,6 +544,14 @@ class Ledger:
 
     def __repr__(self) -> str:
         return f"Ledger({str(self._directory)!r}, origin={self._origin!r})"
+
+
+def _accepted(connection: sqlite3.Connection, witness_key: str) -> None:
+    if witness_key not in _store.accepted_witnesses(connection):
+        raise WitnessNotAccepted(
+            f"witness {witness_key.split('+')[0]!r} is not one this ledger accepts "
+            "cosignatures from; its operator adds it with `indomain ledger witness add KEY`"
+        )
 
 
 def _check_index(name: str, value: int) -> None:
