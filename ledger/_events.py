@@ -40,7 +40,8 @@ ENTERPRISE_REGISTERED = "enterprise.registered"
 JOB_TYPES = frozenset({"job.accepted", "job.denied", "job.refused"})
 RUN_COMPLETED = "run.completed"
 RUN_REUSED = "run.reused"
-KEY_TYPES = frozenset({"ledger.key_added", "ledger.key_retired"})  # key rotation
+KEY_ADDED, KEY_RETIRED = "ledger.key_added", "ledger.key_retired"  # key rotation
+KEY_TYPES = frozenset({KEY_ADDED, KEY_RETIRED})
 # Every type :class:`EventChecker` reads; it passes any other entry without looking.
 CHECKED_TYPES = frozenset(
     {SANDBOX_CREATED, ENTERPRISE_REGISTERED, RUN_COMPLETED, RUN_REUSED} | JOB_TYPES | KEY_TYPES
@@ -110,6 +111,8 @@ class EventChecker:
         self._enterprises: dict[str, Ed25519PublicKey] = {}
         self._accepted: dict[str, tuple[int, Mapping[str, Any]]] = {}
         self._results: dict[str, Any] = {}  # job id -> attested result digest
+        # (index, type, verifier key) of each key rotation entry, in log order
+        self.key_changes: list[tuple[int, str, str]] = []
 
     def check(self, entry: Event) -> str | None:
         """Check ``entry`` against what earlier entries recorded; remember what it records."""
@@ -124,10 +127,12 @@ class EventChecker:
             self._enterprises[name] = key
             return None
         if entry.type in KEY_TYPES:
+            key = fields.get("verifier_key")
             try:
-                parse_verifier_key(fields.get("verifier_key"))  # type: ignore[arg-type]
+                parse_verifier_key(key)  # type: ignore[arg-type]
             except LedgerError:
                 return f"{entry.type} needs a valid verifier key"
+            self.key_changes.append((entry.index, entry.type, key))  # type: ignore[arg-type]
             return None
         if entry.type in JOB_TYPES:
             return self._job(entry)

@@ -26,6 +26,7 @@ from ledger._events import EventChecker
 from ledger._leaves import CHUNK_LEVEL, LeafHashes
 from ledger._merkle import HASH_SIZE
 from ledger._note import Checkpoint, VerifierKeys, open_checkpoint, parse_verifier_keys
+from ledger._rotation import follow_rotations
 from ledger._scan import (
     Progress,
     Trusted,
@@ -105,9 +106,16 @@ def _verify(
     (total,) = connection.execute("SELECT COUNT(*) FROM entries").fetchone()
     if workers is None:
         workers = default_workers(int(total))
+    checker = EventChecker()
     leaves, failure, stored_bad = _scan_entries(
-        connection, directory, int(total), progress, workers, level
+        connection, directory, int(total), progress, workers, level, checker
     )
+
+    def covered(index: int, keys: list[str]) -> bool:
+        return _covered(connection, keys, leaves, index)
+
+    configured = [key] if isinstance(key, str) else list(key)
+    trusted_keys, key = follow_rotations(configured, checker.key_changes, covered)
     if failure is not None:
         # The scan stopped at the first entry that is wrong on its own terms; an earlier
         # entry may have been altered into another valid entry, which only the signed
@@ -115,7 +123,7 @@ def _verify(
         raise _locate(connection, key, leaves, len(leaves)) or failure
     n = len(leaves)
     root = leaves.root()
-    checkpoint, problem = _latest_checkpoint(connection, key)
+    checkpoint, problem = _latest_checkpoint(connection, trusted_keys)
     latest_note = (_store.latest_checkpoint(connection) or (0, ""))[1]
     if checkpoint is not None:
         if checkpoint.size > n:
@@ -150,10 +158,41 @@ def _latest_checkpoint(
     latest = _store.latest_checkpoint(connection)
     if latest is None:
         return None, LedgerVerificationError("the ledger holds no signed checkpoint")
+    if not key:
+        return None, LedgerVerificationError(
+            "latest checkpoint: the ledger retired every key you trust, and announced no "
+            "key that a checkpoint signed by a trusted key covers"
+        )
     try:
         return open_checkpoint(latest[1], key), None
     except LedgerVerificationError as exc:
         return None, LedgerVerificationError(f"latest checkpoint: {exc.reason}")
+
+
+COVER_TRIES = 8  # checkpoints looked at above a key announcement: the first should do
+
+
+def _covered(
+    connection: sqlite3.Connection, keys: list[str], leaves: LeafHashes, index: int
+) -> bool:
+    """Whether a checkpoint signed by one of ``keys`` covers entry ``index`` as recomputed.
+
+    The ledger signs the commit holding a ``ledger.key_added`` entry with every key
+    active then, so the first checkpoint above it is signed by the old key; a few more
+    are tried, no more (each costs a signature check).
+    """
+    rows = connection.execute(
+        "SELECT size, note FROM checkpoints WHERE size > ? AND size <= ? ORDER BY size LIMIT ?",
+        (index, len(leaves), COVER_TRIES),
+    ).fetchall()
+    for size, note in rows:
+        try:
+            checkpoint = open_checkpoint(note, keys)
+        except LedgerError:
+            continue
+        if checkpoint.size == size and checkpoint.root_hash == leaves.root(size):
+            return True
+    return False
 
 
 def _chunk_results(
@@ -205,6 +244,7 @@ def _scan_entries(
     progress: Progress | None,
     workers: int,
     level: int,
+    checker: EventChecker,
 ) -> tuple[LeafHashes, LedgerVerificationError | None, int | None]:
     """Check every entry, on its own and against its predecessor; return the good leaves.
 
@@ -212,7 +252,6 @@ def _scan_entries(
     of the entries before it, and the first stored hash the chunks found wrong.
     """
     leaves = LeafHashes(level)
-    checker = EventChecker()
     expected_prev = GENESIS_PREV
     stored_bad: list[int] = []
     if progress is not None:
