@@ -246,6 +246,8 @@ def test_failing_storage_acknowledges_nothing_and_keeps_the_log_consistent(
         for thread in threads:
             thread.join(30)
         assert len(failures) == 4  # no acknowledgement for anyone in a failed batch
+        with pytest.raises(LedgerError):  # a bulk append fails whole, with the storage error
+            led.append_many([("lost", {"n": n}) for n in range(3)])
         faulty.fail = None
         assert led.size == 1
         assert led.append("ok", {"n": 1}).index == 1  # the disk is back: appends go on
