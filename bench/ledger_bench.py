@@ -291,14 +291,14 @@ def ledger_table(entries: int, *, appends: int = 3_200, console: Console | None 
                 f"{hash_s / entries * mix_entries / mix_s:.3f}×",
             )
         )
-        extra_s = max(mix_s - mix_entries * verify_s / entries, 1e-9)  # over plain entries
+        # The signatures' share of the mix's time, at the bare Ed25519 rate at least.
+        floor_s = signatures * ed25519_s
         rows.append(
             (
-                "  embedded signature checks (in log order, in the parent process; "
-                "extra time over plain entries)",
-                f"{signatures / extra_s:,.0f}/s",
-                f"{1 / ed25519_s:,.0f}/s (bare Ed25519 verify, same key)",
-                f"{signatures / extra_s * ed25519_s:.2f}×",
+                "  of which embedded Ed25519 signatures (checked in log order, 1 core)",
+                f"{signatures:,} in {mix_s:.2f} s",
+                f"{1 / ed25519_s:,.0f}/s bare Ed25519 verify: >= {floor_s:.2f} s of it",
+                f"{floor_s / mix_s:.0%} of the time",
             )
         )
         rows.append(
