@@ -239,7 +239,11 @@ def ledger_table(entries: int, *, appends: int = 3_200, console: Console | None 
             key, build_s = _build(work / "big", entries)
         with ledger.Ledger.open(work / "big") as log:
             blobs = log.raw_entries(0, entries)
-        workers = len(os.sched_getaffinity(0))  # what verify_ledger uses on large ledgers
+        workers = (  # what verify_ledger uses on large ledgers
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1
+        )
         with out.status(f"ledger: verifying {entries:,} entries"):
             start = time.perf_counter()
             for data in blobs:

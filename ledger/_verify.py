@@ -42,7 +42,11 @@ PARALLEL_THRESHOLD = 1 << 16
 
 def default_workers(total: int) -> int:
     """Worker processes for ``total`` entries: one per usable CPU, none for small ledgers."""
-    return len(os.sched_getaffinity(0)) if total >= PARALLEL_THRESHOLD else 1
+    if total < PARALLEL_THRESHOLD:
+        return 1
+    if hasattr(os, "sched_getaffinity"):  # Linux: the CPUs this process may run on
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def verify_ledger(
