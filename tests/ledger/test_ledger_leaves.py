@@ -87,3 +87,30 @@ def test_the_plain_stored_hashes_agree_with_the_chunk_ones():
         reader.hashes.extend(stored_hashes(n, b"entry %d" % n, reader))
     leaves = [hashlib.sha256(b"\x00entry %d" % n).digest() for n in range(8)]
     assert chunk_stored_hashes(leaves)[0] == reader.hashes
+
+
+def test_a_broken_worker_pool_falls_back_to_this_process(make_ledger, monkeypatch):
+    """E.g. a script without an ``if __name__ == "__main__"`` guard cannot start workers."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from ledger import Ledger, _verify, verify_ledger
+
+    class BrokenPool:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def submit(self, *args, **kwargs):
+            raise BrokenProcessPool("a child process terminated abruptly")
+
+    directory = make_ledger(9)
+    with Ledger.open(directory) as log:
+        key = log.verifier_key
+    monkeypatch.setattr(_verify, "ProcessPoolExecutor", BrokenPool)
+    monkeypatch.setattr(_verify, "CHUNK_LEVEL", 1)
+    assert verify_ledger(directory, key, workers=2).size == 9
