@@ -269,6 +269,11 @@ def sign_checkpoint(cp: Checkpoint, *, key_name: str, private_key: Ed25519Privat
     return sign_note(cp.body().decode("utf-8"), key_name=key_name, private_key=private_key)
 
 
+def parse_checkpoint_body(text: str) -> Checkpoint:
+    """Parse a checkpoint body (not its signatures); raise :class:`LedgerVerificationError`."""
+    return _parse_body(text)
+
+
 def _parse_body(text: str) -> Checkpoint:
     lines = text[:-1].split("\n")
     if len(lines) != 3:

@@ -9,14 +9,22 @@ The source of the bytes (a ledger folder, an export, the HTTP API) does not matt
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ledger._entry import GENESIS_PREV, LedgerEntry, QuickEntry, quick_parse
-from ledger._errors import LedgerForkError, LedgerVerificationError
+from ledger._errors import LedgerError, LedgerForkError, LedgerVerificationError
 from ledger._events import EventChecker
 from ledger._leaves import LeafHashes, leaf_hash_fast
-from ledger._note import Checkpoint, VerifierKeys, open_checkpoint, parse_verifier_keys
+from ledger._note import (
+    Checkpoint,
+    VerifierKeys,
+    open_checkpoint,
+    parse_checkpoint_body,
+    parse_verifier_keys,
+)
+from ledger._rotation import follow_rotations
 
 Progress = Callable[[int, int], None]
 PROGRESS_EVERY = 1000  # entries between progress calls
@@ -68,6 +76,11 @@ class EntryScanner:
         self.leaves = LeafHashes()
         self._prev = GENESIS_PREV
         self._events = EventChecker()
+
+    @property
+    def key_changes(self) -> list[tuple[int, str, str]]:
+        """(index, type, verifier key) of the key rotation entries seen, in order."""
+        return self._events.key_changes
 
     def add(self, data: bytes) -> None:
         """Check the next entry; raise :class:`LedgerVerificationError` naming its index."""
@@ -130,26 +143,29 @@ def verify_entries(
     *,
     trusted_checkpoint: Trusted = None,
     progress: Progress | None = None,
+    checkpoints: Sequence[str] = (),
 ) -> VerificationReport:
     """Verify ``entries`` (canonical bytes, from index 0, in order) against a signed checkpoint.
 
     Every entry must pass :class:`EntryScanner`; there must be exactly as many as the
-    checkpoint (signed by ``verifier_key``) covers, with the same root; the ledger must
-    extend ``trusted_checkpoint`` (one note or several) when given.
+    checkpoint (signed by a trusted key) covers, with the same root; the ledger must
+    extend ``trusted_checkpoint`` (one note or several) when given. The trusted keys are
+    ``verifier_key`` and the keys the ledger announced under a checkpoint a trusted key
+    signed (``checkpoints``: earlier signed notes covering those announcements), less
+    those it retired (see :mod:`ledger._rotation`).
     ``progress(done, total)`` is called as entries are checked.
 
     Returns a :class:`VerificationReport`. Raises :class:`LedgerVerificationError` naming
     the first bad entry (:class:`LedgerForkError` for a rollback or fork), and
     :class:`~ledger.LedgerError` for a malformed key.
     """
-    parse_verifier_keys(verifier_key)
-    trusted = open_trusted(trusted_checkpoint, verifier_key)
-    try:
-        signed = open_checkpoint(checkpoint, verifier_key)
-    except LedgerVerificationError as exc:
-        raise LedgerVerificationError(f"latest checkpoint: {exc.reason}") from None
+    configured = [
+        k.strip() for k in ([verifier_key] if isinstance(verifier_key, str) else verifier_key)
+    ]
+    parse_verifier_keys(configured)
+    trusted = open_trusted(trusted_checkpoint, configured)
+    total = _claimed_size(checkpoint, configured)  # checked against a trusted key below
     scanner = EntryScanner()
-    total = signed.size
     if progress is not None:
         progress(0, total)
     for data in entries:
@@ -163,6 +179,28 @@ def verify_entries(
     leaves = scanner.leaves
     if progress is not None:
         progress(len(leaves), total)
+    available = [checkpoint, *checkpoints, *(note for _, note in trusted)]
+
+    def covered(index: int, keys: list[str]) -> bool:
+        for note in available:
+            try:
+                cp = open_checkpoint(note, keys)
+            except LedgerError:
+                continue
+            if index < cp.size <= len(leaves) and leaves.root(cp.size) == cp.root_hash:
+                return True
+        return False
+
+    keys, _ = follow_rotations(configured, scanner.key_changes, covered)
+    if not keys:
+        raise LedgerVerificationError(
+            "latest checkpoint: the ledger retired every key you trust, and announced no "
+            "key that a checkpoint signed by a trusted key covers"
+        )
+    try:
+        signed = open_checkpoint(checkpoint, keys)
+    except LedgerVerificationError as exc:
+        raise LedgerVerificationError(f"latest checkpoint: {exc.reason}") from None
     if len(leaves) < total:
         raise LedgerVerificationError(
             f"entry is missing: the signed checkpoint covers {total} entries but "
@@ -174,3 +212,19 @@ def verify_entries(
         raise LedgerVerificationError("recomputed root does not match the signed checkpoint")
     check_all_trusted(trusted, leaves, checkpoint)
     return VerificationReport(size=len(leaves), root_hash=root, checkpoint=signed)
+
+
+def _claimed_size(note: str, keys: list[str]) -> int:
+    """The size a checkpoint note states, before its signature is checked (to bound the scan).
+
+    Raises what opening it with ``keys`` raises when the note is malformed.
+    """
+    if isinstance(note, str):
+        text, separator, _ = note.partition("\n\n")
+        if separator:
+            with contextlib.suppress(LedgerVerificationError):
+                return parse_checkpoint_body(text + "\n").size
+    try:
+        return open_checkpoint(note, keys).size  # raises, saying what is wrong
+    except LedgerVerificationError as exc:
+        raise LedgerVerificationError(f"latest checkpoint: {exc.reason}") from None

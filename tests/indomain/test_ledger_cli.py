@@ -290,6 +290,9 @@ def test_the_operator_rotates_the_ledger_key_with_an_overlap(tmp_path: Path):
     code, out, err = run("ledger", "verify", "--home", str(root), "--key", old_key)
     assert code == 0, err
     assert "ledger verified" in out
+    assert run("ledger", "export", str(tmp_path / "out"), "--home", str(root))[0] == 0
+    code, out, err = run("ledger", "verify", "--export", str(tmp_path / "out"), "--key", old_key)
+    assert code == 0, err
     (tmp_path / "keys").write_text(f"{old_key}\n{new_key}\n")
     assert run("ledger", "verify", "--home", str(root), "--key", str(tmp_path / "keys"))[0] == 0
     _, out, _ = run("ledger", "show", "--home", str(root), "--json")

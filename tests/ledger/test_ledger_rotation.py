@@ -4,6 +4,7 @@ ledger entries, and verifiers accept exactly the key set they were configured wi
 from __future__ import annotations
 
 import base64
+import json
 import sqlite3
 from pathlib import Path
 
@@ -169,3 +170,27 @@ def test_rotation_mistakes_are_refused(tmp_path: Path):
         with pytest.raises(LedgerError):
             log.retire_signing_key(K_NEW)  # not active
         assert log.size == 0
+
+
+def test_an_export_carries_what_an_old_key_holder_needs_to_follow(rotated: Path, tmp_path: Path):
+    from ledger import export_ledger, verify_export
+
+    out = tmp_path / "out"
+    export_ledger(rotated, out)
+    rotation = out / "rotation-checkpoints.jsonl"
+    assert len(rotation.read_text().splitlines()) == 1  # one ledger.key_added entry
+    assert verify_export(out, K_OLD).size == 5
+    assert verify_export(out, K_NEW).size == 5
+    kept = rotation.read_text()
+    # The attack: the announcement's covering checkpoint re-signed by the new key alone.
+    note = json.loads(kept)["checkpoint"]
+    forged = sign_checkpoint(open_checkpoint(note, K_NEW), key_name=ORIGIN, private_key=NEW)
+    rotation.write_text(json.dumps({"checkpoint": forged}) + "\n")
+    with pytest.raises(LedgerVerificationError, match="retired every key you trust"):
+        verify_export(out, K_OLD)
+    rotation.unlink()  # without it, the old key alone cannot follow
+    with pytest.raises(LedgerVerificationError, match="retired every key you trust"):
+        verify_export(out, K_OLD)
+    rotation.write_text("not json\n")
+    with pytest.raises(LedgerVerificationError, match="malformed"):
+        verify_export(out, K_OLD)
