@@ -101,6 +101,7 @@ _BY_CODE: dict[str, type[GatewayError]] = {
     "upload_refused": Refused,
     "unauthenticated": AuthenticationError,
     "invalid_request": InvalidJob,
+    "unknown_witness": PolicyDenied,
 }
 
 

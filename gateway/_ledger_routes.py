@@ -13,7 +13,8 @@ decisions and signatures, never rows. Entries are served as the exact canonical 
 ``GET /v1/ledger/checkpoint/cosigned``             the largest checkpoint witnesses cosigned,
                                                   with their cosignature lines (404: none)
 ``POST /v1/ledger/cosignatures``                  {"size", "witness_key", "cosignature"}:
-                                                  stored only if it verifies
+                                                  stored only if it verifies and the
+                                                  operator accepts that witness (else 403)
 """
 
 from __future__ import annotations
@@ -30,7 +31,14 @@ from starlette.concurrency import run_in_threadpool
 
 import ledger
 from gateway._body import read_json
-from gateway._errors import GatewayError, MalformedRequest, NotFound, TransportError
+from gateway._errors import (
+    GatewayError,
+    MalformedRequest,
+    NotFound,
+    PolicyDenied,
+    TransportError,
+    error_from_json,
+)
 
 MAX_PAGE = 1000  # entries per answer: bounded work and memory per request
 JSONL = "application/jsonl"
@@ -100,6 +108,8 @@ def register_ledger_routes(app: FastAPI, log: ledger.Ledger) -> None:
         within(size=body.size)
         try:
             log.add_cosignature(body.size, body.witness_key, body.cosignature)
+        except ledger.WitnessNotAccepted as exc:
+            raise PolicyDenied(str(exc), code="unknown_witness") from None
         except ledger.LedgerVerificationError as exc:
             raise GatewayError(str(exc), code="bad_cosignature") from None
         except ledger.LedgerError as exc:
@@ -178,7 +188,12 @@ class LedgerFeed:
         except httpx.HTTPError as exc:
             raise TransportError(f"cannot reach the gateway: {exc}") from exc
         if answer.status_code != 201:
-            raise TransportError(f"the gateway refused the cosignature ({answer.status_code})")
+            try:
+                raise error_from_json(answer.status_code, answer.json())
+            except ValueError:  # not JSON
+                raise TransportError(
+                    f"the gateway refused the cosignature ({answer.status_code})"
+                ) from None
 
     def entries(self, start: int, end: int) -> Iterator[bytes]:
         """Yield the raw bytes of entries [start, end), page by page.

@@ -17,7 +17,12 @@ from ledger._cosign import (
     witness_key,
 )
 from ledger._entry import LedgerEntry
-from ledger._errors import LedgerError, LedgerForkError, LedgerVerificationError
+from ledger._errors import (
+    LedgerError,
+    LedgerForkError,
+    LedgerVerificationError,
+    WitnessNotAccepted,
+)
 from ledger._export import export_ledger, verify_export
 from ledger._ledger import Ledger
 from ledger._merkle import (
@@ -37,6 +42,7 @@ from ledger._receipt import Receipt, verify_receipt
 from ledger._scan import VerificationReport, verify_entries
 from ledger._tlogproof import TlogProof, tlog_proof, verify_tlog_proof
 from ledger._verify import verify_ledger
+from ledger._witnesses import accept_witness, accepted_witnesses, remove_witness
 
 __all__ = [
     "Checkpoint",
@@ -49,6 +55,9 @@ __all__ = [
     "Receipt",
     "TlogProof",
     "VerificationReport",
+    "WitnessNotAccepted",
+    "accept_witness",
+    "accepted_witnesses",
     "consistency_proof",
     "cosign",
     "export_ledger",
@@ -57,6 +66,7 @@ __all__ = [
     "node_hash",
     "open_checkpoint",
     "open_cosigned",
+    "remove_witness",
     "root_from_leaf_hashes",
     "sign_checkpoint",
     "stored_hash_index",

@@ -6,19 +6,18 @@ public behaviour; everything here is private to the package.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger import _merkle, _store
+from ledger._entry import PreparedEvent
 from ledger._errors import LedgerError
 from ledger._note import parse_verifier_key
 
 # A key change rides with its entry: ("add", verifier key, private key) or ("retire", key, None)
 KeyChange = tuple[str, str, Ed25519PrivateKey | None]
-# type, fields, formatted time or None, key change or None
-Append = tuple[str, Mapping[str, Any], str | None, KeyChange | None]
+# the event (checked and canonicalised by its appender), and its key change or None
+Append = tuple[PreparedEvent, KeyChange | None]
 SigningKeys = Ed25519PrivateKey | Sequence[Ed25519PrivateKey]
 Signer = tuple[str, Ed25519PrivateKey]  # (key name, private key)
 
@@ -59,23 +58,3 @@ def apply_change(change: KeyChange, signers: dict[str, Signer]) -> None:
 
 
 MAX_BATCH = 4096  # appends per group commit: bounds one transaction's size and latency
-
-
-class BatchReader:
-    """Stored hashes as they will be once the batch commits: stored ones plus new ones."""
-
-    def __init__(self, stored: _store.SqliteHashReader) -> None:
-        self.stored = stored
-        self._new: dict[int, bytes] = {}
-
-    def add(self, n: int, hashes: list[bytes]) -> None:
-        first = _merkle.stored_hash_index(0, n)
-        self._new.update((first + i, h) for i, h in enumerate(hashes))
-
-    def new_rows(self) -> list[tuple[int, bytes]]:
-        return sorted(self._new.items())
-
-    def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
-        old = [i for i in indexes if i not in self._new]
-        found = dict(zip(old, self.stored.read_hashes(old), strict=True)) if old else {}
-        return [self._new[i] if i in self._new else found[i] for i in indexes]

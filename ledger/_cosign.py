@@ -15,12 +15,9 @@ only to it) unless the witnesses collude with the operator.
 from __future__ import annotations
 
 import base64
-import hashlib
-import re
 import struct
 import time as _time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -33,11 +30,15 @@ from ledger._note import (
     KEY_ID_SIZE,
     SIGNATURE_PREFIX,
     Checkpoint,
+    ParsedKey,
     VerifierKeys,
     _b64decode_strict,
+    _key_id,
     _raw_public_key,
     _valid_key_name,
+    encode_key,
     open_checkpoint,
+    parse_key,
 )
 from ledger._proofs import verify_consistency
 
@@ -48,47 +49,14 @@ COSIGNATURE_HEADER = "cosignature/v1\n"
 MAX_TIMESTAMP = 2**63 - 1
 
 
-def _key_id(name: str, public_key: bytes) -> bytes:
-    # C2SP tlog-cosignature: SHA-256(<name> || "\n" || 0x04 || 32-byte public key)[:4]
-    material = name.encode("utf-8") + b"\n" + bytes([COSIGNATURE_TYPE_ED25519]) + public_key
-    return hashlib.sha256(material).digest()[:KEY_ID_SIZE]
-
-
 def witness_key(name: str, public_key: Ed25519PublicKey) -> str:
     """Return the witness verifier key ``<name>+<hex key ID>+<base64(0x04 || public key)>``."""
-    if not _valid_key_name(name):
-        raise LedgerError("witness name must be non-empty, without spaces, plus or control chars")
-    raw = _raw_public_key(public_key)
-    encoded = base64.b64encode(bytes([COSIGNATURE_TYPE_ED25519]) + raw).decode("ascii")
-    return f"{name}+{_key_id(name, raw).hex()}+{encoded}"
+    return encode_key(name, public_key, key_type=COSIGNATURE_TYPE_ED25519, what="witness")
 
 
-@dataclass(frozen=True)
-class Witness:
-    """A parsed witness key."""
-
-    name: str
-    key_id: bytes
-    public_key: Ed25519PublicKey
-
-
-def parse_witness_key(key: str) -> Witness:
+def parse_witness_key(key: str) -> ParsedKey:
     """Parse a witness verifier key; raise :class:`LedgerError` when it is malformed."""
-    if not isinstance(key, str):
-        raise LedgerError("malformed witness key")
-    name, _, rest = key.partition("+")
-    key_id_hex, _, encoded = rest.partition("+")
-    raw = _b64decode_strict(encoded)
-    if (
-        not _valid_key_name(name)
-        or re.fullmatch(r"[0-9a-f]{8}", key_id_hex) is None
-        or raw is None
-        or len(raw) != 33
-        or raw[0] != COSIGNATURE_TYPE_ED25519
-        or _key_id(name, raw[1:]).hex() != key_id_hex
-    ):
-        raise LedgerError("malformed witness key (want name+keyid+base64(0x04||Ed25519 key))")
-    return Witness(name, bytes.fromhex(key_id_hex), Ed25519PublicKey.from_public_bytes(raw[1:]))
+    return parse_key(key, key_type=COSIGNATURE_TYPE_ED25519, what="witness key")
 
 
 def _message(body: bytes, timestamp: int) -> bytes:
@@ -112,7 +80,7 @@ def cosign(
     when = int(_time.time()) if timestamp is None else timestamp
     if not 0 <= when <= MAX_TIMESTAMP:
         raise LedgerError("cosignature timestamp out of range")
-    key_id = _key_id(name, _raw_public_key(private_key.public_key()))
+    key_id = _key_id(name, _raw_public_key(private_key.public_key()), COSIGNATURE_TYPE_ED25519)
     signature = private_key.sign(_message(checkpoint.body(), when))
     encoded = base64.b64encode(key_id + struct.pack(">Q", when) + signature).decode("ascii")
     return f"{SIGNATURE_PREFIX}{name} {encoded}\n"

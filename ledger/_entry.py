@@ -9,16 +9,19 @@ and in the chain.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import rfc8785
 
+from indomain.errors import InternalError
 from ledger._errors import LedgerError, LedgerVerificationError
 from ledger._merkle import leaf_hash
 
@@ -42,6 +45,7 @@ def format_time(moment: datetime) -> str:
     return utc.isoformat(timespec="microseconds") + "Z"
 
 
+@functools.lru_cache(maxsize=4096)  # pure; the entries of one commit share their time
 def _valid_time(text: str) -> bool:
     if _TIME.fullmatch(text) is None:
         return False
@@ -81,7 +85,7 @@ def _to_json(value: Any, path: str, simple: list[bool]) -> Any:
     raise LedgerError(f"{path}: {type(value).__name__} is not a JSON value")
 
 
-def _fast_canonical(document: dict[str, Any]) -> bytes | None:
+def _fast_canonical(document: Any) -> bytes | None:
     """RFC 8785 bytes from the standard library's C encoder, when it provably agrees.
 
     For a document with no floats and only safe integers whose output is ASCII, JCS and
@@ -96,6 +100,19 @@ def _fast_canonical(document: dict[str, Any]) -> bytes | None:
     except (ValueError, RecursionError):
         return None
     return text.encode("ascii") if text.isascii() else None
+
+
+def canonical_json(value: Any) -> bytes:
+    """Return the RFC 8785 bytes of a JSON value (read-only mappings and tuples allowed).
+
+    The stdlib fast path where it provably agrees (see :func:`_fast_canonical`), else the
+    reference. Raises :class:`LedgerError` for a value JSON cannot hold and
+    ``rfc8785.CanonicalizationError`` for one JCS refuses (e.g. an unsafe integer).
+    """
+    simple = [True]
+    document = _to_json(value, "value", simple)
+    fast = _fast_canonical(document) if simple[0] else None
+    return fast if fast is not None else rfc8785.dumps(document)
 
 
 def _freeze(value: Any) -> Any:
@@ -250,75 +267,190 @@ class LedgerEntry:
         return entry
 
 
+_FIELDS_PREFIX = b'{"fields":'
+_TEMPLATE_TIME = "2000-01-01T00:00:00.000000Z"  # any valid time: only its length matters
+
+
+def _suffix(index: int, prev: str, time: str, type_: str) -> bytes:
+    return b',"index":%d,"prev":"%s","time":"%s","type":"%s"}' % (
+        index,
+        prev.encode("ascii"),
+        time.encode("ascii"),
+        type_.encode("ascii"),
+    )
+
+
 @dataclass(frozen=True, slots=True)
-class QuickEntry:
-    """The parts of an entry that verification reads, from :func:`quick_parse`."""
+class PreparedEvent:
+    """An event its appender checked and canonicalised, for the committing thread to splice.
 
-    index: int
+    Built by :func:`prepare_event`; ``fields_json`` is the RFC 8785 bytes of ``fields``.
+    """
+
     type: str
-    prev: str
+    time: str | None
     fields: Mapping[str, Any]
+    fields_json: bytes
 
 
-class _NotSimple(Exception):
-    """A float or an unsafe integer: the quick path does not apply."""
+def prepare_event(type_: str, fields: Mapping[str, Any], time: str | None) -> PreparedEvent:
+    """Check an event and canonicalise its fields, as :class:`LedgerEntry` would.
+
+    Raises :class:`LedgerError` for what :class:`LedgerEntry` refuses. Runs in the
+    appender's thread, so the committing thread only splices (:func:`splice_entry`).
+    """
+    quick = _quick_prepare(type_, fields, time)
+    if quick is not None:
+        return quick
+    template = LedgerEntry(
+        index=0,
+        type=type_,
+        time=_TEMPLATE_TIME if time is None else time,
+        prev=GENESIS_PREV,
+        fields=fields,
+    )
+    data = template.canonical()
+    suffix = _suffix(0, GENESIS_PREV, template.time, type_)
+    if not (data.startswith(_FIELDS_PREFIX) and data.endswith(suffix)):
+        raise InternalError("a canonical entry does not start with its fields")
+    return PreparedEvent(type_, time, template.fields, data[len(_FIELDS_PREFIX) : -len(suffix)])
 
 
-def _safe_int(text: str) -> int:
-    value = int(text)
-    if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
-        raise _NotSimple
-    return value
+def _quick_prepare(type_: str, fields: Any, time: str | None) -> PreparedEvent | None:
+    """:func:`prepare_event` by msgspec, where its output provably is RFC 8785; else ``None``.
+
+    The same argument as :func:`quick_parse`: sorted ASCII output without a backslash has
+    no string that needed an escape; decoding it back with the typed decoder refuses
+    floats and unsafe integers; and it must decode to ``fields`` itself, so msgspec did
+    not turn something JSON cannot hold (a set, a date, bytes, a non-string key) into JSON.
+    """
+    if type(fields) is not dict or not isinstance(type_, str) or _TYPE.fullmatch(type_) is None:
+        return None
+    if time is not None and (not isinstance(time, str) or not _valid_time(time)):
+        return None
+    try:
+        data = _QUICK_ENCODER.encode(fields)
+        if len(data) > MAX_ENTRY_BYTES or not data.isascii() or b"\\" in data:
+            return None
+        decoded = _FIELDS_DECODER.decode(data)
+        nested = data.count(b"{") != 1 or b"[" in data
+        if (nested and not _plain(decoded)) or decoded != fields:
+            return None
+    except (TypeError, ValueError, RecursionError, msgspec.MsgspecError):
+        return None
+    frozen = _freeze(decoded) if nested else MappingProxyType(decoded)
+    return PreparedEvent(type_, time, frozen, data)
 
 
-def _no_float(text: str) -> float:
-    raise _NotSimple
+def splice_entry(event: PreparedEvent, *, index: int, prev: str, time: str) -> LedgerEntry:
+    """Return the entry for ``event`` at ``index``, without canonicalising it again.
+
+    RFC 8785 sorts the keys (§3.2.3), and ``fields`` < ``index`` < ``prev`` < ``time`` <
+    ``type``; the fields' bytes are already canonical, and the other four values print
+    verbatim (an integer within ±(2^53 - 1), lowercase hex, and a time and a type whose
+    patterns admit no character JCS escapes). So the concatenation is the canonical form;
+    a property test checks it against :class:`LedgerEntry`. Raises :class:`LedgerError`
+    for a bad index, prev or time, or an entry over the size limit.
+    """
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= MAX_SAFE_INTEGER:
+        raise LedgerError("entry index must be a non-negative integer")
+    if _PREV.fullmatch(prev) is None:
+        raise LedgerError("entry prev must be 64 lowercase hex digits")
+    if time != event.time and not _valid_time(time):
+        raise LedgerError("entry time must be RFC 3339 UTC like 2026-11-22T10:00:00.123456Z")
+    data = _FIELDS_PREFIX + event.fields_json + _suffix(index, prev, time, event.type)
+    if len(data) > MAX_ENTRY_BYTES:
+        raise LedgerError(f"entry is larger than {MAX_ENTRY_BYTES} bytes")
+    entry = object.__new__(LedgerEntry)
+    for name, value in (
+        ("index", index),
+        ("type", event.type),
+        ("time", time),
+        ("prev", prev),
+        ("fields", event.fields),
+        ("_canonical", data),
+    ):
+        object.__setattr__(entry, name, value)
+    return entry
 
 
-_QUICK_DECODER = json.JSONDecoder(
-    parse_float=_no_float, parse_int=_safe_int, parse_constant=_reject_constant
-)
+# RFC 8785 §3.2.2.3: integers print exactly only within ±(2^53 - 1); a float never
+# takes the quick path. msgspec enforces both for the values directly in ``fields``.
+_SafeInt = Annotated[int, msgspec.Meta(ge=-MAX_SAFE_INTEGER, le=MAX_SAFE_INTEGER)]
+_Value = str | bool | None | _SafeInt | list[Any] | dict[str, Any]
 
 
-def quick_parse(data: bytes) -> QuickEntry | None:
+class QuickEntry(msgspec.Struct, forbid_unknown_fields=True):
+    """An entry as :func:`quick_parse` decodes it: exactly the five keys, in sorted order."""
+
+    fields: dict[str, _Value]
+    index: Annotated[int, msgspec.Meta(ge=0, le=MAX_SAFE_INTEGER)]
+    prev: str
+    time: str
+    type: str
+
+
+_QUICK_DECODER = msgspec.json.Decoder(QuickEntry)
+_FIELDS_DECODER = msgspec.json.Decoder(dict[str, _Value])
+_QUICK_ENCODER = msgspec.json.Encoder(order="sorted")
+
+
+def _plain(value: Any) -> bool:
+    """True when ``value`` holds no float and no integer beyond ±(2^53 - 1)."""
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        return bool(-MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER)
+    if kind is dict:
+        value = value.values()
+    elif kind is not list:
+        return False
+    for item in value:  # a loop, not all(...): this runs once per value of every entry
+        if type(item) is not str and not _plain(item):
+            return False
+    return True
+
+
+@functools.lru_cache(maxsize=1024)
+def _valid_type_and_time(type_: str, time: str) -> bool:
+    # Cached: entries of one commit share their time, and types repeat.
+    return _TYPE.fullmatch(type_) is not None and _valid_time(time)
+
+
+def quick_parse(data: bytes, prev: str | None = None) -> QuickEntry | None:
     """Parse valid canonical entry bytes at C speed, or return ``None`` to take
     :meth:`LedgerEntry.parse` (which then also explains what is wrong).
 
-    Applies to ASCII entries without floats or unsafe integers, where the canonical form
-    is exactly what the stdlib encoder prints (see :func:`_fast_canonical`). Duplicate
-    keys need no hook: a dict keeps one of them, so the re-encoding differs from the bytes.
-    ``fields`` is the parsed dict itself: callers must not mutate it.
+    Accepts only bytes that are exactly msgspec's sorted re-encoding of what it decoded,
+    and only where that provably equals RFC 8785: ASCII with no backslash (so every string
+    is printed verbatim: no escapes, which is where JCS and other encoders differ,
+    §3.2.2.2), no float and no integer beyond ±(2^53 - 1) (so every number is printed as
+    its exact decimal, §3.2.2.3), keys sorted by code point, which for ASCII is the UTF-16
+    order of §3.2.3. Duplicate keys, whitespace, ``1.0``, ``-0`` or a missing or unknown
+    key all make the re-encoding differ. Anything else takes the reference path. A
+    property test checks agreement with the ``rfc8785`` package.
+    ``fields`` is the parsed dict itself: callers must not mutate it. ``prev``, when given,
+    is the ``prev`` the caller expects (valid hex): an entry naming it needs no other check.
     """
-    if not isinstance(data, bytes) or len(data) > MAX_ENTRY_BYTES or not data.isascii():
+    if (
+        not isinstance(data, bytes)
+        or len(data) > MAX_ENTRY_BYTES
+        or not data.isascii()
+        or b"\\" in data
+    ):
         return None
     try:
-        document = _QUICK_DECODER.decode(data.decode("ascii"))
-    except (_NotSimple, ValueError, RecursionError):
+        document = _QUICK_DECODER.decode(data)
+        # Only the two objects' braces and no bracket: no nested value to walk.
+        plain = (data.count(b"{") == 2 and b"[" not in data) or _plain(document.fields)
+    except (msgspec.DecodeError, RecursionError):
         return None
     if (
-        not isinstance(document, dict)
-        or document.keys() != ENTRY_KEYS
-        or _ENCODER.encode(document).encode("ascii") != data
+        not plain
+        or _QUICK_ENCODER.encode(document) != data
+        or (document.prev != prev and _PREV.fullmatch(document.prev) is None)
+        or not _valid_type_and_time(document.type, document.time)
     ):
         return None
-    index, type_, time, prev, fields = (
-        document["index"],
-        document["type"],
-        document["time"],
-        document["prev"],
-        document["fields"],
-    )
-    if (
-        isinstance(index, bool)
-        or not isinstance(index, int)
-        or index < 0
-        or not isinstance(type_, str)
-        or _TYPE.fullmatch(type_) is None
-        or not isinstance(time, str)
-        or not _valid_time(time)
-        or not isinstance(prev, str)
-        or _PREV.fullmatch(prev) is None
-        or not isinstance(fields, dict)
-    ):
-        return None
-    return QuickEntry(index, type_, prev, fields)
+    return document

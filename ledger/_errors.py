@@ -4,6 +4,7 @@
 
     IndomainError
     └── LedgerError                  bad argument, missing or corrupt storage, read-only ledger
+        ├── WitnessNotAccepted       a cosignature by a witness the operator did not configure
         └── LedgerVerificationError  a proof, signature, entry or checkpoint does not verify
             └── LedgerForkError      the ledger does not extend a checkpoint the auditor trusted
 """
@@ -17,6 +18,10 @@ from indomain.errors import IndomainError
 
 class LedgerError(IndomainError):
     """The ledger cannot do what was asked; the message says why."""
+
+
+class WitnessNotAccepted(LedgerError):
+    """A cosignature was offered by a witness key the ledger's operator has not configured."""
 
 
 class LedgerVerificationError(LedgerError):

@@ -31,6 +31,7 @@ import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from ledger._entry import canonical_json
 from ledger._errors import LedgerError
 from ledger._note import parse_verifier_key
 
@@ -39,7 +40,12 @@ ENTERPRISE_REGISTERED = "enterprise.registered"
 JOB_TYPES = frozenset({"job.accepted", "job.denied", "job.refused"})
 RUN_COMPLETED = "run.completed"
 RUN_REUSED = "run.reused"
-KEY_TYPES = frozenset({"ledger.key_added", "ledger.key_retired"})  # key rotation
+KEY_ADDED, KEY_RETIRED = "ledger.key_added", "ledger.key_retired"  # key rotation
+KEY_TYPES = frozenset({KEY_ADDED, KEY_RETIRED})
+# Every type :class:`EventChecker` reads; it passes any other entry without looking.
+CHECKED_TYPES = frozenset(
+    {SANDBOX_CREATED, ENTERPRISE_REGISTERED, RUN_COMPLETED, RUN_REUSED} | JOB_TYPES | KEY_TYPES
+)
 
 
 class Event(Protocol):
@@ -88,8 +94,8 @@ def _signed_by(key: Ed25519PublicKey, signature: Any, document: Any) -> bool:
     if raw is None or not isinstance(document, Mapping):
         return False
     try:
-        key.verify(raw, rfc8785.dumps(thaw(document)))
-    except (InvalidSignature, rfc8785.CanonicalizationError, ValueError):
+        key.verify(raw, canonical_json(document))
+    except (InvalidSignature, rfc8785.CanonicalizationError, ValueError, LedgerError):
         return False
     return True
 
@@ -105,6 +111,8 @@ class EventChecker:
         self._enterprises: dict[str, Ed25519PublicKey] = {}
         self._accepted: dict[str, tuple[int, Mapping[str, Any]]] = {}
         self._results: dict[str, Any] = {}  # job id -> attested result digest
+        # (index, type, verifier key) of each key rotation entry, in log order
+        self.key_changes: list[tuple[int, str, str]] = []
 
     def check(self, entry: Event) -> str | None:
         """Check ``entry`` against what earlier entries recorded; remember what it records."""
@@ -119,10 +127,12 @@ class EventChecker:
             self._enterprises[name] = key
             return None
         if entry.type in KEY_TYPES:
+            key = fields.get("verifier_key")
             try:
-                parse_verifier_key(fields.get("verifier_key"))  # type: ignore[arg-type]
+                parse_verifier_key(key)  # type: ignore[arg-type]
             except LedgerError:
                 return f"{entry.type} needs a valid verifier key"
+            self.key_changes.append((entry.index, entry.type, key))  # type: ignore[arg-type]
             return None
         if entry.type in JOB_TYPES:
             return self._job(entry)
@@ -130,7 +140,7 @@ class EventChecker:
             return self._run(entry)
         if entry.type == RUN_REUSED:
             return self._reused(entry)
-        return None
+        return None  # keep in step with CHECKED_TYPES
 
     def _created(self, entry: Event) -> str | None:
         if entry.index != 0:
@@ -152,7 +162,7 @@ class EventChecker:
             return f"enterprise {name!r} has no earlier enterprise.registered entry"
         if not _signed_by(key, fields.get("request_signature"), request):
             return f"request signature does not verify with {name!r}'s registered key"
-        digest = "sha256:" + hashlib.sha256(rfc8785.dumps(thaw(request))).hexdigest()
+        digest = "sha256:" + hashlib.sha256(canonical_json(request)).hexdigest()
         if fields.get("request_digest") != digest:
             return "request_digest is not the SHA-256 of the signed request"
         for key_name in ("computation", "dataset", "purpose"):

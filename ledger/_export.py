@@ -8,12 +8,17 @@
                        convenience: check it against the key the bureau published.
 ``OUT/cosigned-checkpoint``  the largest checkpoint witnesses cosigned, with their
                        cosignatures (C2SP tlog-cosignature), when there is one.
+``OUT/rotation-checkpoints.jsonl``  after a key rotation: per ``ledger.key_added`` entry,
+                       ``{"checkpoint": note}``, the signed checkpoint of the commit that
+                       wrote it, so a verifier holding only the old key can follow.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import sqlite3
 from collections.abc import Generator
 from pathlib import Path
 
@@ -26,6 +31,9 @@ ENTRIES_FILE = "entries.jsonl"
 CHECKPOINT_FILE = "checkpoint"
 KEY_FILE = "ledger.pub"
 COSIGNED_FILE = "cosigned-checkpoint"  # only when witnesses have cosigned
+# only after key rotations: the checkpoints that cover each ledger.key_added entry
+ROTATION_FILE = "rotation-checkpoints.jsonl"
+_KEY_ADDED = b',"type":"ledger.key_added"}'  # the type is the last key of canonical JSON
 _CHUNK = 1000
 
 
@@ -47,6 +55,7 @@ def export_ledger(directory: Path, out: Path) -> int:
             if latest is None:
                 raise LedgerError("ledger storage is corrupt: no signed checkpoint")
             size, note = latest
+            announced: list[int] = []  # indexes of ledger.key_added entries
             try:
                 out.mkdir(parents=True, exist_ok=True)
                 with open(out / ENTRIES_FILE, "wb") as f:
@@ -55,10 +64,17 @@ def export_ledger(directory: Path, out: Path) -> int:
                         if [i for i, _ in rows] != list(range(start, start + len(rows))):
                             raise LedgerError("ledger storage is corrupt: entries are missing")
                         f.writelines(data + b"\n" for _, data in rows)
+                        announced += [i for i, data in rows if data.endswith(_KEY_ADDED)]
                     f.flush()
                     os.fsync(f.fileno())
                 (out / CHECKPOINT_FILE).write_text(note, encoding="utf-8", newline="")
                 (out / KEY_FILE).write_text(meta["verifier_key"] + "\n", encoding="utf-8")
+                rotation = [_covering(connection, index, size) for index in announced]
+                if rotation:
+                    (out / ROTATION_FILE).write_text(
+                        "".join(json.dumps({"checkpoint": n}) + "\n" for n in rotation if n),
+                        encoding="utf-8",
+                    )
                 cosigned = _store.latest_cosigned(connection)
                 if cosigned is not None and cosigned[0] <= size:
                     base = _store.checkpoint_note(connection, cosigned[0]) or ""
@@ -70,6 +86,29 @@ def export_ledger(directory: Path, out: Path) -> int:
     finally:
         connection.close()
     return size
+
+
+def _covering(connection: sqlite3.Connection, index: int, size: int) -> str | None:
+    """The first checkpoint covering entry ``index``: the commit that wrote it."""
+    row = connection.execute(
+        "SELECT note FROM checkpoints WHERE size > ? AND size <= ? ORDER BY size LIMIT 1",
+        (index, size),
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def _rotation_checkpoints(out: Path) -> list[str]:
+    path = out / ROTATION_FILE
+    if not path.is_file():
+        return []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        notes = [json.loads(line)["checkpoint"] for line in lines if line]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise LedgerVerificationError(f"{ROTATION_FILE} is malformed: {exc}") from None
+    if not all(isinstance(n, str) for n in notes):
+        raise LedgerVerificationError(f"{ROTATION_FILE} is malformed: a checkpoint is not text")
+    return notes
 
 
 def _lines(path: Path) -> Generator[bytes, None, None]:
@@ -110,4 +149,5 @@ def verify_export(
             verifier_key,
             trusted_checkpoint=trusted_checkpoint,
             progress=progress,
+            checkpoints=_rotation_checkpoints(out),
         )

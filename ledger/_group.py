@@ -29,12 +29,17 @@ T = TypeVar("T")
 
 
 class _Slot(Generic[R, T]):
-    __slots__ = ("done", "outcome", "request")
+    """One caller's requests, and the one event that wakes that caller (no thundering herd)."""
 
-    def __init__(self, request: R) -> None:
-        self.request = request
+    __slots__ = ("alone", "done", "lead", "outcomes", "requests", "wake")
+
+    def __init__(self, requests: Sequence[R], *, alone: bool) -> None:
+        self.requests = requests
+        self.alone = alone  # committed as a batch of its own (submit_batch)
         self.done = False
-        self.outcome: T | BaseException | None = None
+        self.lead = False  # handed the leadership: commit the queue
+        self.outcomes: Sequence[T | BaseException] = ()
+        self.wake = threading.Event()
 
 
 class GroupCommit(Generic[R, T]):
@@ -42,7 +47,8 @@ class GroupCommit(Generic[R, T]):
 
     ``commit(requests)`` runs in the leader's thread, one call at a time, and returns one
     outcome per request (a result, or an exception for a request that alone failed); if it
-    raises, every request of the batch fails with that exception.
+    raises, every request of the batch fails with that exception. Each waiting caller is
+    woken exactly once, when its commit returned or when it is handed the leadership.
     """
 
     def __init__(
@@ -52,59 +58,78 @@ class GroupCommit(Generic[R, T]):
             raise InternalError("max_batch must be at least 1")
         self._commit = commit
         self._max_batch = max_batch
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._queue: list[_Slot[R, T]] = []
         self._committing = False
 
     def submit(self, request: R) -> T:
         """Queue ``request``, wait until a commit covering it returns; return its result."""
-        slot: _Slot[R, T] = _Slot(request)
-        with self._cond:
-            self._queue.append(slot)
-        while True:
-            with self._cond:
-                while self._committing and not slot.done:
-                    self._cond.wait()
-                if slot.done:
-                    break
-                batch = self._queue[: self._max_batch]
-                del self._queue[: self._max_batch]
-                self._committing = True
-            self._lead(batch)
-        outcome = slot.outcome
+        outcome = self._wait(_Slot([request], alone=False))[0]
         if isinstance(outcome, BaseException):
             raise outcome
-        return outcome  # type: ignore[return-value]  # set by _lead with a T
+        return outcome
 
     def submit_batch(self, requests: Sequence[R]) -> Sequence[T | BaseException]:
         """Commit ``requests`` together, as one batch of their own; return their outcomes.
 
-        Waits for the commit in progress, then leads (others queue behind it).
+        Waits its turn like any appender; others queue behind it.
         """
-        with self._cond:
-            while self._committing:
-                self._cond.wait()
-            self._committing = True
-        try:
-            outcomes = self._commit(requests)
-        finally:
-            with self._cond:
-                self._committing = False
-                self._cond.notify_all()
-        return outcomes
+        return self._wait(_Slot(list(requests), alone=True))
 
-    def _lead(self, batch: list[_Slot[R, T]]) -> None:
+    def _wait(self, slot: _Slot[R, T]) -> Sequence[T | BaseException]:
+        with self._lock:
+            self._queue.append(slot)
+            slot.lead = not self._committing
+            self._committing = True
+        while True:
+            if not slot.lead:
+                slot.wake.wait()
+                slot.wake.clear()
+            if slot.done:
+                return slot.outcomes
+            slot.lead = False
+            self._lead()
+
+    def _take(self) -> list[_Slot[R, T]]:
+        """The next batch: queued slots in order, up to ``max_batch`` requests (lock held)."""
+        batch: list[_Slot[R, T]] = []
+        count = 0
+        for slot in self._queue:
+            if slot.alone or (batch and batch[0].alone):
+                if batch:
+                    break
+            elif batch and count + len(slot.requests) > self._max_batch:
+                break
+            batch.append(slot)
+            count += len(slot.requests)
+        del self._queue[: len(batch)]
+        return batch
+
+    def _lead(self) -> None:
+        """Commit one batch, acknowledge it, and hand the leadership on (or give it up)."""
+        with self._lock:
+            batch = self._take()
+        requests = [request for slot in batch for request in slot.requests]
         outcomes: Sequence[T | BaseException]
         try:
-            outcomes = self._commit([slot.request for slot in batch])
-            if len(outcomes) != len(batch):
+            outcomes = self._commit(requests)
+            if len(outcomes) != len(requests):
                 raise InternalError("a group commit returned the wrong number of outcomes")
         except BaseException as exc:  # every waiter must hear of it
-            outcomes = [exc] * len(batch)
-        finally:
-            with self._cond:
+            outcomes = [exc] * len(requests)
+        position = 0
+        for slot in batch:
+            slot.outcomes = outcomes[position : position + len(slot.requests)]
+            position += len(slot.requests)
+            slot.done = True
+        successor: _Slot[R, T] | None = None
+        with self._lock:
+            if self._queue:
+                successor = self._queue[0]
+                successor.lead = True
+            else:
                 self._committing = False
-                for slot, outcome in zip(batch, outcomes, strict=False):
-                    slot.outcome = outcome
-                    slot.done = True
-                self._cond.notify_all()
+        for slot in batch:
+            slot.wake.set()
+        if successor is not None:
+            successor.wake.set()

@@ -12,20 +12,18 @@ from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from indomain.errors import InternalError
 from ledger import _merkle, _store
 from ledger._batch import (
     MAX_BATCH,
     Append,
-    BatchReader,
     SigningKeys,
     applicable,
     apply_change,
     signers_for,
 )
 from ledger._cosign import parse_witness_key, verify_cosignature
-from ledger._entry import GENESIS_PREV, LedgerEntry, format_time
-from ledger._errors import LedgerError
+from ledger._entry import GENESIS_PREV, LedgerEntry, format_time, prepare_event, splice_entry
+from ledger._errors import LedgerError, WitnessNotAccepted
 from ledger._group import GroupCommit
 from ledger._note import (
     Checkpoint,
@@ -178,7 +176,7 @@ class Ledger:
         if self._signers is None:
             raise LedgerError("the ledger was opened read-only (no signing key)")
         stamp = None if time is None else format_time(time)
-        return self._group.submit((type, fields, stamp, None))
+        return self._group.submit((prepare_event(type, fields, stamp), None))
 
     def append_many(self, events: Sequence[tuple[str, Mapping[str, Any]]]) -> list[LedgerEntry]:
         """Append several (type, fields) events in one commit, all or none; return the entries.
@@ -188,14 +186,17 @@ class Ledger:
         """
         if self._signers is None:
             raise LedgerError("the ledger was opened read-only (no signing key)")
-        requests: list[Append] = [(type_, fields, None, None) for type_, fields in events]
-        stamp = format_time(datetime.now(UTC))
-        for type_, fields, _, _ in requests:  # fail before writing: entries do not depend
-            LedgerEntry(index=0, type=type_, time=stamp, prev=GENESIS_PREV, fields=fields)
+        # Fails before writing: an event's validity does not depend on its place.
+        requests: list[Append] = [
+            (prepare_event(type_, fields, None), None) for type_, fields in events
+        ]
         entries = []
         for outcome in self._group.submit_batch(requests):
             if isinstance(outcome, BaseException):
-                raise InternalError("a pre-checked event failed") from outcome
+                # A failed commit (full disk, EIO) fails every request alike: nothing was
+                # written. (A lone failure would be an entry pushed over the size limit by
+                # its index's digits, which the pre-check cannot know.)
+                raise outcome
             entries.append(outcome)
         return entries
 
@@ -217,8 +218,8 @@ class Ledger:
         new = verifier_key(name, key.public_key())
         if new in self._active:
             raise LedgerError("that key is already active")
-        fields = {"verifier_key": new}
-        return self._group.submit(("ledger.key_added", fields, None, ("add", new, key)))
+        event = prepare_event("ledger.key_added", {"verifier_key": new}, None)
+        return self._group.submit((event, ("add", new, key)))
 
     def retire_signing_key(self, retired: str) -> LedgerEntry:
         """End a key rotation: append ``ledger.key_retired`` and stop signing with ``retired``.
@@ -231,8 +232,8 @@ class Ledger:
             raise LedgerError("the ledger was opened read-only (no signing key)")
         if retired not in self._active or len(self._active) < 2:
             raise LedgerError("only an active key can be retired, and one must remain")
-        fields = {"verifier_key": retired}
-        return self._group.submit(("ledger.key_retired", fields, None, ("retire", retired, None)))
+        event = prepare_event("ledger.key_retired", {"verifier_key": retired}, None)
+        return self._group.submit((event, ("retire", retired, None)))
 
     def _commit_batch(self, requests: Sequence[Append]) -> list[LedgerEntry | BaseException]:
         """Write ``requests`` in one transaction; one outcome per request (leader thread)."""
@@ -244,28 +245,29 @@ class Ledger:
 
         def write(connection: sqlite3.Connection) -> list[LedgerEntry | BaseException]:
             n = _store.size(connection)
-            reader = BatchReader(_store.SqliteHashReader(connection))
-            self._check_head(connection, n, reader.stored)
-            prev = GENESIS_PREV if n == 0 else self._previous_leaf(connection, n - 1, reader.stored)
+            reader = _store.SqliteHashReader(connection)
+            stack = self._checked_frontier(connection, n, reader)
+            first_hash = _merkle.stored_hash_count(n)
+            prev = GENESIS_PREV if n == 0 else self._previous_leaf(connection, n - 1, reader)
             now = format_time(datetime.now(UTC))
             outcomes: list[LedgerEntry | BaseException] = []
             rows: list[tuple[int, bytes]] = []
-            for type_, fields, stamp, change in requests:
+            hashes: list[bytes] = []
+            for event, change in requests:
                 if change is not None and not applicable(change, signers):
                     outcomes.append(LedgerError("the key change no longer applies"))
                     continue
                 try:
-                    entry = LedgerEntry(
-                        index=n, type=type_, time=stamp or now, prev=prev, fields=fields
-                    )
-                except Exception as exc:  # this request alone fails
+                    entry = splice_entry(event, index=n, prev=prev, time=event.time or now)
+                except LedgerError as exc:  # this request alone fails
                     outcomes.append(exc)
                     continue
                 data = entry.canonical()
-                reader.add(n, _merkle.stored_hashes(n, data, reader))
+                leaf = _merkle.leaf_hash(data)
+                _merkle.extend_frontier(stack, n, leaf, hashes)
                 rows.append((n, data))
                 outcomes.append(entry)
-                prev = entry.leaf_hash.hex()
+                prev = leaf.hex()
                 n += 1
                 if change is not None:
                     apply_change(change, signers)
@@ -275,9 +277,10 @@ class Ledger:
             with _store.sql_errors("appending"):
                 connection.executemany("INSERT INTO entries (idx, data) VALUES (?, ?)", rows)
                 connection.executemany(
-                    "INSERT INTO hashes (idx, hash) VALUES (?, ?)", reader.new_rows()
+                    "INSERT INTO hashes (idx, hash) VALUES (?, ?)",
+                    enumerate(hashes, start=first_hash),
                 )
-                checkpoint = Checkpoint(self._origin, n, _merkle.tree_root(n, reader))
+                checkpoint = Checkpoint(self._origin, n, _merkle.frontier_root(stack))
                 note = sign_checkpoint_by(checkpoint, list(signed_by.values()))
                 connection.execute("INSERT INTO checkpoints (size, note) VALUES (?, ?)", (n, note))
                 head.append((n, note, checkpoint.root_hash))
@@ -306,10 +309,11 @@ class Ledger:
             raise LedgerError(f"ledger storage is corrupt: entry {index} differs from its hash")
         return leaf.hex()
 
-    def _check_head(
+    def _checked_frontier(
         self, connection: sqlite3.Connection, n: int, reader: _store.SqliteHashReader
-    ) -> None:
-        """Refuse to extend storage whose tree differs from the last signed checkpoint.
+    ) -> list[bytes]:
+        """Return the stored tree's frontier, refusing storage that differs from the last
+        signed checkpoint.
 
         C2SP tlog-checkpoint: a log MUST NOT sign a checkpoint inconsistent with an earlier one.
         """
@@ -325,8 +329,10 @@ class Ledger:
             if signed.size != n:
                 raise LedgerError("ledger storage is corrupt: checkpoint size is wrong")
             root = signed.root_hash
-        if root != _merkle.tree_root(n, reader):
+        stack = _merkle.frontier(n, reader)
+        if root != _merkle.frontier_root(stack):
             raise LedgerError("ledger storage is corrupt: tree differs from the signed checkpoint")
+        return stack
 
     # -- reading ------------------------------------------------------------------------
 
@@ -446,18 +452,21 @@ class Ledger:
     def add_cosignature(self, size: int, witness_key: str, line: str) -> None:
         """Store a witness's cosignature of the checkpoint for ``size`` (C2SP tlog-cosignature).
 
-        The line must verify with ``witness_key`` over that checkpoint; anyone may submit
-        one, since clients trust only the witnesses they configured. Raises
-        :class:`LedgerVerificationError` for a bad cosignature, :class:`LedgerError` when
-        there is no such checkpoint or the ledger was opened read-only.
+        Only witnesses the operator accepts (:func:`~ledger.accept_witness`) may cosign,
+        so strangers' keys cannot crowd the slots of a checkpoint; the line must verify
+        with ``witness_key`` over that checkpoint. Raises :class:`WitnessNotAccepted` for
+        another key, :class:`LedgerVerificationError` for a bad cosignature,
+        :class:`LedgerError` when there is no such checkpoint.
         """
         _check_index("size", size)
         witness = parse_witness_key(witness_key)
+        self._run(lambda connection: _accepted(connection, witness_key))
         checkpoint = open_checkpoint(self.checkpoint_at(size), self._active)
         verify_cosignature(checkpoint, line, witness_key)
         text = line if line.endswith("\n") else line + "\n"
 
         def write(connection: sqlite3.Connection) -> None:
+            _accepted(connection, witness_key)  # not removed meanwhile
             # Keyed by the whole verifier key, first one kept: a cosignature made with
             # another key under the same witness name can never displace the real one.
             _store.insert_cosignature(connection, size, f"{witness.name} {witness_key}", text)
@@ -537,6 +546,14 @@ class Ledger:
 
     def __repr__(self) -> str:
         return f"Ledger({str(self._directory)!r}, origin={self._origin!r})"
+
+
+def _accepted(connection: sqlite3.Connection, witness_key: str) -> None:
+    if witness_key not in _store.accepted_witnesses(connection):
+        raise WitnessNotAccepted(
+            f"witness {witness_key.split('+')[0]!r} is not one this ledger accepts "
+            "cosignatures from; its operator adds it with `indomain ledger witness add KEY`"
+        )
 
 
 def _check_index(name: str, value: int) -> None:

@@ -163,6 +163,43 @@ def tree_root(size: int, reader: HashReader) -> bytes:
     return root
 
 
+def frontier(size: int, reader: HashReader) -> list[bytes]:
+    """Return the roots of the perfect subtrees that make up a tree of ``size`` leaves.
+
+    Largest first: one per set bit of ``size`` (RFC 9162 §2.1.1 splits at powers of
+    two). They are all a tree needs to append leaves (:func:`extend_frontier`) and to
+    compute its root (:func:`frontier_root`); O(log size) reads.
+    """
+    _check_size("size", size)
+    return _read(reader, _subtree_index(0, size, []))
+
+
+def extend_frontier(stack: list[bytes], size: int, leaf: bytes, stored: list[bytes]) -> None:
+    """Append leaf number ``size`` to the frontier ``stack`` (changed in place).
+
+    Adds to ``stored`` the hashes stored for that leaf (Go tlog layout): the leaf hash,
+    then the root of each perfect subtree it completes, one per trailing 1 bit of ``size``.
+    """
+    stored.append(leaf)
+    current = leaf
+    count = size + 1
+    while not count & 1:
+        current = hashlib.sha256(NODE_PREFIX + stack.pop() + current).digest()
+        stored.append(current)
+        count >>= 1
+    stack.append(current)
+
+
+def frontier_root(stack: Sequence[bytes]) -> bytes:
+    """Return the RFC 9162 root of the tree whose frontier is ``stack``."""
+    if not stack:
+        return EMPTY_ROOT
+    current = stack[-1]
+    for left in reversed(stack[:-1]):
+        current = hashlib.sha256(NODE_PREFIX + left + current).digest()
+    return current
+
+
 def _subtree_index(lo: int, hi: int, need: list[int]) -> list[int]:
     """Append the stored indexes needed to hash leaves [lo, hi) (RFC 9162 §2.1.1)."""
     while lo < hi:

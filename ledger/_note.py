@@ -76,36 +76,38 @@ def _raw_public_key(public_key: Ed25519PublicKey) -> bytes:
     return public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
-def _key_id(name: str, public_key: bytes) -> bytes:
-    # C2SP signed-note §Ed25519 signatures:
-    # key ID = SHA-256(key name || 0x0A || 0x01 || 32-byte public key)[:4]
-    material = name.encode("utf-8") + b"\n" + bytes([SIGNATURE_TYPE_ED25519]) + public_key
+def _key_id(name: str, public_key: bytes, key_type: int = SIGNATURE_TYPE_ED25519) -> bytes:
+    # C2SP signed-note §Ed25519 signatures (type 0x01) and tlog-cosignature (type 0x04):
+    # key ID = SHA-256(key name || 0x0A || type || 32-byte public key)[:4]
+    material = name.encode("utf-8") + b"\n" + bytes([key_type]) + public_key
     return hashlib.sha256(material).digest()[:KEY_ID_SIZE]
 
 
-def verifier_key(name: str, public_key: Ed25519PublicKey) -> str:
-    """Return the verifier key string ``<name>+<8 hex key ID>+<base64(0x01 || public key)>``.
-
-    Raises :class:`LedgerError` when ``name`` is not a valid signed-note key name.
-    """
-    if not _valid_key_name(name):
-        raise LedgerError("key name must be non-empty, without spaces, plus or control chars")
-    raw = _raw_public_key(public_key)
-    encoded = base64.b64encode(bytes([SIGNATURE_TYPE_ED25519]) + raw).decode("ascii")
-    return f"{name}+{_key_id(name, raw).hex()}+{encoded}"
-
-
 @dataclass(frozen=True)
-class _Verifier:
+class ParsedKey:
+    """A parsed ``name+keyid+base64(type || Ed25519 key)`` string."""
+
     name: str
     key_id: bytes
     public_key: Ed25519PublicKey
 
 
-def parse_verifier_key(key: str) -> _Verifier:
-    """Parse a verifier key string; raise :class:`LedgerError` when it is malformed."""
+def encode_key(name: str, public_key: Ed25519PublicKey, *, key_type: int, what: str) -> str:
+    """Return ``<name>+<8 hex key ID>+<base64(key_type || public key)>`` (C2SP signed-note).
+
+    ``what`` names the key in errors. Raises :class:`LedgerError` for an invalid name.
+    """
+    if not _valid_key_name(name):
+        raise LedgerError(f"{what} name must be non-empty, without spaces, plus or control chars")
+    raw = _raw_public_key(public_key)
+    encoded = base64.b64encode(bytes([key_type]) + raw).decode("ascii")
+    return f"{name}+{_key_id(name, raw, key_type).hex()}+{encoded}"
+
+
+def parse_key(key: str, *, key_type: int, what: str) -> ParsedKey:
+    """Parse what :func:`encode_key` makes, of ``key_type``; raise :class:`LedgerError` if bad."""
     if not isinstance(key, str):
-        raise LedgerError("malformed verifier key: want <name>+<key id>+<key>")
+        raise LedgerError(f"malformed {what}: want <name>+<key id>+<key>")
     # Split like Go's note.NewVerifier: the base64 key itself may contain "+".
     name, _, rest = key.partition("+")
     key_id_hex, _, encoded = rest.partition("+")
@@ -116,18 +118,31 @@ def parse_verifier_key(key: str) -> _Verifier:
         or raw is None
         or len(raw) != 1 + 32
     ):
-        raise LedgerError("malformed verifier key")
-    if raw[0] != SIGNATURE_TYPE_ED25519:
-        raise LedgerError("verifier key is not an Ed25519 key")
-    if _key_id(name, raw[1:]).hex() != key_id_hex:
-        raise LedgerError("verifier key ID does not match its name and key")
-    return _Verifier(name, bytes.fromhex(key_id_hex), Ed25519PublicKey.from_public_bytes(raw[1:]))
+        raise LedgerError(f"malformed {what}: want <name>+<key id>+<key>")
+    if raw[0] != key_type:
+        raise LedgerError(f"{what} is not an Ed25519 key of type 0x{key_type:02x}")
+    if _key_id(name, raw[1:], key_type).hex() != key_id_hex:
+        raise LedgerError(f"{what} ID does not match its name and key")
+    return ParsedKey(name, bytes.fromhex(key_id_hex), Ed25519PublicKey.from_public_bytes(raw[1:]))
+
+
+def verifier_key(name: str, public_key: Ed25519PublicKey) -> str:
+    """Return the verifier key string ``<name>+<8 hex key ID>+<base64(0x01 || public key)>``.
+
+    Raises :class:`LedgerError` when ``name`` is not a valid signed-note key name.
+    """
+    return encode_key(name, public_key, key_type=SIGNATURE_TYPE_ED25519, what="key")
+
+
+def parse_verifier_key(key: str) -> ParsedKey:
+    """Parse a verifier key string; raise :class:`LedgerError` when it is malformed."""
+    return parse_key(key, key_type=SIGNATURE_TYPE_ED25519, what="verifier key")
 
 
 VerifierKeys = str | Sequence[str]  # one verifier key, or a set any of which may sign
 
 
-def parse_verifier_keys(keys: VerifierKeys) -> list[_Verifier]:
+def parse_verifier_keys(keys: VerifierKeys) -> list[ParsedKey]:
     """Parse one key or a non-empty set of keys; raise :class:`LedgerError` if any is bad."""
     listed = [keys] if isinstance(keys, str) else list(keys)
     if not listed:
@@ -252,6 +267,11 @@ def sign_checkpoint(cp: Checkpoint, *, key_name: str, private_key: Ed25519Privat
     Raises :class:`LedgerError` when ``key_name`` is not a valid signed-note key name.
     """
     return sign_note(cp.body().decode("utf-8"), key_name=key_name, private_key=private_key)
+
+
+def parse_checkpoint_body(text: str) -> Checkpoint:
+    """Parse a checkpoint body (not its signatures); raise :class:`LedgerVerificationError`."""
+    return _parse_body(text)
 
 
 def _parse_body(text: str) -> Checkpoint:

@@ -9,14 +9,22 @@ The source of the bytes (a ledger folder, an export, the HTTP API) does not matt
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from ledger import _merkle
 from ledger._entry import GENESIS_PREV, LedgerEntry, QuickEntry, quick_parse
-from ledger._errors import LedgerForkError, LedgerVerificationError
+from ledger._errors import LedgerError, LedgerForkError, LedgerVerificationError
 from ledger._events import EventChecker
-from ledger._note import Checkpoint, VerifierKeys, open_checkpoint, parse_verifier_keys
+from ledger._leaves import LeafHashes, leaf_hash_fast
+from ledger._note import (
+    Checkpoint,
+    VerifierKeys,
+    open_checkpoint,
+    parse_checkpoint_body,
+    parse_verifier_keys,
+)
+from ledger._rotation import follow_rotations
 
 Progress = Callable[[int, int], None]
 PROGRESS_EVERY = 1000  # entries between progress calls
@@ -31,37 +39,57 @@ class VerificationReport:
     checkpoint: Checkpoint
 
 
+def check_entry(data: bytes, position: int, prev: str | None) -> QuickEntry | LedgerEntry:
+    """Check one entry on its own: canonical, at ``position``, naming ``prev`` (when known).
+
+    Raises :class:`LedgerVerificationError` naming ``position``. Shared by the sequential
+    scanner and the chunk workers, so both say the same thing about the same entry.
+    """
+    entry: QuickEntry | LedgerEntry | None = quick_parse(data)
+    if entry is None:  # the reference path, which also says what is wrong
+        try:
+            entry = LedgerEntry.parse(data)
+        except LedgerVerificationError as exc:
+            raise LedgerVerificationError(exc.reason, position) from None
+    if entry.index != position:
+        raise LedgerVerificationError(
+            f"entry says it is entry {entry.index} (moved or swapped)", position
+        )
+    if prev is not None and entry.prev != prev:
+        raise chain_error(position, entry.prev, prev)
+    return entry
+
+
+def chain_error(position: int, prev: str, expected: str) -> LedgerVerificationError:
+    """The error for an entry whose ``prev`` is not its predecessor's leaf hash."""
+    return LedgerVerificationError(
+        f"leaf data does not match the chain (prev hash {prev[:16]}… "
+        f"but entry {position - 1} hashes to {expected[:16]}…)",
+        position,
+    )
+
+
 class EntryScanner:
     """Checks entries in log order; :attr:`leaves` holds the leaf hashes of those that passed."""
 
     def __init__(self) -> None:
-        self.leaves: list[bytes] = []
+        self.leaves = LeafHashes()
         self._prev = GENESIS_PREV
         self._events = EventChecker()
+
+    @property
+    def key_changes(self) -> list[tuple[int, str, str]]:
+        """(index, type, verifier key) of the key rotation entries seen, in order."""
+        return self._events.key_changes
 
     def add(self, data: bytes) -> None:
         """Check the next entry; raise :class:`LedgerVerificationError` naming its index."""
         position = len(self.leaves)
-        entry: QuickEntry | LedgerEntry | None = quick_parse(data)
-        if entry is None:  # the reference path, which also says what is wrong
-            try:
-                entry = LedgerEntry.parse(data)
-            except LedgerVerificationError as exc:
-                raise LedgerVerificationError(exc.reason, position) from None
-        if entry.index != position:
-            raise LedgerVerificationError(
-                f"entry says it is entry {entry.index} (moved or swapped)", position
-            )
-        if entry.prev != self._prev:
-            raise LedgerVerificationError(
-                f"leaf data does not match the chain (prev hash {entry.prev[:16]}… "
-                f"but entry {position - 1} hashes to {self._prev[:16]}…)",
-                position,
-            )
+        entry = check_entry(data, position, self._prev)
         problem = self._events.check(entry)
         if problem is not None:
             raise LedgerVerificationError(problem, position)
-        leaf = _merkle.leaf_hash(data)
+        leaf = leaf_hash_fast(data)
         self.leaves.append(leaf)
         self._prev = leaf.hex()
 
@@ -76,7 +104,7 @@ def open_trusted(trusted: Trusted, verifier_key: VerifierKeys) -> list[tuple[Che
 
 
 def check_all_trusted(
-    trusted: list[tuple[Checkpoint, str]], leaves: list[bytes], latest: str
+    trusted: list[tuple[Checkpoint, str]], leaves: LeafHashes, latest: str
 ) -> None:
     """Run :func:`check_trusted` for every kept checkpoint."""
     for checkpoint, note in trusted:
@@ -84,7 +112,7 @@ def check_all_trusted(
 
 
 def check_trusted(
-    trusted: Checkpoint, leaves: list[bytes], *, trusted_note: str, latest: str
+    trusted: Checkpoint, leaves: LeafHashes, *, trusted_note: str, latest: str
 ) -> None:
     """Raise :class:`LedgerForkError` unless ``leaves`` extend the ``trusted`` checkpoint.
 
@@ -98,7 +126,7 @@ def check_trusted(
             trusted_note,
             latest,
         )
-    if _merkle.root_from_leaf_hashes(leaves[: trusted.size]) != trusted.root_hash:
+    if leaves.root(trusted.size) != trusted.root_hash:
         raise LedgerForkError(
             f"the first {trusted.size} entries differ from the trusted checkpoint "
             "(history was rewritten and re-signed: a fork)",
@@ -115,26 +143,29 @@ def verify_entries(
     *,
     trusted_checkpoint: Trusted = None,
     progress: Progress | None = None,
+    checkpoints: Sequence[str] = (),
 ) -> VerificationReport:
     """Verify ``entries`` (canonical bytes, from index 0, in order) against a signed checkpoint.
 
     Every entry must pass :class:`EntryScanner`; there must be exactly as many as the
-    checkpoint (signed by ``verifier_key``) covers, with the same root; the ledger must
-    extend ``trusted_checkpoint`` (one note or several) when given.
+    checkpoint (signed by a trusted key) covers, with the same root; the ledger must
+    extend ``trusted_checkpoint`` (one note or several) when given. The trusted keys are
+    ``verifier_key`` and the keys the ledger announced under a checkpoint a trusted key
+    signed (``checkpoints``: earlier signed notes covering those announcements), less
+    those it retired (see :mod:`ledger._rotation`).
     ``progress(done, total)`` is called as entries are checked.
 
     Returns a :class:`VerificationReport`. Raises :class:`LedgerVerificationError` naming
     the first bad entry (:class:`LedgerForkError` for a rollback or fork), and
     :class:`~ledger.LedgerError` for a malformed key.
     """
-    parse_verifier_keys(verifier_key)
-    trusted = open_trusted(trusted_checkpoint, verifier_key)
-    try:
-        signed = open_checkpoint(checkpoint, verifier_key)
-    except LedgerVerificationError as exc:
-        raise LedgerVerificationError(f"latest checkpoint: {exc.reason}") from None
+    configured = [
+        k.strip() for k in ([verifier_key] if isinstance(verifier_key, str) else verifier_key)
+    ]
+    parse_verifier_keys(configured)
+    trusted = open_trusted(trusted_checkpoint, configured)
+    total = _claimed_size(checkpoint, configured)  # checked against a trusted key below
     scanner = EntryScanner()
-    total = signed.size
     if progress is not None:
         progress(0, total)
     for data in entries:
@@ -148,14 +179,52 @@ def verify_entries(
     leaves = scanner.leaves
     if progress is not None:
         progress(len(leaves), total)
+    available = [checkpoint, *checkpoints, *(note for _, note in trusted)]
+
+    def covered(index: int, keys: list[str]) -> bool:
+        for note in available:
+            try:
+                cp = open_checkpoint(note, keys)
+            except LedgerError:
+                continue
+            if index < cp.size <= len(leaves) and leaves.root(cp.size) == cp.root_hash:
+                return True
+        return False
+
+    keys, _ = follow_rotations(configured, scanner.key_changes, covered)
+    if not keys:
+        raise LedgerVerificationError(
+            "latest checkpoint: the ledger retired every key you trust, and announced no "
+            "key that a checkpoint signed by a trusted key covers"
+        )
+    try:
+        signed = open_checkpoint(checkpoint, keys)
+    except LedgerVerificationError as exc:
+        raise LedgerVerificationError(f"latest checkpoint: {exc.reason}") from None
     if len(leaves) < total:
         raise LedgerVerificationError(
             f"entry is missing: the signed checkpoint covers {total} entries but "
             f"{len(leaves)} were given (truncated)",
             len(leaves),
         )
-    root = _merkle.root_from_leaf_hashes(leaves)
+    root = leaves.root()
     if root != signed.root_hash:
         raise LedgerVerificationError("recomputed root does not match the signed checkpoint")
     check_all_trusted(trusted, leaves, checkpoint)
     return VerificationReport(size=len(leaves), root_hash=root, checkpoint=signed)
+
+
+def _claimed_size(note: str, keys: list[str]) -> int:
+    """The size a checkpoint note states, before its signature is checked (to bound the scan).
+
+    Raises what opening it with ``keys`` raises when the note is malformed.
+    """
+    if isinstance(note, str):
+        text, separator, _ = note.partition("\n\n")
+        if separator:
+            with contextlib.suppress(LedgerVerificationError):
+                return parse_checkpoint_body(text + "\n").size
+    try:
+        return open_checkpoint(note, keys).size  # raises, saying what is wrong
+    except LedgerVerificationError as exc:
+        raise LedgerVerificationError(f"latest checkpoint: {exc.reason}") from None

@@ -43,6 +43,8 @@ COSIGNATURE_SCHEMA = (
     " line TEXT NOT NULL, PRIMARY KEY (size, witness))"
 )
 MAX_WITNESSES = 64  # cosignatures kept per checkpoint: bounds what anyone can make us store
+# The witness keys whose cosignatures the operator accepts (added after format 1 shipped).
+WITNESS_SCHEMA = "CREATE TABLE IF NOT EXISTS witnesses (key TEXT PRIMARY KEY)"
 
 
 def database_path(directory: Path) -> Path:
@@ -229,6 +231,32 @@ def insert_cosignature(connection: sqlite3.Connection, size: int, witness: str, 
             "INSERT OR IGNORE INTO cosignatures (size, witness, line) VALUES (?, ?, ?)",
             (size, witness, line),
         )
+
+
+def _has_table(connection: sqlite3.Connection, name: str) -> bool:
+    row = connection.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+    ).fetchone()
+    return row is not None
+
+
+def accepted_witnesses(connection: sqlite3.Connection) -> list[str]:
+    """Return the witness keys whose cosignatures are accepted, in key order."""
+    with sql_errors("reading the accepted witnesses"):
+        if not _has_table(connection, "witnesses"):
+            return []
+        return [str(key) for (key,) in connection.execute("SELECT key FROM witnesses ORDER BY key")]
+
+
+def set_witness(connection: sqlite3.Connection, key: str, *, accepted: bool) -> bool:
+    """Accept (or stop accepting) ``key``; return whether that changed anything."""
+    with sql_errors("configuring witnesses"):
+        connection.execute(WITNESS_SCHEMA)
+        if accepted:
+            cursor = connection.execute("INSERT OR IGNORE INTO witnesses (key) VALUES (?)", (key,))
+        else:
+            cursor = connection.execute("DELETE FROM witnesses WHERE key = ?", (key,))
+    return cursor.rowcount > 0
 
 
 def latest_cosigned(connection: sqlite3.Connection) -> tuple[int, list[str]] | None:

@@ -431,3 +431,61 @@ def ledger_rotate_key(
             )
         else:
             raise ConfigError("step must be begin or finish")
+
+
+witness_app = typer.Typer(
+    help="Operator: the witnesses whose cosignatures the ledger accepts.", no_args_is_help=True
+)
+ledger_app.add_typer(witness_app, name="witness")
+
+WitnessKeyArg = Annotated[
+    str,
+    typer.Argument(
+        help="The witness's key, name+keyid+base64(0x04||key), as `indomain ledger cosign` "
+        "prints it"
+    ),
+]
+
+
+@witness_app.command("add")
+def ledger_witness_add(key: WitnessKeyArg, home: HomeOpt = None) -> None:
+    """Accept cosignatures by this witness key (POST /v1/ledger/cosignatures refuses others)."""
+    import ledger
+    from indomain.errors import ConfigError
+    from indomain.home import Home, resolve_home
+
+    with errors():
+        h = Home.open(resolve_home(home))
+        try:
+            added = ledger.accept_witness(h.ledger, key)
+        except ledger.LedgerError as exc:  # bad input: a malformed key, no ledger
+            raise ConfigError(str(exc)) from None
+        console.print(("accepting" if added else "already accepting") + f" cosignatures by {key}")
+
+
+@witness_app.command("remove")
+def ledger_witness_remove(key: WitnessKeyArg, home: HomeOpt = None) -> None:
+    """Stop accepting new cosignatures by this witness key (those stored stay)."""
+    import ledger
+    from indomain.errors import ConfigError
+    from indomain.home import Home, resolve_home
+
+    with errors():
+        h = Home.open(resolve_home(home))
+        if not ledger.remove_witness(h.ledger, key):
+            raise ConfigError(
+                "that witness key is not accepted: see `indomain ledger witness list`"
+            )
+        console.print(f"no longer accepting cosignatures by {key}")
+
+
+@witness_app.command("list")
+def ledger_witness_list(home: HomeOpt = None) -> None:
+    """Print the accepted witness keys, one per line."""
+    import ledger
+    from indomain.home import Home, resolve_home
+
+    with errors():
+        h = Home.open(resolve_home(home))
+        for key in ledger.accepted_witnesses(h.ledger):
+            print(key)

@@ -117,3 +117,23 @@ def test_the_endpoints_need_no_authentication(served: Any, tmp_path: Path):
     client, _ = served
     for path in ("/v1/ledger/checkpoint", "/v1/ledger/entries"):
         assert client.get(path).status_code == 200
+
+
+def test_a_cosignature_by_a_witness_the_operator_did_not_accept_is_403(served: Any):
+    client, log = served
+    stranger = Ed25519PrivateKey.generate()
+    checkpoint = ledger.open_checkpoint(log.checkpoint_at(5), log.verifier_key)
+    body = {
+        "size": 5,
+        "witness_key": ledger.witness_key("stranger.example/w", stranger.public_key()),
+        "cosignature": ledger.cosign(checkpoint, name="stranger.example/w", private_key=stranger),
+    }
+    answer = client.post("/v1/ledger/cosignatures", json=body)
+    assert answer.status_code == 403
+    assert answer.json()["error"]["code"] == "unknown_witness"
+    assert "witness add" in answer.json()["error"]["message"]
+    ledger.accept_witness(log.directory, body["witness_key"])
+    try:
+        assert client.post("/v1/ledger/cosignatures", json=body).status_code == 201
+    finally:
+        ledger.remove_witness(log.directory, body["witness_key"])

@@ -211,11 +211,17 @@ def test_a_witness_cosigns_over_http_and_auditors_can_require_it(
     state = tmp_path / "state"
     cosign = ["ledger", "cosign", "--url", url, "--key", key, "--name", "witness.example/w1"]
     cosign += ["--witness-key", str(tmp_path / "witness.pem"), "--state", str(state)]
+    vkey = ledger.witness_key("witness.example/w1", witness.public_key())
+    code, out, err = run(*cosign)  # the operator has not configured this witness yet
+    assert code == 2 and "witness add" in err and "not one this ledger accepts" in err
+    assert not state.exists()  # nothing was cosigned
+    code, out, _ = run("ledger", "witness", "add", vkey, "--home", str(root))
+    assert code == 0 and "accepting cosignatures" in out
+    assert run("ledger", "witness", "list", "--home", str(root))[1] == vkey + "\n"
     for _ in range(2):  # the second run checks consistency with the first
         code, out, err = run(*cosign)
         assert code == 0, err
         assert "cosigned the checkpoint for size 4" in out
-    vkey = ledger.witness_key("witness.example/w1", witness.public_key())
     code, out, err = run("ledger", "verify", "--url", url, "--key", key, "--witness", vkey)
     assert code == 0, err
     assert "extends the witnessed checkpoint" in out
@@ -237,6 +243,13 @@ def test_a_witness_cosigns_over_http_and_auditors_can_require_it(
     assert code == 4 and "rolled back" in err
     assert bigger in out
     assert state.read_text() == bigger  # the evidence is kept
+
+    code, out, _ = run("ledger", "witness", "remove", vkey, "--home", str(root))
+    assert code == 0 and run("ledger", "witness", "list", "--home", str(root))[1] == ""
+    code, _, err = run("ledger", "witness", "remove", vkey, "--home", str(root))
+    assert code == 2 and "not accepted" in err
+    code, _, err = run("ledger", "witness", "add", "not-a-key", "--home", str(root))
+    assert code == 2 and "malformed witness key" in err
 
 
 def test_verify_accepts_a_configured_key_set_and_nothing_outside_it(
@@ -273,7 +286,13 @@ def test_the_operator_rotates_the_ledger_key_with_an_overlap(tmp_path: Path):
     with Sandbox.open(root) as sandbox:
         sandbox.ledger.append("test.after", {})
     assert run("ledger", "verify", "--home", str(root))[0] == 0
-    assert run("ledger", "verify", "--home", str(root), "--key", old_key)[0] == 4
+    # An auditor who only has the old key follows the rotation the old key signed for.
+    code, out, err = run("ledger", "verify", "--home", str(root), "--key", old_key)
+    assert code == 0, err
+    assert "ledger verified" in out
+    assert run("ledger", "export", str(tmp_path / "out"), "--home", str(root))[0] == 0
+    code, out, err = run("ledger", "verify", "--export", str(tmp_path / "out"), "--key", old_key)
+    assert code == 0, err
     (tmp_path / "keys").write_text(f"{old_key}\n{new_key}\n")
     assert run("ledger", "verify", "--home", str(root), "--key", str(tmp_path / "keys"))[0] == 0
     _, out, _ = run("ledger", "show", "--home", str(root), "--json")

@@ -30,3 +30,19 @@ def make_ledger(tmp_path: Path, signing_key: Ed25519PrivateKey) -> Callable[[int
         return directory
 
     return make
+
+
+@pytest.fixture(params=["whole", "chunks of 2", "chunks of 2 in 2 workers"])
+def verify_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a verification test as one chunk, as many small chunks, and in worker processes.
+
+    Chunk boundaries (the chain across them, the stored hashes above them, events checked
+    in order) are where parallel verification could differ from a sequential scan.
+    """
+    from ledger import _verify
+
+    if request.param != "whole":
+        monkeypatch.setattr(_verify, "CHUNK_LEVEL", 1)
+    if request.param.endswith("workers"):
+        monkeypatch.setattr(_verify, "default_workers", lambda total: 2)
+    return str(request.param)

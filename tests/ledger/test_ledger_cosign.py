@@ -20,14 +20,19 @@ from ledger import (
     LedgerError,
     LedgerForkError,
     LedgerVerificationError,
+    WitnessNotAccepted,
+    accept_witness,
+    accepted_witnesses,
     cosign,
     open_checkpoint,
     open_cosigned,
+    remove_witness,
     verify_cosignature,
     verify_ledger,
     witness_checkpoint,
     witness_key,
 )
+from ledger._store import MAX_WITNESSES
 from tests.ledger.conftest import ORIGIN
 
 W1 = Ed25519PrivateKey.from_private_bytes(bytes(range(100, 132)))
@@ -100,6 +105,8 @@ def test_a_witness_refuses_to_cosign_a_fork_or_a_rollback(
 def test_the_ledger_stores_and_serves_only_valid_cosignatures(make_ledger: Callable[..., Path]):
     directory = make_ledger(5)
     key_w1, key_w2 = witness_key("w1", W1.public_key()), witness_key("w2", W2.public_key())
+    accept_witness(directory, key_w1)
+    accept_witness(directory, key_w2)
     with Ledger.open(
         directory, signing_key=Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
     ) as log:
@@ -160,6 +167,7 @@ def test_an_exported_ledger_carries_its_cosigned_checkpoint(
     from ledger import export_ledger
 
     directory = make_ledger(3)
+    accept_witness(directory, witness_key("w1", W1.public_key()))
     with Ledger.open(directory, signing_key=signing_key) as log:
         checkpoint = open_checkpoint(log.checkpoint(), log.verifier_key)
         log.add_cosignature(
@@ -177,15 +185,83 @@ def test_a_cosignature_under_a_stolen_witness_name_cannot_displace_the_real_one(
     real = witness_key("w1", W1.public_key())
     impostor_key = Ed25519PrivateKey.generate()
     impostor = witness_key("w1", impostor_key.public_key())  # same name, the attacker's key
+    accept_witness(directory, real)
     with Ledger.open(
         directory, signing_key=Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
     ) as log:
         key = log.verifier_key
         checkpoint = open_checkpoint(log.checkpoint_at(2), key)
         log.add_cosignature(2, real, cosign(checkpoint, name="w1", private_key=W1))
-        # It verifies with the key the attacker supplies, so it is stored: beside, not over.
-        log.add_cosignature(2, impostor, cosign(checkpoint, name="w1", private_key=impostor_key))
+        with pytest.raises(WitnessNotAccepted):  # valid, but by a key nobody configured
+            log.add_cosignature(
+                2, impostor, cosign(checkpoint, name="w1", private_key=impostor_key)
+            )
         note = log.cosigned_checkpoint()
     assert note is not None
     opened, seen = open_cosigned(note, key, [real], quorum=1)
     assert opened.size == 2 and set(seen) == {"w1"}
+    assert note.count("\u2014 w1 ") == 1  # only the real witness cosigned
+
+
+def test_strangers_cannot_crowd_out_the_configured_witnesses(make_ledger: Callable[..., Path]):
+    """The attack: fill a checkpoint's cosignature slots with valid cosignatures by throwaway
+    keys, so the witness auditors rely on can no longer cosign. Only configured keys count."""
+    directory = make_ledger(3)
+    real = witness_key("w1", W1.public_key())
+    accept_witness(directory, real)
+    with Ledger.open(
+        directory, signing_key=Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
+    ) as log:
+        checkpoint = open_checkpoint(log.checkpoint_at(3), log.verifier_key)
+        for number in range(MAX_WITNESSES + 1):
+            junk = Ed25519PrivateKey.generate()
+            name = f"junk{number}"
+            line = cosign(checkpoint, name=name, private_key=junk)
+            with pytest.raises(WitnessNotAccepted, match="witness add"):
+                log.add_cosignature(3, witness_key(name, junk.public_key()), line)
+        log.add_cosignature(3, real, cosign(checkpoint, name="w1", private_key=W1))
+        note = log.cosigned_checkpoint()
+    assert note is not None and "junk" not in note
+    assert set(open_cosigned(note, log.verifier_key, [real], quorum=1)[1]) == {"w1"}
+
+
+def test_the_operator_configures_which_witnesses_are_accepted(make_ledger: Callable[..., Path]):
+    directory = make_ledger(2)
+    key_w1, key_w2 = witness_key("w1", W1.public_key()), witness_key("w2", W2.public_key())
+    assert accepted_witnesses(directory) == []
+    assert accept_witness(directory, key_w2) and accept_witness(directory, key_w1)
+    assert not accept_witness(directory, key_w1)  # already there
+    assert accepted_witnesses(directory) == sorted([key_w1, key_w2])
+    assert remove_witness(directory, key_w2) and not remove_witness(directory, key_w2)
+    assert accepted_witnesses(directory) == [key_w1]
+    with pytest.raises(LedgerError, match="malformed witness key"):
+        accept_witness(directory, "w3+00000000+AAAA")
+    with pytest.raises(LedgerError, match="no ledger"):
+        accept_witness(directory / "nothing", key_w1)
+    with Ledger.open(
+        directory, signing_key=Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
+    ) as log:
+        checkpoint = open_checkpoint(log.checkpoint_at(2), log.verifier_key)
+        with pytest.raises(WitnessNotAccepted):  # removed: no new cosignatures
+            log.add_cosignature(2, key_w2, cosign(checkpoint, name="w2", private_key=W2))
+
+
+def test_witness_and_verifier_keys_are_not_interchangeable():
+    """Same format, different type byte (0x04 cosignature, 0x01 note): each parser refuses
+    the other's key, so a checkpoint key cannot pose as a witness or the reverse."""
+    from ledger import verifier_key
+    from ledger._cosign import parse_witness_key
+    from ledger._note import parse_verifier_key
+
+    witness, note_key = witness_key("w1", W1.public_key()), verifier_key("w1", W1.public_key())
+    assert witness.split("+")[:1] == note_key.split("+")[:1] and witness != note_key
+    assert (
+        parse_witness_key(witness).public_key.public_bytes_raw()
+        == W1.public_key().public_bytes_raw()
+    )
+    with pytest.raises(LedgerError, match="witness key is not an Ed25519 key of type 0x04"):
+        parse_witness_key(note_key)
+    with pytest.raises(LedgerError, match="verifier key is not an Ed25519 key of type 0x01"):
+        parse_verifier_key(witness)
+    with pytest.raises(LedgerError, match="witness name"):
+        witness_key("bad name", W1.public_key())

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
 import sqlite3
 import struct
@@ -247,6 +246,8 @@ def test_failing_storage_acknowledges_nothing_and_keeps_the_log_consistent(
         for thread in threads:
             thread.join(30)
         assert len(failures) == 4  # no acknowledgement for anyone in a failed batch
+        with pytest.raises(LedgerError):  # a bulk append fails whole, with the storage error
+            led.append_many([("lost", {"n": n}) for n in range(3)])
         faulty.fail = None
         assert led.size == 1
         assert led.append("ok", {"n": 1}).index == 1  # the disk is back: appends go on
@@ -344,24 +345,38 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_entry(tmp_path, signing
 
 def _wal_copy(
     tmp_path: Path, signing_key: Ed25519PrivateKey, count: int
-) -> tuple[bytes, bytes, str]:
-    """Append ``count`` entries and copy the database and its WAL while the ledger is open."""
+) -> tuple[bytes, bytes, str, dict[int, bytes]]:
+    """Append ``count`` entries and copy the database and its WAL while the ledger is open.
+
+    The WAL is checkpointed before the last two appends, so it holds just their two
+    commits (an earlier one that must survive, and the last one that is damaged): less
+    to copy per damaged offset. Also returns the root for each size.
+    """
     directory = tmp_path / "live"
     led = Ledger.create(directory, origin=ORIGIN, signing_key=signing_key)
     for i in range(count):
+        if i == count - 2:
+            with sqlite3.connect(directory / "ledger.sqlite") as other:
+                other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            other.close()
         led.append("t", {"i": i})
     db = (directory / "ledger.sqlite").read_bytes()
     wal = (directory / "ledger.sqlite-wal").read_bytes()
     key = led.verifier_key
+    roots = {size: led.root(size) for size in range(count + 1)}
     led.close()
-    return db, wal, key
+    return db, wal, key, roots
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
 def test_a_torn_or_corrupt_last_commit_drops_only_that_commit(tmp_path, signing_key, damage):
+    """Every byte offset of the last commit's WAL frames: truncated there, or that byte
+    flipped. Each time the ledger either opens without that commit (or, cut at its very
+    end, with it), every earlier entry and checkpoint intact, or refuses with a clear error.
+    """
     count = 6
-    db, wal, key = _wal_copy(tmp_path, signing_key, count)
+    db, wal, key, roots = _wal_copy(tmp_path, signing_key, count)
     page = struct.unpack(">I", wal[8:12])[0]
     frame = 24 + page
     frames = (len(wal) - 32) // frame
@@ -370,22 +385,15 @@ def test_a_torn_or_corrupt_last_commit_drops_only_that_commit(tmp_path, signing_
         for k in range(frames)
         if struct.unpack(">I", wal[32 + k * frame + 4 : 32 + k * frame + 8])[0]
     ]
+    assert len(commits) == 2 and 32 + frames * frame == len(wal)
     last_start = 32 + (commits[-2] + 1) * frame  # the last append's transaction
-    # Every byte of the frame headers, and a stride through the page images.
-    offsets = sorted(
-        {
-            o
-            for k in range((len(wal) - last_start) // frame)
-            for o in range(last_start + k * frame, last_start + k * frame + 24)
-        }
-        | set(range(last_start, len(wal), 61))
-    )
+    offsets = range(last_start, len(wal) + (damage == "truncate"))
     target = tmp_path / "copy"
+    target.mkdir()
+    (target / "ledger.sqlite").write_bytes(db)  # verification opens it read-only
+    outcomes: dict[int, int] = {}  # size -> first offset that produced it
     for offset in offsets:
-        if target.exists():
-            shutil.rmtree(target)
-        target.mkdir()
-        (target / "ledger.sqlite").write_bytes(db)
+        (target / "ledger.sqlite-shm").unlink(missing_ok=True)  # rebuilt from the WAL
         damaged = bytearray(wal)
         if damage == "truncate":
             damaged = damaged[:offset]
@@ -393,16 +401,34 @@ def test_a_torn_or_corrupt_last_commit_drops_only_that_commit(tmp_path, signing_
             damaged[offset] ^= 0x01
         (target / "ledger.sqlite-wal").write_bytes(bytes(damaged))
         try:
-            report = verify_ledger(target, key)
+            report = verify_ledger(target, key, workers=1)
         except LedgerError as exc:  # refusing to open, with a clear error, is allowed
             assert "entry" in str(exc) or "ledger" in str(exc), (offset, exc)
+            outcomes.setdefault(-1, offset)
             continue
         # Only the unfinished last commit may go; nothing earlier is touched.
         assert report.size in (count - 1, count), (offset, report.size)
         assert report.checkpoint.size == report.size
-        with Ledger.open(target, signing_key=signing_key) as led:
-            assert led.append("after", {}).index == report.size
-        assert verify_ledger(target, key).size == report.size + 1
+        assert report.root_hash == roots[report.size], offset
+        outcomes.setdefault(report.size, offset)
+    assert outcomes.get(count - 1) is not None  # the damaged commit is dropped
+    assert target.joinpath("ledger.sqlite").read_bytes() == db
+    # Appending after recovery works and verifies, once per kind of outcome.
+    for size, offset in outcomes.items():
+        if size < 0:
+            continue
+        again = tmp_path / f"again-{size}"
+        again.mkdir()
+        (again / "ledger.sqlite").write_bytes(db)
+        damaged = bytearray(wal)
+        if damage == "truncate":
+            damaged = damaged[:offset]
+        else:
+            damaged[offset] ^= 0x01
+        (again / "ledger.sqlite-wal").write_bytes(bytes(damaged))
+        with Ledger.open(again, signing_key=signing_key) as led:
+            assert led.append("after", {}).index == size
+        assert verify_ledger(again, key).size == size + 1
 
 
 def test_append_many_is_one_commit_and_all_or_nothing(tmp_path, signing_key):

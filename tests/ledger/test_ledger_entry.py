@@ -7,7 +7,7 @@ import functools
 import hashlib
 import json
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 import rfc8785
@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger import LedgerEntry, LedgerError, LedgerVerificationError, Receipt, leaf_hash
+from ledger._entry import MAX_ENTRY_BYTES
 
 ZERO = "0" * 64
 TIME = "2026-11-22T10:00:00.123456Z"
@@ -217,13 +218,44 @@ def test_the_fast_encoder_agrees_with_the_rfc8785_reference(fields):
         assert LedgerEntry.parse(reference).canonical() == reference
 
 
-@settings(max_examples=300, deadline=None)
+# Bytes that make JSON differ from its RFC 8785 form, or change its type or nesting.
+TRICKY = st.sampled_from(
+    [
+        b".0",
+        b"e5",
+        b"E-1",
+        b"-0",
+        b"0",
+        b"99999999999999999",
+        b"[",
+        b"]",
+        b"{",
+        b"}",
+        b" ",
+        b",",
+        b":",
+        b'"',
+        b"\\",
+        b"\\u0041",
+        b"\\n",
+        b"\xc3\xa9",
+        b"\x7f",
+        b"\x01",
+        b"true",
+        b"null",
+        b'"index":1,',
+        b'"fields":{},',
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None)
 @given(
     fields=st.dictionaries(st.text(max_size=6), ASCII_HEAVY, max_size=4),
-    edit=st.tuples(st.integers(0, 400), st.binary(max_size=3), st.integers(0, 3)),
+    edit=st.tuples(st.integers(0, 400), st.binary(max_size=3) | TRICKY, st.integers(0, 3)),
 )
 def test_the_quick_parse_accepts_only_what_the_reference_parse_accepts(fields, edit):
-    """Verification's fast path never accepts bytes the reference parser refuses."""
+    """Verification's fast path accepts only RFC 8785 bytes, and reads them as the reference."""
     from ledger._entry import quick_parse
     from ledger._events import thaw
 
@@ -236,13 +268,64 @@ def test_the_quick_parse_accepts_only_what_the_reference_parse_accepts(fields, e
         quick = quick_parse(candidate)
         if quick is None:
             continue
+        # Exactly the reference canonical form of what the bytes say (the rfc8785 package).
+        assert rfc8785.dumps(json.loads(candidate)) == candidate
         reference = LedgerEntry.parse(candidate)  # must not raise
-        assert (quick.index, quick.type, quick.prev) == (
+        assert (quick.index, quick.type, quick.prev, quick.time) == (
             reference.index,
             reference.type,
             reference.prev,
+            reference.time,
         )
         assert thaw(quick.fields) == thaw(reference.fields)  # dict/list against frozen
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"x": 1.5},
+        {"x": 2**53},
+        {"x": [1, {"y": 0.5}]},
+        {"x": [1e21]},
+        {"x": "caf\u00e9"},
+        {"x": "a\nb"},
+        {"x": 'say "hi"'},
+        {"x": "\u2028"},
+    ],
+)
+def test_the_quick_parse_leaves_floats_big_integers_and_escapes_to_the_reference(fields):
+    from ledger._entry import quick_parse
+
+    try:
+        data = entry(index=3, fields=fields).canonical()
+    except LedgerError:  # 2**53 and friends cannot be entries at all
+        return
+    assert quick_parse(data) is None
+    assert LedgerEntry.parse(data).canonical() == data
+
+
+@pytest.mark.parametrize("number", [b"9007199254740992", b"-9007199254740992", b"1e400"])
+def test_the_quick_parse_refuses_numbers_beyond_what_a_double_holds(number):
+    # Hand-made: LedgerEntry refuses to create such entries, but a stored one may hold them.
+    for value in (number, b"[" + number + b"]", b'{"y":' + number + b"}"):
+        data = b'{"fields":{"x":%s},"index":3,"prev":"%s","time":"%s","type":"t"}' % (
+            value,
+            b"0" * 64,
+            TIME.encode(),
+        )
+        from ledger._entry import quick_parse
+
+        assert quick_parse(data) is None
+
+
+def test_a_typical_entry_takes_the_quick_path():
+    """Else verification silently runs at the reference path's speed."""
+    from ledger._entry import quick_parse
+
+    fields = {"job_id": "job_1", "rows": 12, "ok": True, "none": None, "nested": {"a": [1, "b"]}}
+    data = entry(index=3, fields=fields).canonical()
+    quick = quick_parse(data)
+    assert quick is not None and quick.fields == fields
 
 
 @settings(max_examples=300, deadline=None)
@@ -307,3 +390,84 @@ def test_receipt_from_json_requires_every_key():
     del data["proof"]
     with pytest.raises(LedgerVerificationError):
         Receipt.from_json(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    fields=st.dictionaries(st.text(max_size=6), ASCII_HEAVY, max_size=4),
+    index=st.integers(0, 2**53 - 1),
+    prev=st.binary(min_size=32, max_size=32),
+    stamped=st.booleans(),
+)
+def test_an_entry_spliced_by_the_committing_thread_is_the_entry(fields, index, prev, stamped):
+    """Appenders canonicalise their fields; the leader splices index, prev, time and type."""
+    from ledger._entry import prepare_event, splice_entry
+    from ledger._events import thaw
+
+    try:
+        expected = LedgerEntry(index=index, type="job.x", time=TIME, prev=prev.hex(), fields=fields)
+    except LedgerError:
+        with pytest.raises(LedgerError):
+            prepare_event("job.x", fields, TIME if stamped else None)
+        return
+    event = prepare_event("job.x", fields, TIME if stamped else None)
+    spliced = splice_entry(event, index=index, prev=prev.hex(), time=TIME)
+    assert spliced.canonical() == expected.canonical()
+    assert spliced == LedgerEntry.parse(spliced.canonical())
+    assert (spliced.index, spliced.type, spliced.time, spliced.prev) == (
+        index,
+        "job.x",
+        TIME,
+        prev.hex(),
+    )
+    assert thaw(spliced.fields) == thaw(expected.fields)
+
+
+def test_splicing_refuses_what_an_entry_refuses():
+    from ledger._entry import prepare_event, splice_entry
+
+    event = prepare_event("t", {"a": 1}, None)
+    for index, prev, time in [
+        (-1, "0" * 64, TIME),
+        (2**53, "0" * 64, TIME),
+        (1, "0" * 63, TIME),
+        (1, "A" * 64, TIME),
+        (1, "0" * 64, "2026-11-22T10:00:00Z"),
+        (1, "0" * 64, "2026-13-22T10:00:00.000000Z"),
+    ]:
+        with pytest.raises(LedgerError):
+            splice_entry(event, index=index, prev=prev, time=time)
+    big = prepare_event("t", {"a": "x" * (MAX_ENTRY_BYTES - 156)}, None)  # 5 bytes to spare
+    with pytest.raises(LedgerError, match="larger"):
+        splice_entry(big, index=10**15, prev="0" * 64, time=TIME)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"a": {1, 2}},
+        {"a": (1, 2)},
+        {"a": b"raw"},
+        {1: "int key"},
+        {"a": datetime(2026, 1, 1, tzinfo=UTC)},
+        {"a": 1.0},
+        {"a": [0.5]},
+        {"a": 2**53},
+        {"a": "caf\u00e9", "b": "line\nbreak"},
+        {"a": {"b": [1, {"c": None}]}, "z": True},
+    ],
+)
+def test_preparing_an_event_agrees_with_building_the_entry(fields):
+    """The appender-side fast path must accept and print exactly what LedgerEntry does."""
+    from ledger._entry import prepare_event, splice_entry
+    from ledger._events import thaw
+
+    try:
+        expected = LedgerEntry(index=5, type="t", time=TIME, prev="0" * 64, fields=fields)
+    except LedgerError:
+        with pytest.raises(LedgerError):
+            prepare_event("t", fields, None)
+        return
+    spliced = splice_entry(prepare_event("t", fields, None), index=5, prev="0" * 64, time=TIME)
+    assert spliced.canonical() == expected.canonical()
+    assert thaw(spliced.fields) == thaw(expected.fields)

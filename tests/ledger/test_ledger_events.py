@@ -21,6 +21,8 @@ from ledger import Ledger, LedgerVerificationError, verify_ledger
 from tests.ledger.conftest import ORIGIN
 
 ENCLAVE = Ed25519PrivateKey.from_private_bytes(bytes(range(40, 72)))
+pytestmark = pytest.mark.usefixtures("verify_mode")
+
 ACME = Ed25519PrivateKey.from_private_bytes(bytes(range(80, 112)))
 
 

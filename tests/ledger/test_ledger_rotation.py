@@ -4,6 +4,8 @@ ledger entries, and verifiers accept exactly the key set they were configured wi
 from __future__ import annotations
 
 import base64
+import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -66,8 +68,53 @@ def test_checkpoints_are_signed_by_every_key_active_at_the_time(rotated: Path):
 def test_a_configured_key_set_verifies_across_the_rotation(rotated: Path):
     assert verify_ledger(rotated, [K_OLD, K_NEW]).size == 5
     assert verify_ledger(rotated, K_NEW).size == 5
+
+
+def test_an_auditor_with_only_the_old_key_follows_the_rotation(rotated: Path):
+    """The new key is trusted on the old key's word: the old key signed the checkpoint
+    covering the ledger.key_added entry."""
+    report = verify_ledger(rotated, K_OLD)
+    assert report.size == 5 and report.checkpoint.size == 5
+
+
+def _resign(directory: Path, from_size: int, *keys: Ed25519PrivateKey) -> None:
+    """Replace the checkpoints for sizes >= from_size by ones signed by ``keys`` only."""
+    with sqlite3.connect(directory / "ledger.sqlite") as db:
+        for size, note in db.execute(
+            "SELECT size, note FROM checkpoints WHERE size >= ?", (from_size,)
+        ).fetchall():
+            checkpoint = open_checkpoint(note, [K_OLD, K_NEW])
+            body = sign_checkpoint(checkpoint, key_name=ORIGIN, private_key=keys[0])
+            for extra in keys[1:]:
+                line = sign_checkpoint(checkpoint, key_name=ORIGIN, private_key=extra)
+                body += line.split("\n\n", 1)[1]
+            db.execute("UPDATE checkpoints SET note = ? WHERE size = ?", (body, size))
+    db.close()
+
+
+def test_a_key_announcement_the_trusted_key_never_signed_is_not_honoured(tmp_path: Path):
+    """The attack: someone without the old key appends ledger.key_added for a key of
+    their own and signs everything from then on with it alone."""
+    directory = tmp_path / "l"
+    with Ledger.create(directory, origin=ORIGIN, signing_key=OLD) as log:
+        log.append("t", {"phase": "old"})
+        log.append("ledger.key_added", {"verifier_key": K_NEW})  # index 1
+        log.append("t", {"phase": "after"})
+    assert verify_ledger(directory, K_OLD).size == 3  # announced under the old key: fine
+    _resign(directory, 2, NEW)  # every checkpoint covering the announcement: new key only
     with pytest.raises(LedgerVerificationError, match="no signature"):
-        verify_ledger(rotated, K_OLD)  # the retired key no longer signs the latest checkpoint
+        verify_ledger(directory, K_OLD)
+    assert verify_ledger(directory, K_NEW).size == 3  # it is the new key's own ledger
+
+
+def test_a_retired_key_is_not_followed_past_its_retirement(rotated: Path):
+    """A stolen old key re-signs the checkpoints after its retirement: auditors who only
+    configured that old key have followed the rotation and refuse them."""
+    _resign(rotated, 5, OLD)  # size 5: the commit after ledger.key_retired (entry 3)
+    with pytest.raises(LedgerVerificationError, match="no signature"):
+        verify_ledger(rotated, K_OLD)
+    _resign(rotated, 5, NEW)
+    assert verify_ledger(rotated, K_OLD).size == 5
 
 
 def test_a_stolen_retired_key_cannot_sign_for_verifiers_that_moved_on(rotated: Path):
@@ -123,3 +170,27 @@ def test_rotation_mistakes_are_refused(tmp_path: Path):
         with pytest.raises(LedgerError):
             log.retire_signing_key(K_NEW)  # not active
         assert log.size == 0
+
+
+def test_an_export_carries_what_an_old_key_holder_needs_to_follow(rotated: Path, tmp_path: Path):
+    from ledger import export_ledger, verify_export
+
+    out = tmp_path / "out"
+    export_ledger(rotated, out)
+    rotation = out / "rotation-checkpoints.jsonl"
+    assert len(rotation.read_text().splitlines()) == 1  # one ledger.key_added entry
+    assert verify_export(out, K_OLD).size == 5
+    assert verify_export(out, K_NEW).size == 5
+    kept = rotation.read_text()
+    # The attack: the announcement's covering checkpoint re-signed by the new key alone.
+    note = json.loads(kept)["checkpoint"]
+    forged = sign_checkpoint(open_checkpoint(note, K_NEW), key_name=ORIGIN, private_key=NEW)
+    rotation.write_text(json.dumps({"checkpoint": forged}) + "\n")
+    with pytest.raises(LedgerVerificationError, match="retired every key you trust"):
+        verify_export(out, K_OLD)
+    rotation.unlink()  # without it, the old key alone cannot follow
+    with pytest.raises(LedgerVerificationError, match="retired every key you trust"):
+        verify_export(out, K_OLD)
+    rotation.write_text("not json\n")
+    with pytest.raises(LedgerVerificationError, match="malformed"):
+        verify_export(out, K_OLD)

@@ -27,6 +27,7 @@ from ledger import (
 )
 
 SIZE = 10
+pytestmark = pytest.mark.usefixtures("verify_mode")
 
 
 @pytest.fixture
