@@ -13,7 +13,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import policies
-from computations import ComputationError, QueryRefused, get_computation
+from computations import (
+    Computation,
+    ComputationError,
+    DatasetSpec,
+    QueryRefused,
+    get_computation,
+)
 from enclave import DatasetError
 from gateway import Admission, JobDocument
 from indomain import budgets
@@ -63,11 +69,7 @@ def admit(sandbox: Sandbox, job: JobDocument, *, job_id: str, signature: str) ->
         code = getattr(exc, "code", "proposal_not_approved")  # or module_not_executable
         return refuse(sandbox, request, code, str(exc))
     policy_set = sandbox.policy_set
-    try:
-        shape = computation.check(params, record.spec)
-        columns, size = columns_of(shape), result_size_of(shape, record.spec)
-    except ComputationError:
-        columns, size = (), None  # refused below, after the policy decision
+    columns, size = _shape(computation, params, record.spec)
     now = datetime.now(UTC)
     # What the decision was made with, so `policy diff` can replay it exactly later (the
     # columns of a proposal's rendered template, the gateway's time, not the job's).
@@ -215,14 +217,9 @@ def recheck(sandbox: Sandbox, job: JobDocument) -> None:
     A job normally runs milliseconds after its admission, but one resumed after a restart
     may run much later: a licence suspended or a grant revoked meanwhile must stop it.
     """
-    computation = get_computation(job.computation)
     record = sandbox.enclave.dataset(job.dataset)
     params = resolve_params(sandbox, job)
-    try:
-        shape = computation.check(params, record.spec)
-        columns, size = columns_of(shape), result_size_of(shape, record.spec)
-    except ComputationError:
-        columns, size = (), None
+    columns, size = _shape(get_computation(job.computation), params, record.spec)
     try:
         access = sandbox.access_request(job, columns=columns, result_size=size)
     except policies.PolicyError as exc:
@@ -230,3 +227,15 @@ def recheck(sandbox: Sandbox, job: JobDocument) -> None:
     decision = policies.decide(sandbox.policy_set, access)
     if not decision.allowed:
         raise NoLongerAllowed(f"no longer allowed at run time: {decision.reason}")
+
+
+def _shape(
+    computation: Computation, params: dict[str, Any], spec: DatasetSpec
+) -> tuple[tuple[str, ...], int | None]:
+    """The columns a job reads and its result size, as policies see them; nothing when
+    the computation refuses it (the refusal comes after the policy decision)."""
+    try:
+        shape = computation.check(params, spec)
+    except ComputationError:
+        return (), None
+    return columns_of(shape), result_size_of(shape, spec)
