@@ -12,11 +12,11 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 import policies
-from computations import ComputationError, QueryRefused, get_computation
+from computations import ComputationError, QueryRefused, code_hash_of, get_computation
 from enclave import DatasetError
 from gateway import Admission, JobDocument
 from indomain import budgets
-from indomain.approvals import resolve_params
+from indomain.approvals import computation_for, resolve_params
 from indomain.errors import ConfigError
 from indomain.policy_requests import columns_of, result_size_of, with_obligations
 from indomain.reviews import REVIEW_COUNTS, ProposalError
@@ -53,8 +53,9 @@ def admit(sandbox: Sandbox, job: JobDocument, *, job_id: str, signature: str) ->
     try:
         params = resolve_params(sandbox, job)
     except ProposalError as exc:
-        code = getattr(exc, "code", "proposal_not_approved")  # or module_not_executable
+        code = getattr(exc, "code", "proposal_not_approved")
         return refuse(sandbox, request, code, str(exc))
+    computation = computation_for(sandbox, job, computation)  # an approved module's runner
     policy_set = sandbox.policy_set
     try:
         shape = computation.check(params, record.spec)
@@ -151,7 +152,7 @@ def admit(sandbox: Sandbox, job: JobDocument, *, job_id: str, signature: str) ->
         {
             **request,
             "decision": decided,
-            "code_hash": computation.code_hash,
+            "code_hash": code_hash_of(plan),  # an approved module: its approved hash
             "params_digest": plan.params_digest,
             "budget": budget,
         },
