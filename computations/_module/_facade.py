@@ -16,6 +16,7 @@ run fails even if the module swallowed it in a ``finally``.
 
 from __future__ import annotations
 
+import decimal
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -160,8 +161,16 @@ def _release(
     )
     spent.suppressed_groups += result.suppressed_groups
     spent.releases.append({"query": sql, **(privacy_statement(result.table) or {})})
-    rows: list[dict[str, Any]] = result.table.to_pylist()
-    return rows
+    return [{key: _plain(value) for key, value in row.items()} for row in result.table.to_pylist()]
+
+
+def _plain(value: Any) -> Any:
+    """A release's value as a plain number or string (a module sees no other objects)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return str(value)
 
 
 def _share(spent: Ledger, epsilon: Any, kind: str) -> float:
@@ -181,10 +190,12 @@ def _share(spent: Ledger, epsilon: Any, kind: str) -> float:
 
 
 def _exhausted(spent: Ledger, kind: str, wanted: float) -> QueryRefused:
+    need = f"needs epsilon {wanted:g}, but" if wanted > 0 else "has no epsilon left:"
     return QueryRefused(
         "module-budget",
-        f"data.{kind} needs epsilon {wanted:g} but {spent.epsilon:g} of the module's "
-        f"{spent.epsilon_budget:g} is spent; the job's reserved budget stays spent",
+        f"data.{kind} {need} {spent.epsilon:g} of the module's {spent.epsilon_budget:g} is "
+        "spent (pass a smaller epsilon= to each call, or propose a larger expected_epsilon); "
+        "the job's reserved budget stays spent",
     )
 
 

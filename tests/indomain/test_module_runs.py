@@ -265,3 +265,44 @@ def test_a_module_asking_more_epsilon_than_a_job_may_spend_is_refused(home: Path
         refused = sandbox.admit(_job(proposal.id), job_id="run-big", signature="s")
         assert refused.code == "query_refused" and "module-budget" in refused.reason
         assert "exceeds the 1 one job may spend" in refused.reason
+
+
+def test_a_module_job_over_http_succeeds_with_a_verified_receipt(tmp_path: Path) -> None:
+    from gateway import Client
+    from indomain.server import serve_in_thread
+    from tests.conftest import build_home
+
+    sandbox: Any
+    sandbox, acme, _ = build_home(tmp_path / "home", tmp_path / "src", rows=2000)
+    sandbox.apply_policies(BUREAU)
+    greedy = "def run(data, params):\n    data.count()\n    return data.count()\n"
+    try:
+        good = _approved(sandbox, MODULE, "http_income")
+        bad = _approved(sandbox, greedy, "http_greedy")
+        with (
+            serve_in_thread(sandbox.app()) as url,
+            Client(url, enterprise="Acme Credit", private_key=acme) as client,
+        ):
+            params = {"proposal": good.id, "values": {}}
+            job_id = client.submit(
+                computation="aggregate",
+                dataset="residents",
+                purpose="credit_risk_model",
+                params=params,
+            )["job_id"]
+            done = client.wait(job_id)
+            assert done["status"] == "succeeded", done
+            result = client.result(job_id, ledger_key=sandbox.verifier_key)
+            assert {"district", "mean"} <= set(result.table.column_names)
+            params = {"proposal": bad.id, "values": {}}
+            failed_id = client.submit(
+                computation="aggregate",
+                dataset="residents",
+                purpose="credit_risk_model",
+                params=params,
+            )["job_id"]
+            failed = client.wait(failed_id)
+            assert failed["status"] == "failed"
+            assert failed["error"].startswith("refused (module-budget): data.count has no")
+    finally:
+        sandbox.close()
