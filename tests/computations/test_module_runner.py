@@ -11,6 +11,8 @@ from typing import Any
 import duckdb
 import pytest
 import yaml
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from computations import ComputationError, DatasetSpec, QueryRefused, check_module_source
 from computations._module import _runner
@@ -258,3 +260,38 @@ def _parse(source: str) -> Any:
     import ast
 
     return ast.parse(source)
+
+
+@given(value=st.text(max_size=40))
+@example(value="x' OR 1=1 --")
+@example(value='Haidian" GROUP BY "resident_id')
+@settings(max_examples=60, deadline=None)
+def test_a_where_value_is_always_one_literal_never_sql(value: str) -> None:
+    # Whatever text a module passes (quotes, comments, "OR 1=1"), the checked plan has
+    # exactly one equality on the column it named, with exactly that value.
+    from computations._aggregate import AGGREGATE
+    from computations._module._facade import _sql
+
+    dataset = DatasetSpec.from_manifest(yaml.safe_load(MANIFEST), name="residents")
+    sql = _sql("count", None, ["sex"], {"district": value}, "residents")
+    try:
+        plan = AGGREGATE.check({"sql": sql}, dataset)
+    except QueryRefused as refused:  # e.g. a value that is not one of the declared keys
+        assert refused.rule not in ("parse", "where-form", "single-table")
+        return
+    assert plan.body["group_by"] == ("sex",)
+    assert [(p["column"], p["op"], p["value"]) for p in plan.body["where"]] == [
+        ("district", "=", value)
+    ]
+
+
+@given(name=st.from_regex(r"_[A-Za-z0-9_]{0,12}", fullmatch=True))
+@settings(max_examples=60, deadline=None)
+def test_no_underscore_name_or_attribute_passes_the_source_rules(name: str) -> None:
+    for source in (
+        f"def run(data, params):\n    return {name}\n",
+        f"def run(data, params):\n    return data.{name}\n",
+        f"def run(data, params):\n    return params.get(1).{name}.count\n",
+    ):
+        with pytest.raises(QueryRefused, match="module-source"):
+            check_module_source(source)
