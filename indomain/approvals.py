@@ -114,6 +114,16 @@ def propose_module(
     :class:`ProposalError`."""
     data = check_module(source)
     check_columns(columns)
+    # The same field checks as the store's, before the bytes are saved: a refused
+    # proposal leaves no file behind.
+    check_proposal(
+        name=name,
+        template="SELECT 1",
+        parameters={},
+        datasets=datasets,
+        purpose=purpose,
+        expected_epsilon=str(expected_epsilon),
+    )
     reviewers, version = _coverage(
         sandbox, requester, datasets, purpose, expected_epsilon, columns=tuple(columns)
     )

@@ -197,6 +197,8 @@ def test_a_changed_module_is_a_new_computation_needing_its_own_approval(home: Pa
         ("def run(d, p):\n    pass\n" + "#" * MAX_MODULE_BYTES, {}, "at most"),
         (MODULE + "# no columns\n", {"columns": []}, "columns"),
         (MODULE + "# no grant\n", {"purpose": "direct_marketing"}, "no grant"),
+        (MODULE + "# bad name\n", {"name": "Bad-Name"}, "name:"),
+        (MODULE + "# bad epsilon\n", {"expected_epsilon": "lots"}, "epsilon"),
     ],
 )
 def test_bad_module_proposals_are_refused_and_leave_nothing(
@@ -206,7 +208,7 @@ def test_bad_module_proposals_are_refused_and_leave_nothing(
         size = sandbox.ledger.size
         count = len(sandbox.reviews.list())
         with pytest.raises(ProposalError, match=message):
-            _propose(sandbox, source, name="bad_module", **changes)
+            _propose(sandbox, source, **{"name": "bad_module", **changes})
         assert sandbox.ledger.size == size and len(sandbox.reviews.list()) == count
         modules = Path(sandbox.home.root) / "modules"
         stored = {p.name for p in modules.iterdir()} if modules.exists() else set()
