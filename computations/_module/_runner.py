@@ -66,8 +66,9 @@ def run_module(
     namespace: dict[str, Any] = {"__builtins__": {n: getattr(builtins, n) for n in SAFE_BUILTINS}}
     params = json.loads(json.dumps(dict(values)))  # plain data, a copy the module may keep
     returned: Any = None
+    limit = _CpuLimit(cpu_seconds)
     try:
-        with _CpuLimit(cpu_seconds):
+        with limit:
             exec(code, namespace)  # noqa: S102 - approved, checked bytes; see module docstring
             entry = namespace.get(ENTRY_POINT)
             if not callable(entry):
@@ -76,16 +77,18 @@ def run_module(
     except Stop:
         pass  # the failure is in spent.failure
     except CpuTimeExceeded:
-        raise ComputationError(
-            f"the module used more than {cpu_seconds:g} s of CPU time; the job's budget stays spent"
-        ) from None
+        pass  # limit.expired says so
     except QueryRefused:
         raise
     except Exception as exc:  # the module's own error: it only ever saw noisy releases
         raise QueryRefused(
             "module-error", f"the module raised {type(exc).__name__}: {shorten(str(exc))}"
         ) from None
-    if spent.failure is not None:  # even if the module swallowed the stop in a finally
+    if limit.expired:  # even if the module swallowed the signal
+        raise ComputationError(
+            f"the module used more than {cpu_seconds:g} s of CPU time; the job's budget stays spent"
+        )
+    if spent.failure is not None:  # even if the module swallowed the stop
         raise spent.failure
     return _result_table(returned, code_hash=code_hash, spent=spent)
 
@@ -98,20 +101,21 @@ class _CpuLimit:
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.previous: Any = None
+        self.expired = False  # stays set: a module that swallows the signal still fails
 
     def __enter__(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             raise ComputationError("modules run only in the enclave worker's main thread")
-        self.previous = signal.signal(signal.SIGPROF, _expired)
+        self.previous = signal.signal(signal.SIGPROF, self._expired)
         signal.setitimer(signal.ITIMER_PROF, self.seconds)
+
+    def _expired(self, _signum: int, _frame: FrameType | None) -> None:
+        self.expired = True
+        raise CpuTimeExceeded
 
     def __exit__(self, *_exc: object) -> None:
         signal.setitimer(signal.ITIMER_PROF, 0)
         signal.signal(signal.SIGPROF, self.previous)
-
-
-def _expired(_signum: int, _frame: FrameType | None) -> None:
-    raise CpuTimeExceeded
 
 
 def _result_table(value: Any, *, code_hash: str, spent: Ledger) -> pa.Table:

@@ -5,7 +5,8 @@ This is defence in depth, not a Python sandbox. The privacy boundary is the faca
 These rules make the usual ways out of a restricted namespace unwritable:
 
 - no ``import``, ``global``/``nonlocal``, classes, ``async``, generators, ``with``,
-  ``match`` or bare ``except:`` (which would catch the facade's stop signal);
+  ``match``, bare ``except:`` (which would catch the facade's stop signal) or a
+  ``return``/``break``/``continue`` in ``finally`` (which would swallow it);
 - no identifier or keyword starting with ``_`` (so no ``__class__``, ``__globals__``,
   ``__builtins__``, and none of the facade's private attributes);
 - attributes only from a short list of container and string methods plus the facade's
@@ -92,6 +93,12 @@ def _problem(node: ast.AST) -> str | None:
             return reason
     if isinstance(node, ast.ExceptHandler) and node.type is None:
         return "a bare except: is not allowed; name the exception, e.g. except ValueError:"
+    if isinstance(node, ast.Try) and any(
+        isinstance(inner, ast.Return | ast.Break | ast.Continue)
+        for statement in node.finalbody
+        for inner in ast.walk(statement)
+    ):
+        return "return, break or continue in finally is not allowed (it swallows errors)"
     name = _identifier(node)
     if name is not None:
         if name.startswith("_"):

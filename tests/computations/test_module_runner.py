@@ -122,7 +122,7 @@ def test_queries_the_checker_refuses_are_refused_inside_a_module(
 
 
 def test_a_module_cannot_swallow_a_refused_release(
-    con: duckdb.DuckDBPyConnection, dataset: DatasetSpec
+    con: duckdb.DuckDBPyConnection, dataset: DatasetSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # except Exception does not catch the facade's stop, and a return in finally that
     # swallows it does not save the run.
@@ -140,9 +140,14 @@ def test_a_module_cannot_swallow_a_refused_release(
         "    finally:\n"
         "        return 'swallowed'\n"
     )
-    for module in (caught, swallowed):
-        with pytest.raises(QueryRefused, match="identifier-column"):
-            _run(module, con, dataset)
+    with pytest.raises(QueryRefused, match="identifier-column"):
+        _run(caught, con, dataset)
+    with pytest.raises(QueryRefused, match="return, break or continue in finally"):
+        check_module_source(swallowed)
+    # And without that source rule, the run still fails.
+    monkeypatch.setattr(_runner, "check_source", lambda source, filename="": _parse(source))
+    with pytest.raises(QueryRefused, match="identifier-column"):
+        _run(swallowed, con, dataset)
 
 
 def test_a_module_bound_to_other_bytes_is_refused(
@@ -162,7 +167,7 @@ def test_a_module_bound_to_other_bytes_is_refused(
 
 
 def test_a_module_that_spins_is_stopped_by_the_cpu_limit(
-    con: duckdb.DuckDBPyConnection, dataset: DatasetSpec
+    con: duckdb.DuckDBPyConnection, dataset: DatasetSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spinning = (
         "def run(data, params):\n"
@@ -175,6 +180,19 @@ def test_a_module_that_spins_is_stopped_by_the_cpu_limit(
     )
     with pytest.raises(ComputationError, match="CPU time"):
         _run(spinning, con, dataset, cpu_seconds=0.3)
+    # A module that swallows the signal (here without the source rule against a return
+    # in finally) still fails: the limit remembers it expired.
+    swallowing = (
+        "def run(data, params):\n"
+        "    try:\n"
+        "        while True:\n"
+        "            pass\n"
+        "    finally:\n"
+        "        return 'done'\n"
+    )
+    monkeypatch.setattr(_runner, "check_source", lambda source, filename="": _parse(source))
+    with pytest.raises(ComputationError, match="CPU time"):
+        _run(swallowing, con, dataset, cpu_seconds=0.3)
 
 
 def test_params_are_the_jobs_values_and_a_module_error_says_what_it_was(
@@ -204,10 +222,12 @@ def test_params_are_the_jobs_values_and_a_module_error_says_what_it_was(
         "X = 1\ndef run(data, params):\n    global X\n    return X\n",
         "def run(data, params):\n    try:\n        return 1\n    except:\n        return 2\n",
         "class A:\n    pass\ndef run(data, params):\n    return 1\n",
+        "def run(data, params):\n    try:\n        return 1\n    finally:\n        return 2\n",
     ],
     ids=[
         "import", "dunder-bases", "open", "facade-private", "getattr", "eval", "dunder-import",
         "globals", "str-format", "frame-walk", "closure", "global", "bare-except", "class",
+        "return-in-finally",
     ],
 )  # fmt: skip
 def test_source_rules_refuse_the_ways_out(attack: str) -> None:
