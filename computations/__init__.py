@@ -29,6 +29,8 @@ from computations._encrypted import (
 )
 from computations._errors import ComputationError, QueryRefused
 from computations._he import HeError, PublicContext, load_ckks_vector, load_public_context
+from computations._module import MODULE as MODULE_RUNNER
+from computations._module import check_source as check_module_source
 from computations._plan import ComputationResult, Plan, params_digest
 from computations._psi import (
     PsiClient,
@@ -43,13 +45,16 @@ from computations._psi import (
 )
 from computations._registry import (
     available_computations,
+    code_hash_of,
     get_computation,
     plan_charge,
     plan_cost,
+    runner_for,
     warm_up,
 )
 
 __all__ = [
+    "MODULE_RUNNER",
     "ColumnClass",
     "ColumnSpec",
     "Computation",
@@ -73,6 +78,8 @@ __all__ = [
     "PublicContext",
     "QueryRefused",
     "available_computations",
+    "check_module_source",
+    "code_hash_of",
     "debias_scores",
     "digest_of",
     "frame_vectors",
@@ -87,6 +94,7 @@ __all__ = [
     "privacy_statement",
     "read_group_sums",
     "release_key",
+    "runner_for",
     "session_of",
     "set_enclave_secret",
     "split_points",

@@ -22,6 +22,7 @@ from computations._encrypted import (
 )
 from computations._encrypted import plan_cost as _encrypted_cost
 from computations._errors import ComputationError, shorten
+from computations._module import MODULE, attested_hash, module_charge
 from computations._plan import Plan
 
 _REGISTRY: Final[Mapping[str, Computation]] = MappingProxyType(
@@ -66,6 +67,8 @@ def plan_cost(plan: Plan) -> tuple[float, float]:
     """
     if plan.computation == PSI.name:
         return 0.0, 0.0
+    if plan.computation == MODULE.name:
+        return module_charge(plan)
     if plan.computation == ENCRYPTED_GROUP_SUM.name:
         return _encrypted_cost(plan)
     if plan.computation == ENCRYPTED_LINEAR_SCORE.name:
@@ -80,3 +83,19 @@ def plan_charge(plan: Plan) -> PlanCharge:
         return _aggregate_charge(plan)
     epsilon, delta = plan_cost(plan)
     return PlanCharge(epsilon=epsilon, delta=delta)
+
+
+def runner_for(plan: Plan) -> Computation:
+    """The computation that executes ``plan``: a registered one by name, or the module
+    runner for a plan built from an approved module (which no job can name)."""
+    if plan.computation == MODULE.name:
+        return MODULE
+    return get_computation(plan.computation)
+
+
+def code_hash_of(plan: Plan) -> str:
+    """The code hash a run of ``plan`` is attested under: an approved module's own hash,
+    otherwise the computation's."""
+    if plan.computation == MODULE.name:
+        return attested_hash(plan)
+    return get_computation(plan.computation).code_hash

@@ -27,7 +27,8 @@ from computations import (
     DatasetSpec,
     Plan,
     QueryRefused,
-    get_computation,
+    code_hash_of,
+    runner_for,
     set_enclave_secret,
     table_to_ipc,
     warm_up,
@@ -154,7 +155,7 @@ def _run(request: dict[str, Any], network_isolated: bool, con: Any) -> dict[str,
     plan = Plan.from_json(request["plan"])
     if plan.dataset != record.name:
         raise EnclaveError(f"plan is for dataset {plan.dataset!r}, not {record.name!r}")
-    computation = get_computation(plan.computation)
+    computation = runner_for(plan)  # an approved module's plan runs the module runner
     master = load_master_key(keys_dir / "master.key")
     set_enclave_secret(master)  # PSI session keys are wrapped under a key derived from it
     key = unwrap_dataset_key(master, base64.b64decode(record.wrapped_key), record.name)
@@ -184,7 +185,7 @@ def _run(request: dict[str, Any], network_isolated: bool, con: Any) -> dict[str,
         network_isolated=network_isolated,
         job_id=request["job_id"],
         computation=computation.name,
-        code_hash=computation.code_hash,
+        code_hash=code_hash_of(plan),  # an approved module: its approved hash
         dataset=record.name,
         dataset_content_hash=stored["content_hash"],
         policy_version=request["policy_version"],

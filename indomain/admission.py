@@ -18,12 +18,13 @@ from computations import (
     ComputationError,
     DatasetSpec,
     QueryRefused,
+    code_hash_of,
     get_computation,
 )
 from enclave import DatasetError
 from gateway import Admission, JobDocument
 from indomain import budgets
-from indomain.approvals import resolve_params
+from indomain.approvals import computation_for, resolve_params
 from indomain.errors import ConfigError, IndomainError
 from indomain.policy_requests import columns_of, result_size_of, with_obligations
 from indomain.reviews import REVIEW_COUNTS, ProposalError
@@ -66,8 +67,9 @@ def admit(sandbox: Sandbox, job: JobDocument, *, job_id: str, signature: str) ->
     try:
         params = resolve_params(sandbox, job)
     except ProposalError as exc:
-        code = getattr(exc, "code", "proposal_not_approved")  # or module_not_executable
+        code = getattr(exc, "code", "proposal_not_approved")
         return refuse(sandbox, request, code, str(exc))
+    computation = computation_for(sandbox, job, computation)  # an approved module's runner
     policy_set = sandbox.policy_set
     columns, size = _shape(computation, params, record.spec)
     now = datetime.now(UTC)
@@ -168,7 +170,7 @@ def admit(sandbox: Sandbox, job: JobDocument, *, job_id: str, signature: str) ->
         {
             **request,
             "decision": decided,
-            "code_hash": computation.code_hash,
+            "code_hash": code_hash_of(plan),  # an approved module: its approved hash
             "params_digest": plan.params_digest,
             "budget": budget,
         },
@@ -219,7 +221,8 @@ def recheck(sandbox: Sandbox, job: JobDocument) -> None:
     """
     record = sandbox.enclave.dataset(job.dataset)
     params = resolve_params(sandbox, job)
-    columns, size = _shape(get_computation(job.computation), params, record.spec)
+    computation = computation_for(sandbox, job, get_computation(job.computation))
+    columns, size = _shape(computation, params, record.spec)
     try:
         access = sandbox.access_request(job, columns=columns, result_size=size)
     except policies.PolicyError as exc:

@@ -30,8 +30,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 import policies
+from computations import MODULE_RUNNER, Computation
 from indomain import encrypted_jobs
-from indomain.modules import MODULE_KIND, ModuleNotExecutable, ModuleStore, check_module
+from indomain.modules import MODULE_KIND, ModuleStore, check_module
 from indomain.policy_requests import registry_request
 from indomain.reviews import (
     Proposal,
@@ -113,6 +114,16 @@ def propose_module(
     :class:`ProposalError`."""
     data = check_module(source)
     check_columns(columns)
+    # The same field checks as the store's, before the bytes are saved: a refused
+    # proposal leaves no file behind.
+    check_proposal(
+        name=name,
+        template="SELECT 1",
+        parameters={},
+        datasets=datasets,
+        purpose=purpose,
+        expected_epsilon=str(expected_epsilon),
+    )
     reviewers, version = _coverage(
         sandbox, requester, datasets, purpose, expected_epsilon, columns=tuple(columns)
     )
@@ -345,15 +356,42 @@ def resolve_params(sandbox: Any, job: Any) -> dict[str, Any]:
     proposal = sandbox.reviews.get(params.get("proposal"))
     runnable(proposal, enterprise=job.enterprise, dataset=job.dataset, purpose=job.purpose)
     if proposal.kind == MODULE_KIND:
-        module_store(sandbox).verified(proposal.code_hash)  # the exact approved bytes
-        raise ModuleNotExecutable(
-            f"proposal {proposal.id} is an approved computation module ({proposal.code_hash}, "
-            "verified intact), but running approved modules in the enclave is not "
-            "implemented yet (docs/policies.md)"
-        )
+        return _module_params(sandbox, proposal, params)
     sql = render(proposal, params.get("values"))
     rest = {k: v for k, v in params.items() if k not in PROPOSAL_KEYS}
     return {**rest, "sql": sql}
+
+
+def _module_params(sandbox: Any, proposal: Proposal, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``module`` computation's parameters for a job running an approved module: its
+    stored bytes, re-hashed against the approved hash now (and again in the enclave), the
+    proposal's epsilon and columns, and the job's ``values`` (its ``params``)."""
+    extra = sorted(str(k) for k in params if k not in PROPOSAL_KEYS)
+    if extra:
+        raise ProposalError(
+            f"a job running a module takes only proposal and values, not {', '.join(extra)}"
+        )
+    values = params.get("values") or {}
+    if not isinstance(values, Mapping):
+        raise ProposalError("values: an object, handed to the module's run() as params")
+    data = module_store(sandbox).verified(proposal.code_hash)  # the exact approved bytes
+    return {
+        "module": data.decode("utf-8"),
+        "code_hash": proposal.code_hash,
+        "epsilon": proposal.expected_epsilon,
+        "columns": list(proposal.columns),
+        "values": dict(values),
+    }
+
+
+def computation_for(sandbox: Any, job: Any, computation: Computation) -> Computation:
+    """What runs ``job``: the module runner if it names an approved module proposal (after
+    :func:`resolve_params` passed), otherwise ``computation``. Decided by the proposal's
+    kind, never by the parameters, so no job can hand the runner source of its own."""
+    if job.computation == "aggregate" and isinstance(job.params.get("proposal"), str):
+        if sandbox.reviews.get(job.params["proposal"]).kind == MODULE_KIND:
+            return MODULE_RUNNER
+    return computation
 
 
 class ProposalDesk:

@@ -15,7 +15,7 @@ from computations import get_computation, privacy_statement, table_from_ipc
 from enclave import RunOutput
 from gateway import Admission, Execution, JobDocument
 from indomain.admission import digest, recheck
-from indomain.approvals import resolve_params
+from indomain.approvals import computation_for, resolve_params
 from indomain.errors import IndomainError, InternalError
 from indomain.policy_requests import spec_with_obligations
 
@@ -37,7 +37,7 @@ def execute(sandbox: Sandbox, job: JobDocument, *, job_id: str, admission: Admis
     entry = None
     if output is None:
         recheck(sandbox, job)  # a resumed job may run long after its admission
-        computation = get_computation(job.computation)
+        computation = computation_for(sandbox, job, get_computation(job.computation))
         record = sandbox.enclave.dataset(job.dataset)
         plan = computation.check(
             resolve_params(sandbox, job),  # re-checked at run time

@@ -7,12 +7,14 @@ home, content-addressed (``modules/<hex>.py``, mode 0600, never overwritten), an
 that names an approved module is refused unless the stored bytes still hash to the
 approved hash.
 
-What is NOT done: running an approved module. Executing reviewed but arbitrary Python
-inside the enclave worker needs a sandbox of its own (no imports beyond a whitelist, no
-file or network access, resource limits, a data-source interface that returns only what
-the privacy checks allow) that does not exist yet. Until it does, a job naming an
-approved, intact module is refused with ``module_not_executable``, after every check
-above has passed; nothing pretends to run it.
+An approved, intact module runs (``computations/_module``): in the enclave worker, its
+``run(data, params)`` gets a facade whose ``count``, ``sum`` and ``mean`` are DP
+``aggregate`` releases (same checker, same noise), spending the proposal's
+``expected_epsilon``, reserved before it starts. At proposal time the source must also
+keep the module rules (no imports, no dunder or private names, no ``getattr``/``eval``/
+``open``..., attributes only from an allow-list): defence in depth, checked again in the
+worker right before the re-hashed bytes are compiled. See docs/policies.md, "Computation
+modules", for what this does and does not guarantee.
 """
 
 from __future__ import annotations
@@ -25,18 +27,13 @@ import re
 import tempfile
 from pathlib import Path
 
+from computations import QueryRefused, check_module_source
 from indomain.reviews import ProposalError
 
 MODULE_KIND = "computation_module"
 MAX_MODULE_BYTES = 64 * 1024
 ENTRY_POINT = "run"
 _HASH = re.compile(r"sha256:([0-9a-f]{64})")
-
-
-class ModuleNotExecutable(ProposalError):
-    """An approved, intact module was named by a job, but modules cannot run yet."""
-
-    code = "module_not_executable"
 
 
 def module_hash(data: bytes) -> str:
@@ -49,8 +46,8 @@ def check_module(source: str) -> bytes:
     :class:`ProposalError`.
 
     It must be UTF-8 text of at most 64 KiB that parses as Python and defines a
-    top-level ``def run(...)`` (the entry point a future runner will call). Parsing
-    never executes anything.
+    top-level ``def run(...)`` (the entry point the enclave calls), and keep the module
+    rules (``computations/_module/_source.py``). Parsing never executes anything.
     """
     if not isinstance(source, str) or not source.strip():
         raise ProposalError("module: the Python source of the computation, not empty")
@@ -71,6 +68,10 @@ def check_module(source: str) -> bytes:
         isinstance(node, ast.FunctionDef) and node.name == ENTRY_POINT for node in tree.body
     ):
         raise ProposalError(f"module: define a top-level function {ENTRY_POINT}(...)")
+    try:
+        check_module_source(source)
+    except QueryRefused as exc:
+        raise ProposalError(f"module: {exc.reason}") from None
     return data
 
 

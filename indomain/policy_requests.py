@@ -57,6 +57,7 @@ def columns_of(plan: Any) -> tuple[str, ...]:
     if not isinstance(body, Mapping):
         return ()
     used: set[str] = {str(column) for column in body.get("group_by", ())}
+    used.update(str(column) for column in body.get("columns", ()))  # an approved module's
     for item in (*body.get("outputs", ()), *body.get("where", ())):
         column = item.get("column") if isinstance(item, Mapping) else None
         if isinstance(column, str) and column != "*":
@@ -69,6 +70,8 @@ def result_size_of(plan: Any, spec: DatasetSpec) -> int | None:
     keys of its group columns (1 with no group column); ``None`` when a group column
     declares no keys, so the size is unknown (and a policy limit on it fails closed)."""
     body = getattr(plan, "body", {})
+    if isinstance(body, Mapping) and "module" in body:
+        return None  # a module's result has as many rows as it chooses to return
     group_by = body.get("group_by", ()) if isinstance(body, Mapping) else ()
     keys = {c.name: c.keys for c in spec.columns}
     size = 1

@@ -1,6 +1,6 @@
 """Computation-module proposals: stored by the hash of their exact bytes, reviewed, and
-pinned to that hash. Running an approved module is not implemented: a job naming one is
-refused after every check, and says so."""
+pinned to that hash; source that breaks the module rules is refused before any reviewer
+sees it. Running approved modules: tests/indomain/test_module_runs.py."""
 
 from __future__ import annotations
 
@@ -113,23 +113,52 @@ def test_a_job_naming_a_pending_module_is_refused(home: Path) -> None:
         assert refused.code == "proposal_not_approved" and "pending" in refused.reason
 
 
-def test_an_approved_intact_module_is_verified_then_refused_as_not_executable(
-    home: Path,
-) -> None:
+def test_an_approved_intact_module_is_verified_then_admitted(home: Path) -> None:
     with Sandbox.open(home) as sandbox:
         p = _propose(sandbox, name="approved_module")
         approved = _approve(sandbox, p.id)
         assert approved.status == "approved"
         last = sandbox.ledger.entry(sandbox.ledger.size - 1)
         assert last.type == "proposal.approved" and last.fields["code_hash"] == p.code_hash
-        refused = sandbox.admit(_job(p.id), job_id="m2", signature="s")
-        assert refused.code == "module_not_executable"
-        assert "verified intact" in refused.reason and "not implemented" in refused.reason
+        admitted = sandbox.admit(_job(p.id), job_id="m2", signature="s")
+        assert admitted.outcome == "accepted", admitted.reason
+        accepted = sandbox.ledger.entry(admitted.ledger_index)
+        assert accepted.fields["code_hash"] == p.code_hash
         # Only the requester, on its datasets and purpose.
         other = sandbox.admit(_job(p.id, enterprise="Beta Analytics"), job_id="m3", signature="s")
         assert other.code == "proposal_not_approved"
         elsewhere = sandbox.admit(_job(p.id, dataset="tax_records"), job_id="m4", signature="s")
         assert elsewhere.code in ("proposal_not_approved", "unknown_dataset")
+        # A job running a module passes it values, nothing else (no sql beside it).
+        extra = _job(p.id, params={"proposal": p.id, "values": {}, "epsilon": 9})
+        assert sandbox.admit(extra, job_id="m4b", signature="s").code == "proposal_not_approved"
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("import os\ndef run(data, params):\n    return os.getcwd()\n", "imports"),
+        ("def run(data, params):\n    return str(().__class__.__bases__)\n", "underscore"),
+        ("def run(data, params):\n    return str(open('/etc/passwd'))\n", "open is not"),
+        ("def run(data, params):\n    return str(data._release)\n", "underscore"),
+        ("def run(data, params):\n    return getattr(data, 'x')\n", "getattr is not"),
+        ("def run(data, params):\n    return str(data.count.__closure__)\n", "underscore"),
+    ],
+    ids=["import-os", "dunder-bases", "open", "facade-private", "getattr", "closure"],
+)
+def test_a_module_breaking_the_module_rules_is_refused_at_proposal(
+    home: Path, source: str, message: str
+) -> None:
+    with Sandbox.open(home) as sandbox:
+        size = sandbox.ledger.size
+        with pytest.raises(ProposalError, match=message):
+            _propose(sandbox, source, name="attack_module")
+        assert sandbox.ledger.size == size
+        assert (
+            not module_store(sandbox)
+            .path("sha256:" + hashlib.sha256(source.encode()).hexdigest())
+            .exists()
+        )
 
 
 def test_a_module_changed_after_approval_is_refused(home: Path) -> None:
@@ -168,6 +197,8 @@ def test_a_changed_module_is_a_new_computation_needing_its_own_approval(home: Pa
         ("def run(d, p):\n    pass\n" + "#" * MAX_MODULE_BYTES, {}, "at most"),
         (MODULE + "# no columns\n", {"columns": []}, "columns"),
         (MODULE + "# no grant\n", {"purpose": "direct_marketing"}, "no grant"),
+        (MODULE + "# bad name\n", {"name": "Bad-Name"}, "name:"),
+        (MODULE + "# bad epsilon\n", {"expected_epsilon": "lots"}, "epsilon"),
     ],
 )
 def test_bad_module_proposals_are_refused_and_leave_nothing(
@@ -177,7 +208,7 @@ def test_bad_module_proposals_are_refused_and_leave_nothing(
         size = sandbox.ledger.size
         count = len(sandbox.reviews.list())
         with pytest.raises(ProposalError, match=message):
-            _propose(sandbox, source, name="bad_module", **changes)
+            _propose(sandbox, source, **{"name": "bad_module", **changes})
         assert sandbox.ledger.size == size and len(sandbox.reviews.list()) == count
         modules = Path(sandbox.home.root) / "modules"
         stored = {p.name for p in modules.iterdir()} if modules.exists() else set()
