@@ -9,16 +9,23 @@ query was written, and budget is reserved last, only for a job that will run.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import policies
-from computations import ComputationError, QueryRefused, get_computation
+from computations import (
+    ComputationError,
+    DatasetSpec,
+    QueryRefused,
+    get_computation,
+    join_partner,
+)
 from enclave import DatasetError
 from gateway import Admission, JobDocument
 from indomain import budgets
 from indomain.approvals import resolve_params
 from indomain.errors import ConfigError
-from indomain.policy_requests import columns_of, result_size_of, with_obligations
+from indomain.policy_requests import columns_of, result_size_of, spec_with_obligations
 from indomain.reviews import REVIEW_COUNTS, ProposalError
 
 if TYPE_CHECKING:
@@ -56,16 +63,31 @@ def admit(sandbox: Sandbox, job: JobDocument, *, job_id: str, signature: str) ->
         code = getattr(exc, "code", "proposal_not_approved")  # or module_not_executable
         return refuse(sandbox, request, code, str(exc))
     policy_set = sandbox.policy_set
+    partners = joinable(sandbox, record.spec)
+    partner: str | None = None
     try:
-        shape = computation.check(params, record.spec)
+        shape = computation.check(params, record.spec, **_partners_arg(computation, partners))
         columns, size = columns_of(shape), result_size_of(shape, record.spec)
+        partner = join_partner(shape)
     except ComputationError:
         columns, size = (), None  # refused below, after the policy decision
-    try:
-        access = sandbox.access_request(job, columns=columns, result_size=size)
-    except policies.PolicyError as exc:
-        return refuse(sandbox, request, "policy_denied", f"denied: {exc}")
-    decision = policies.decide(policy_set, access)
+    if partner is not None:
+        # A declared join: the policy decides on each dataset, for its own columns.
+        request["partner_dataset"] = partner
+        mine, theirs = _split_columns(columns, job.dataset), _split_columns(columns, partner)
+        columns, size = mine, None  # the joined result's size is not known from one side
+    datasets = [(job.dataset, columns)] + ([(partner, theirs)] if partner is not None else [])
+    decisions = []
+    for dataset, used in datasets:
+        try:
+            access = sandbox.access_request(
+                job.model_copy(update={"dataset": dataset}), columns=used, result_size=size
+            )
+        except policies.PolicyError as exc:
+            where = f" on dataset {dataset}" if partner is not None else ""
+            return refuse(sandbox, request, "policy_denied", f"denied{where}: {exc}")
+        decisions.append((dataset, policies.decide(policy_set, access)))
+    decision = decisions[0][1]
     decided = {
         "allowed": decision.allowed,
         "policies": list(decision.determining_policies),
@@ -74,24 +96,52 @@ def admit(sandbox: Sandbox, job: JobDocument, *, job_id: str, signature: str) ->
         "code": decision.code,
         "obligations": dict(decision.obligations),
     }
-    if not decision.allowed:
-        entry = sandbox.ledger.append("job.denied", {**request, "decision": decided})
+    if partner is not None:
+        other = decisions[1][1]
+        decided["datasets"] = {
+            dataset: {
+                "allowed": d.allowed,
+                "policies": list(d.determining_policies),
+                "reason": d.reason,
+                "code": d.code,
+                "obligations": dict(d.obligations),
+            }
+            for dataset, d in decisions
+        }
+        if decision.allowed and not other.allowed:
+            decision = other  # the partner's denial is the one to report
+        decided["allowed"] = decision.allowed and other.allowed
+    for dataset, denial in decisions:
+        if denial.allowed:
+            continue
+        where = f"dataset {dataset}: " if partner is not None else ""
+        entry = sandbox.ledger.append(
+            "job.denied",
+            {**request, "decision": decided, **({"denied_dataset": dataset} if partner else {})},
+        )
         return Admission(
             outcome="denied",
             code="policy_denied",
-            reason=decision.reason,
+            reason=where + denial.reason,
             ledger_index=entry.index,
-            policies=decision.determining_policies,
-            policy_version=decision.policy_version,
+            policies=denial.determining_policies,
+            policy_version=denial.policy_version,
             details={
-                "decision_code": decision.code,
+                "decision_code": denial.code,
+                **({"denied_dataset": dataset} if partner is not None else {}),
                 "messages": {
-                    lang: policies.message(decision.code, decision.details, lang=lang)
+                    lang: where + policies.message(denial.code, denial.details, lang=lang)
                     for lang in ("en", "zh")
                 },
             },
         )
-    obligations = dict(decision.obligations)
+    obligations = dict(
+        policies.merge_obligations([d.obligations for _, d in decisions])
+        if partner is not None
+        else decision.obligations
+    )
+    if partner is not None:
+        decided["obligations"] = obligations  # the stricter of both datasets' decisions
     review = str(obligations.get("review", "none"))
     if review != "none" and "proposal" not in job.params:
         # A grant that requires review covers reviewed computations only.
@@ -121,8 +171,16 @@ def admit(sandbox: Sandbox, job: JobDocument, *, job_id: str, signature: str) ->
             )
     try:
         plan = computation.check(
-            params, with_obligations(record.spec, decision), obligations=obligations
+            params,
+            spec_with_obligations(record.spec, obligations),
+            obligations=obligations,
+            **_partners_arg(
+                computation,
+                {name: spec_with_obligations(spec, obligations) for name, spec in partners.items()},
+            ),
         )
+        if join_partner(plan) != partner:  # the shape check and this one must agree
+            raise ComputationError("the query's join changed between checks")
     except QueryRefused as exc:
         return refuse(
             sandbox,
@@ -143,6 +201,7 @@ def admit(sandbox: Sandbox, job: JobDocument, *, job_id: str, signature: str) ->
             job_id=job_id,
             obligations=obligations,
             is_released=sandbox.has_released,
+            partner=partners[partner] if partner is not None else None,
         )
     except (budgets.BudgetExhausted, ConfigError) as exc:
         return refuse(sandbox, request, "budget_exhausted", str(exc), decided=decided)
@@ -168,6 +227,40 @@ def admit(sandbox: Sandbox, job: JobDocument, *, job_id: str, signature: str) ->
             "budget": budget,
         },
     )
+
+
+def joinable(sandbox: Sandbox, spec: DatasetSpec) -> dict[str, DatasetSpec]:
+    """The specs of the imported datasets ``spec``'s manifest declares joins to."""
+    found = {}
+    for join in spec.joins:
+        try:
+            found[join.dataset] = sandbox.enclave.dataset(join.dataset).spec
+        except DatasetError:
+            continue  # not imported (yet): a query joining it is refused by the checker
+    return found
+
+
+def partners_arg(
+    sandbox: Sandbox, computation: Any, spec: DatasetSpec, obligations: Mapping[str, str]
+) -> dict[str, Any]:
+    """The ``partners=`` argument of ``computation.check`` for a job on ``spec`` under
+    ``obligations`` (empty when no join is declared); execution re-checks with it."""
+    partners = joinable(sandbox, spec)
+    return _partners_arg(
+        computation,
+        {name: spec_with_obligations(other, obligations) for name, other in partners.items()},
+    )
+
+
+def _partners_arg(computation: Any, partners: dict[str, DatasetSpec]) -> dict[str, Any]:
+    """``partners=`` for the computation that takes it (``aggregate``), else nothing."""
+    return {"partners": partners} if partners and computation.name == "aggregate" else {}
+
+
+def _split_columns(columns: tuple[str, ...], dataset: str) -> tuple[str, ...]:
+    """The columns of ``dataset`` among a join plan's ``<dataset>.<column>`` names."""
+    prefix = dataset + "."
+    return tuple(c.removeprefix(prefix) for c in columns if c.startswith(prefix))
 
 
 def refuse(

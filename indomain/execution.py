@@ -14,7 +14,7 @@ import ledger
 from computations import get_computation, privacy_statement, table_from_ipc
 from enclave import RunOutput
 from gateway import Admission, Execution, JobDocument
-from indomain.admission import digest
+from indomain.admission import digest, partners_arg
 from indomain.approvals import resolve_params
 from indomain.errors import IndomainError, InternalError
 from indomain.policy_requests import spec_with_obligations
@@ -42,6 +42,7 @@ def execute(sandbox: Sandbox, job: JobDocument, *, job_id: str, admission: Admis
             resolve_params(sandbox, job),  # re-checked at run time
             spec_with_obligations(record.spec, obligations),
             obligations=obligations,
+            **partners_arg(sandbox, computation, record.spec, obligations),
         )
         fresh = sandbox.enclave.run(
             plan, job_id=job_id, policy_version=admission.policy_version or "none"
@@ -58,6 +59,11 @@ def execute(sandbox: Sandbox, job: JobDocument, *, job_id: str, admission: Admis
                 "job_id": job_id,
                 "enterprise": job.enterprise,
                 "dataset": job.dataset,
+                **(
+                    {"partner_dataset": output.attestation.partner_dataset}
+                    if output.attestation.partner_dataset
+                    else {}
+                ),
                 "accepted_at_index": admission.ledger_index,
                 "attestation": output.attestation.model_dump(),
                 "attestation_signature": output.signature,
