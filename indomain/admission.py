@@ -223,7 +223,7 @@ def admit(sandbox: Sandbox, job: JobDocument, *, job_id: str, signature: str) ->
         policies=decision.determining_policies,
         policy_version=decision.policy_version,
         details={
-            **({"obligations": dict(decision.obligations)} if decision.obligations else {}),
+            **({"obligations": dict(obligations)} if obligations else {}),
             "budget": budget,
         },
     )

@@ -12,6 +12,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from computations import ComputationError, DatasetSpec, Plan, QueryRefused, get_computation
 from computations._aggregate import join_partner, release_key
@@ -356,3 +358,45 @@ def test_a_plan_altered_to_join_elsewhere_does_not_run(connect: Connect) -> None
         AGGREGATE.execute(
             plan, con, table="people", dataset=without, partner=right, partner_table="health"
         )
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    copies=st.dictionaries(st.integers(0, 39), st.integers(1, 6), max_size=10),
+    unit_unique=st.booleans(),
+)
+def test_each_person_counts_once_whatever_the_partner_repeats(
+    copies: dict[int, int], unit_unique: bool, connect: Connect
+) -> None:
+    """Invariant: the joined row count is the number of people whose partner key occurs
+    exactly once; repeated keys are left out whole and counted in the notes."""
+    people = pa.Table.from_pylist(
+        [{"person": i, "district": "town", "sex": "f", "income": 1} for i in range(40)]
+    )
+    rows = [{"pid": i, "flag": True, "cost": 1, "visits": 1} for i in range(40)]
+    for pid, extra in copies.items():
+        rows += [{"pid": pid, "flag": True, "cost": 1, "visits": 1}] * extra
+    con = connect({"people": people, "health": pa.Table.from_pylist(rows)})
+    left, right = _people("threshold_only", minimum=2), _health("threshold_only")
+    sql = f"SELECT COUNT(*) AS n, COUNT(DISTINCT p.person) AS u FROM people p JOIN health h {ON}"
+    result, notes = _run(sql, con, left, right, unit_unique=unit_unique)
+    assert result == [{"n": 40 - len(copies), "u": 40 - len(copies)}]
+    assert any(f"{len(copies)} key(s) occurring more than once" in note for note in notes)
+
+
+def test_gaussian_datasets_join_only_at_the_same_delta(connect: Connect) -> None:
+    con = _connect(connect)
+    sql = f"SELECT h.flag, COUNT(*) AS n FROM people p JOIN health h {ON} GROUP BY h.flag"
+    left = _people(mechanism="gaussian", rho_per_job=0.1)
+    rows, _ = _run(sql, con, left, _health(mechanism="gaussian", rho_per_job=0.05))
+    assert {row["flag"] for row in rows} <= {True, False}
+    plan = _plan(sql, left, _health(mechanism="gaussian", rho_per_job=0.05))
+    assert plan.body["privacy"]["rho"] == 0.05  # the stricter rho
+    with pytest.raises(QueryRefused) as info:
+        _plan(sql, left, _health(mechanism="gaussian", delta=1e-7))
+    assert info.value.rule == "join-privacy"
+    with pytest.raises(QueryRefused) as info:
+        _plan(sql, left, _health())  # laplace
+    assert info.value.rule == "join-privacy"

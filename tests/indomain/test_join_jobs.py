@@ -66,7 +66,9 @@ def _write(
     return data, spec
 
 
-def _home(tmp_path: Path, *, clinic_allowed: bool) -> tuple[Any, Ed25519PrivateKey]:
+def _home(
+    tmp_path: Path, *, clinic_allowed: bool, clinic_policy: str = CLINIC_POLICY
+) -> tuple[Any, Ed25519PrivateKey]:
     from indomain.sandbox import Sandbox
 
     source = tmp_path / "source"
@@ -90,7 +92,7 @@ def _home(tmp_path: Path, *, clinic_allowed: bool) -> tuple[Any, Ed25519PrivateK
     shutil.copytree(DEMO_POLICIES, policies)
     text = (policies / "acme_credit.cedar").read_text().replace('"residents"', '"people"')
     if clinic_allowed:
-        text += CLINIC_POLICY
+        text += clinic_policy
     (policies / "acme_credit.cedar").write_text(text)
     sandbox.apply_policies(policies)
     return sandbox, acme
@@ -175,4 +177,20 @@ def test_both_reservations_are_atomic(tmp_path: Path) -> None:
             also=[("clinic", [Budget.parse("2/month")])],
         )
     assert _spent(sandbox, "people", "3/month") == pytest.approx(2.0)
+    sandbox.close()
+
+
+def test_the_partners_obligations_bind_the_join(tmp_path: Path) -> None:
+    """clinic's permit caps a job at epsilon 0.25: the join is charged and run at 0.25."""
+    strict = CLINIC_POLICY.replace(
+        '@id("acme-credit-clinic")', '@id("acme-credit-clinic")\n@epsilon_per_job("0.25")'
+    )
+    sandbox, acme = _home(tmp_path, clinic_allowed=True, clinic_policy=strict)
+    job, admission = _submit(sandbox, acme, "job_strict")
+    assert admission.outcome == "accepted", admission.reason
+    assert admission.details["obligations"]["epsilon_per_job"] == "0.25"
+    assert _spent(sandbox, "people", "3/month") == pytest.approx(0.25)
+    assert _spent(sandbox, "clinic", "2/month") == pytest.approx(0.25)
+    execution = sandbox.execute(job, job_id="job_strict", admission=admission)
+    assert execution.summary["privacy"]["epsilon"] == pytest.approx(0.25)
     sandbox.close()
