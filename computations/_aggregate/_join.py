@@ -22,7 +22,7 @@ from computations._aggregate._sql import _source as _table
 from computations._dataset import DatasetSpec, JoinSpec, PrivacyRules
 from computations._errors import QueryRefused
 
-#: The partner's alias in the SQL we generate.
+#: The two sides' aliases in the SQL we generate.
 _LEFT, _RIGHT = "l", "r"
 
 
