@@ -75,7 +75,8 @@ def admit(sandbox: Sandbox, job: JobDocument, *, job_id: str, signature: str) ->
         # A declared join: the policy decides on each dataset, for its own columns.
         request["partner_dataset"] = partner
         mine, theirs = _split_columns(columns, job.dataset), _split_columns(columns, partner)
-        columns, size = mine, None  # the joined result's size is not known from one side
+        size = _joined_result_size(shape, {job.dataset: record.spec, **partners})
+        columns = mine
     datasets = [(job.dataset, columns)] + ([(partner, theirs)] if partner is not None else [])
     decisions = []
     for dataset, used in datasets:
@@ -255,6 +256,20 @@ def partners_arg(
 def _partners_arg(computation: Any, partners: dict[str, DatasetSpec]) -> dict[str, Any]:
     """``partners=`` for the computation that takes it (``aggregate``), else nothing."""
     return {"partners": partners} if partners and computation.name == "aggregate" else {}
+
+
+def _joined_result_size(plan: Any, specs: Mapping[str, DatasetSpec]) -> int | None:
+    """:func:`result_size_of` for a join plan, whose group columns are ``<dataset>.<column>``:
+    the product of each column's declared keys in its own manifest, ``None`` if one has none."""
+    size = 1
+    for name in plan.body.get("group_by", ()):
+        dataset, _, column = str(name).partition(".")
+        spec = specs.get(dataset)
+        found = spec.column(column) if spec is not None else None
+        if found is None or not found.keys:
+            return None
+        size *= len(found.keys)
+    return size
 
 
 def _split_columns(columns: tuple[str, ...], dataset: str) -> tuple[str, ...]:

@@ -194,3 +194,24 @@ def test_the_partners_obligations_bind_the_join(tmp_path: Path) -> None:
     execution = sandbox.execute(job, job_id="job_strict", admission=admission)
     assert execution.summary["privacy"]["epsilon"] == pytest.approx(0.25)
     sandbox.close()
+
+
+def test_the_policy_sees_each_datasets_columns_and_the_joined_result_size(tmp_path: Path) -> None:
+    sandbox, _ = _home(tmp_path, clinic_allowed=True)
+    from computations import get_computation, join_partner
+    from indomain.admission import _joined_result_size, _split_columns, joinable
+
+    people = sandbox.enclave.dataset("people").spec
+    partners = joinable(sandbox, people)
+    plan = get_computation("aggregate").check({"sql": SQL}, people, partners=partners)
+    assert join_partner(plan) == "clinic"
+    columns = ("clinic.flag", "people.income")
+    assert _split_columns(columns, "people") == ("income",)
+    assert _split_columns(columns, "clinic") == ("flag",)
+    assert _joined_result_size(plan, {"people": people, **partners}) == 2  # flag: true, false
+    by_district = SQL.replace("GROUP BY c.flag", "GROUP BY c.flag, p.district").replace(
+        "SELECT c.flag", "SELECT c.flag, p.district"
+    )
+    plan = get_computation("aggregate").check({"sql": by_district}, people, partners=partners)
+    assert _joined_result_size(plan, {"people": people, **partners}) == 4
+    sandbox.close()
