@@ -10,7 +10,7 @@ needs: what a plan spends, and which earlier release answers it at no cost.
 Other parts import only from here.
 """
 
-from computations._aggregate import PlanCharge, release_key
+from computations._aggregate import PlanCharge, join_partner, release_key
 from computations._aggregate._execute import privacy_statement
 from computations._aggregate._noise import zcdp_epsilon
 from computations._arrow import table_from_ipc, table_to_ipc, table_to_rows
@@ -84,6 +84,7 @@ __all__ = [
     "digest_of",
     "frame_vectors",
     "get_computation",
+    "join_partner",
     "load_ckks_vector",
     "load_public_context",
     "params_digest",

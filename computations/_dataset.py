@@ -150,6 +150,18 @@ def parse_budget(text: str) -> tuple[float, BudgetWindow]:
     return epsilon, window
 
 
+class JoinSpec(BaseModel):
+    """A declared 1:1 key join: ``key`` here and ``other_key`` in ``dataset`` name the same
+    person. ``key`` must be this dataset's privacy unit; the checker requires ``other_key``
+    to be the partner's, so joined rows still belong to one privacy unit."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dataset: Annotated[StrictStr, Field(pattern=DATASET_NAME_PATTERN)]
+    key: Annotated[StrictStr, Field(pattern=COLUMN_NAME_PATTERN)]
+    other_key: Annotated[StrictStr, Field(pattern=COLUMN_NAME_PATTERN)]
+
+
 class DatasetSpec(BaseModel):
     """A dataset's schema and privacy rules, validated on construction.
 
@@ -165,6 +177,8 @@ class DatasetSpec(BaseModel):
     min_group_size: Annotated[StrictInt, Field(ge=2)]
     columns: Annotated[tuple[ColumnSpec, ...], Field(min_length=1)]
     privacy: PrivacyRules = PrivacyRules()
+    #: The other datasets an aggregate may join to, each on a declared 1:1 key.
+    joins: tuple[JoinSpec, ...] = ()
 
     @model_validator(mode="after")
     def _check_columns(self) -> Self:
@@ -183,7 +197,23 @@ class DatasetSpec(BaseModel):
             raise ValueError(f"privacy_unit {self.privacy_unit!r} is not one of the columns")
         if unit.dimension:
             raise ValueError(f"privacy_unit {self.privacy_unit!r} may not be a dimension")
+        partners: set[str] = set()
+        for join in self.joins:
+            if join.dataset == self.name:
+                raise ValueError(f"joins: {join.dataset!r} is this dataset (no self-joins)")
+            if join.dataset in partners:
+                raise ValueError(f"joins: {join.dataset!r} is declared twice")
+            partners.add(join.dataset)
+            if join.key != self.privacy_unit:
+                raise ValueError(
+                    f"joins: key {join.key!r} must be the privacy unit {self.privacy_unit!r}, "
+                    "so that a joined row still belongs to one person"
+                )
         return self
+
+    def join(self, partner: str) -> JoinSpec | None:
+        """The declared join to ``partner``, or ``None``."""
+        return next((j for j in self.joins if j.dataset == partner), None)
 
     def column(self, name: str) -> ColumnSpec | None:
         """The column called ``name`` (ignoring case, as SQL does), or ``None``."""
@@ -260,6 +290,8 @@ class DatasetSpec(BaseModel):
         privacy = self.privacy.model_dump(exclude_defaults=True)
         if privacy:
             manifest["privacy"] = privacy
+        if self.joins:
+            manifest["joins"] = [join.model_dump() for join in self.joins]
         return manifest
 
 

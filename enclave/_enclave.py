@@ -19,7 +19,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from computations import ComputationError, DatasetSpec, Plan, QueryRefused
+from computations import ComputationError, DatasetSpec, Plan, QueryRefused, join_partner
 from enclave._errors import DatasetError, EnclaveError, EnclaveKeyError, WorkerError
 from enclave._keys import load_public_key, new_master_key, new_signing_key
 from enclave._pool import WorkerPool
@@ -140,15 +140,17 @@ class Enclave:
     def run(self, plan: Plan, *, job_id: str, policy_version: str) -> RunOutput:
         """Execute an approved plan; raises QueryRefused/ComputationError/EnclaveError."""
         record = self.dataset(plan.dataset)
-        answer = self._call(
-            {
-                "op": "run",
-                "record": record.to_json(),
-                "plan": plan.to_json(),
-                "job_id": job_id,
-                "policy_version": policy_version,
-            }
-        )
+        request = {
+            "op": "run",
+            "record": record.to_json(),
+            "plan": plan.to_json(),
+            "job_id": job_id,
+            "policy_version": policy_version,
+        }
+        partner = join_partner(plan)
+        if partner is not None:  # a declared join: the worker decrypts both datasets
+            request["partner"] = self.dataset(partner).to_json()
+        answer = self._call(request)
         attestation = self.verify_attestation(answer["attestation"], answer["signature"])
         ipc = base64.b64decode(answer["result_ipc"])
         return RunOutput(

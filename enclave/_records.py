@@ -9,7 +9,7 @@ from typing import Any
 import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 from computations import DatasetSpec
 from enclave._errors import EnclaveError
@@ -81,6 +81,18 @@ class RunAttestation(BaseModel):
     params_digest: str
     result_digest: str
     time: str
+    #: The dataset a join read as well, and its content hash; empty without a join.
+    partner_dataset: str = ""
+    partner_content_hash: str = ""
+
+    @model_serializer(mode="wrap")
+    def _without_empty_partner(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Attestations without a join keep their earlier form, signed and on the ledger.
+        data: dict[str, Any] = handler(self)
+        if not self.partner_dataset and not self.partner_content_hash:
+            data.pop("partner_dataset", None)
+            data.pop("partner_content_hash", None)
+        return data
 
     def canonical(self) -> bytes:
         return rfc8785.dumps(self.model_dump())

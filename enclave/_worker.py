@@ -28,6 +28,7 @@ from computations import (
     Plan,
     QueryRefused,
     code_hash_of,
+    join_partner,
     runner_for,
     set_enclave_secret,
     table_to_ipc,
@@ -50,6 +51,7 @@ _CLONE_NEWNET = 0x40000000
 _PR_GET_DUMPABLE = 3
 _PR_SET_DUMPABLE = 4
 _ALIAS = "ds"
+_PARTNER = "partner_ds"  # where a join's partner dataset is attached
 
 
 def _harden(cpu_seconds: int) -> bool:
@@ -159,6 +161,8 @@ def _run(request: dict[str, Any], network_isolated: bool, con: Any) -> dict[str,
     master = load_master_key(keys_dir / "master.key")
     set_enclave_secret(master)  # PSI session keys are wrapped under a key derived from it
     key = unwrap_dataset_key(master, base64.b64decode(record.wrapped_key), record.name)
+    partner = _partner_record(request, plan)
+    partner_stored: dict[str, str] = {}
     try:
         _engine.attach_encrypted(con, datasets_dir / record.file, key, alias=_ALIAS, read_only=True)
         con.execute(f"USE {_ALIAS}")
@@ -169,6 +173,25 @@ def _run(request: dict[str, Any], network_isolated: bool, con: Any) -> dict[str,
             raise DatasetError(
                 f"the encrypted file of dataset {record.name!r} does not match its record"
             )
+        extra: dict[str, Any] = {}
+        if partner is not None:
+            # The partner is decrypted with its own wrapped key (bound to its name).
+            partner_key = unwrap_dataset_key(
+                master, base64.b64decode(partner.wrapped_key), partner.name
+            )
+            _engine.attach_encrypted(
+                con, datasets_dir / partner.file, partner_key, alias=_PARTNER, read_only=True
+            )
+            partner_stored = dict(
+                con.execute(f"SELECT key, value FROM {_PARTNER}.{_engine.META_TABLE}").fetchall()
+            )
+            if partner_stored.get("dataset") != partner.name or partner_stored.get(
+                "content_hash"
+            ) != (partner.content_hash):
+                raise DatasetError(
+                    f"the encrypted file of dataset {partner.name!r} does not match its record"
+                )
+            extra = {"partner": partner.spec, "partner_table": f"{_PARTNER}.{partner.name}"}
         _engine.lock_down(con)
         result = computation.execute(
             plan,
@@ -176,6 +199,7 @@ def _run(request: dict[str, Any], network_isolated: bool, con: Any) -> dict[str,
             table=record.name,
             dataset=record.spec,
             unit_unique=stored.get("unit_unique") == "true",
+            **extra,
         )
     finally:
         con.close()
@@ -192,6 +216,8 @@ def _run(request: dict[str, Any], network_isolated: bool, con: Any) -> dict[str,
         params_digest=plan.params_digest,
         result_digest=sha256_digest(ipc),
         time=_now(),
+        partner_dataset=partner.name if partner is not None else "",
+        partner_content_hash=partner_stored.get("content_hash", ""),
     )
     signature = attestation.sign(load_signing_key(keys_dir / "enclave.key"))
     return {
@@ -201,6 +227,22 @@ def _run(request: dict[str, Any], network_isolated: bool, con: Any) -> dict[str,
         "suppressed_groups": result.suppressed_groups,
         "notes": list(result.notes),
     }
+
+
+def _partner_record(request: dict[str, Any], plan: Plan) -> DatasetRecord | None:
+    """The record of the dataset ``plan`` joins to, which the request must carry."""
+    wanted = join_partner(plan)
+    raw = request.get("partner")
+    if wanted is None:
+        if raw is not None:
+            raise EnclaveError("the request names a partner dataset but the plan joins none")
+        return None
+    if raw is None:
+        raise EnclaveError(f"the plan joins dataset {wanted!r}: the request must carry it")
+    partner = DatasetRecord.from_json(raw)
+    if partner.name != wanted:
+        raise EnclaveError(f"the plan joins {wanted!r}, the request carries {partner.name!r}")
+    return partner
 
 
 #: What the parent hears of any run that failed once the dataset was opened: one message,

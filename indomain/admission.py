@@ -9,24 +9,25 @@ query was written, and budget is reserved last, only for a job that will run.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import policies
 from computations import (
-    Computation,
     ComputationError,
     DatasetSpec,
     QueryRefused,
     code_hash_of,
     get_computation,
+    join_partner,
 )
 from enclave import DatasetError
 from gateway import Admission, JobDocument
 from indomain import budgets
 from indomain.approvals import computation_for, resolve_params
 from indomain.errors import ConfigError, IndomainError
-from indomain.policy_requests import columns_of, result_size_of, with_obligations
+from indomain.policy_requests import columns_of, result_size_of, spec_with_obligations
 from indomain.reviews import REVIEW_COUNTS, ProposalError
 
 if TYPE_CHECKING:
@@ -70,9 +71,16 @@ def admit(sandbox: Sandbox, job: JobDocument, *, job_id: str, signature: str) ->
         code = getattr(exc, "code", "proposal_not_approved")
         return refuse(sandbox, request, code, str(exc))
     computation = computation_for(sandbox, job, computation)  # an approved module's runner
-    policy_set = sandbox.policy_set
-    columns, size = _shape(computation, params, record.spec)
     now = datetime.now(UTC)
+    try:
+        partner, partners, columns, size, decisions = _decide(
+            sandbox, job, computation, record.spec, params, now
+        )
+    except _NotDecidable as exc:
+        request.update(exc.recorded)
+        return refuse(sandbox, request, "policy_denied", exc.reason)
+    if partner is not None:
+        request["partner_dataset"] = partner
     # What the decision was made with, so `policy diff` can replay it exactly later (the
     # columns of a proposal's rendered template, the gateway's time, not the job's).
     request["decided_with"] = {
@@ -80,11 +88,7 @@ def admit(sandbox: Sandbox, job: JobDocument, *, job_id: str, signature: str) ->
         "result_size": size,
         "time": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
     }
-    try:
-        access = sandbox.access_request(job, columns=columns, result_size=size, when=now)
-    except policies.PolicyError as exc:
-        return refuse(sandbox, request, "policy_denied", f"denied: {exc}")
-    decision = policies.decide(policy_set, access)
+    decision = decisions[0][1]
     decided = {
         "allowed": decision.allowed,
         "policies": list(decision.determining_policies),
@@ -93,24 +97,52 @@ def admit(sandbox: Sandbox, job: JobDocument, *, job_id: str, signature: str) ->
         "code": decision.code,
         "obligations": dict(decision.obligations),
     }
-    if not decision.allowed:
-        entry = sandbox.ledger.append("job.denied", {**request, "decision": decided})
+    if partner is not None:
+        other = decisions[1][1]
+        decided["datasets"] = {
+            dataset: {
+                "allowed": d.allowed,
+                "policies": list(d.determining_policies),
+                "reason": d.reason,
+                "code": d.code,
+                "obligations": dict(d.obligations),
+            }
+            for dataset, d in decisions
+        }
+        if decision.allowed and not other.allowed:
+            decision = other  # the partner's denial is the one to report
+        decided["allowed"] = decision.allowed and other.allowed
+    for dataset, denial in decisions:
+        if denial.allowed:
+            continue
+        where = f"dataset {dataset}: " if partner is not None else ""
+        entry = sandbox.ledger.append(
+            "job.denied",
+            {**request, "decision": decided, **({"denied_dataset": dataset} if partner else {})},
+        )
         return Admission(
             outcome="denied",
             code="policy_denied",
-            reason=decision.reason,
+            reason=where + denial.reason,
             ledger_index=entry.index,
-            policies=decision.determining_policies,
-            policy_version=decision.policy_version,
+            policies=denial.determining_policies,
+            policy_version=denial.policy_version,
             details={
-                "decision_code": decision.code,
+                "decision_code": denial.code,
+                **({"denied_dataset": dataset} if partner is not None else {}),
                 "messages": {
-                    lang: policies.message(decision.code, decision.details, lang=lang)
+                    lang: where + policies.message(denial.code, denial.details, lang=lang)
                     for lang in ("en", "zh")
                 },
             },
         )
-    obligations = dict(decision.obligations)
+    obligations = dict(
+        policies.merge_obligations([d.obligations for _, d in decisions])
+        if partner is not None
+        else decision.obligations
+    )
+    if partner is not None:
+        decided["obligations"] = obligations  # the stricter of both datasets' decisions
     review = str(obligations.get("review", "none"))
     if review != "none" and "proposal" not in job.params:
         # A grant that requires review covers reviewed computations only.
@@ -140,8 +172,16 @@ def admit(sandbox: Sandbox, job: JobDocument, *, job_id: str, signature: str) ->
             )
     try:
         plan = computation.check(
-            params, with_obligations(record.spec, decision), obligations=obligations
+            params,
+            spec_with_obligations(record.spec, obligations),
+            obligations=obligations,
+            **_partners_arg(
+                computation,
+                {name: spec_with_obligations(spec, obligations) for name, spec in partners.items()},
+            ),
         )
+        if join_partner(plan) != partner:  # the shape check and this one must agree
+            raise ComputationError("the query's join changed between checks")
     except QueryRefused as exc:
         return refuse(
             sandbox,
@@ -162,6 +202,7 @@ def admit(sandbox: Sandbox, job: JobDocument, *, job_id: str, signature: str) ->
             job_id=job_id,
             obligations=obligations,
             is_released=sandbox.has_released,
+            partner=partners[partner] if partner is not None else None,
         )
     except (budgets.BudgetExhausted, ConfigError) as exc:
         return refuse(sandbox, request, "budget_exhausted", str(exc), decided=decided)
@@ -183,10 +224,58 @@ def admit(sandbox: Sandbox, job: JobDocument, *, job_id: str, signature: str) ->
         policies=decision.determining_policies,
         policy_version=decision.policy_version,
         details={
-            **({"obligations": dict(decision.obligations)} if decision.obligations else {}),
+            **({"obligations": dict(obligations)} if obligations else {}),
             "budget": budget,
         },
     )
+
+
+def joinable(sandbox: Sandbox, spec: DatasetSpec) -> dict[str, DatasetSpec]:
+    """The specs of the imported datasets ``spec``'s manifest declares joins to."""
+    found = {}
+    for join in spec.joins:
+        try:
+            found[join.dataset] = sandbox.enclave.dataset(join.dataset).spec
+        except DatasetError:
+            continue  # not imported (yet): a query joining it is refused by the checker
+    return found
+
+
+def partners_arg(
+    sandbox: Sandbox, computation: Any, spec: DatasetSpec, obligations: Mapping[str, str]
+) -> dict[str, Any]:
+    """The ``partners=`` argument of ``computation.check`` for a job on ``spec`` under
+    ``obligations`` (empty when no join is declared); execution re-checks with it."""
+    partners = joinable(sandbox, spec)
+    return _partners_arg(
+        computation,
+        {name: spec_with_obligations(other, obligations) for name, other in partners.items()},
+    )
+
+
+def _partners_arg(computation: Any, partners: dict[str, DatasetSpec]) -> dict[str, Any]:
+    """``partners=`` for the computation that takes it (``aggregate``), else nothing."""
+    return {"partners": partners} if partners and computation.name == "aggregate" else {}
+
+
+def _joined_result_size(plan: Any, specs: Mapping[str, DatasetSpec]) -> int | None:
+    """:func:`result_size_of` for a join plan, whose group columns are ``<dataset>.<column>``:
+    the product of each column's declared keys in its own manifest, ``None`` if one has none."""
+    size = 1
+    for name in plan.body.get("group_by", ()):
+        dataset, _, column = str(name).partition(".")
+        spec = specs.get(dataset)
+        found = spec.column(column) if spec is not None else None
+        if found is None or not found.keys:
+            return None
+        size *= len(found.keys)
+    return size
+
+
+def _split_columns(columns: tuple[str, ...], dataset: str) -> tuple[str, ...]:
+    """The columns of ``dataset`` among a join plan's ``<dataset>.<column>`` names."""
+    prefix = dataset + "."
+    return tuple(c.removeprefix(prefix) for c in columns if c.startswith(prefix))
 
 
 def refuse(
@@ -212,9 +301,67 @@ def refuse(
     )
 
 
+class _NotDecidable(Exception):
+    """The registry facts for a job do not form a policy request (a policy error)."""
+
+    def __init__(self, reason: str, recorded: dict[str, Any]) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.recorded = recorded
+
+
+def _decide(
+    sandbox: Sandbox,
+    job: JobDocument,
+    computation: Any,
+    spec: DatasetSpec,
+    params: dict[str, Any],
+    now: datetime,
+) -> tuple[
+    str | None,
+    dict[str, DatasetSpec],
+    tuple[str, ...],
+    int | None,
+    list[tuple[str, policies.Decision]],
+]:
+    """The policy decisions for ``job``: one per dataset it reads (its own, and a declared
+    join partner, each for its own columns), with what they were made with:
+    ``(partner, partner specs, columns, result size, [(dataset, decision)])``."""
+    partners = joinable(sandbox, spec)
+    partner: str | None = None
+    shape: Any = None
+    try:
+        shape = computation.check(params, spec, **_partners_arg(computation, partners))
+        columns, size = columns_of(shape), result_size_of(shape, spec)
+        partner = join_partner(shape)
+    except ComputationError:
+        columns, size = (), None  # refused after the policy decision
+    theirs: tuple[str, ...] = ()
+    if partner is not None:
+        mine, theirs = _split_columns(columns, job.dataset), _split_columns(columns, partner)
+        size = _joined_result_size(shape, {job.dataset: spec, **partners})
+        columns = mine
+    datasets = [(job.dataset, columns)] + ([(partner, theirs)] if partner is not None else [])
+    decisions = []
+    for dataset, used in datasets:
+        try:
+            access = sandbox.access_request(
+                job.model_copy(update={"dataset": dataset}),
+                columns=used,
+                result_size=size,
+                when=now,
+            )
+        except policies.PolicyError as exc:
+            where = f" on dataset {dataset}" if partner is not None else ""
+            recorded = {"partner_dataset": partner} if partner is not None else {}
+            raise _NotDecidable(f"denied{where}: {exc}", recorded) from None
+        decisions.append((dataset, policies.decide(sandbox.policy_set, access)))
+    return partner, partners, columns, size, decisions
+
+
 def recheck(sandbox: Sandbox, job: JobDocument) -> None:
     """Decide on an accepted job again just before it runs; raise :class:`NoLongerAllowed`
-    if it is now denied.
+    if it is now denied (on its dataset or a join partner).
 
     A job normally runs milliseconds after its admission, but one resumed after a restart
     may run much later: a licence suspended or a grant revoked meanwhile must stop it.
@@ -222,23 +369,12 @@ def recheck(sandbox: Sandbox, job: JobDocument) -> None:
     record = sandbox.enclave.dataset(job.dataset)
     params = resolve_params(sandbox, job)
     computation = computation_for(sandbox, job, get_computation(job.computation))
-    columns, size = _shape(computation, params, record.spec)
     try:
-        access = sandbox.access_request(job, columns=columns, result_size=size)
-    except policies.PolicyError as exc:
-        raise NoLongerAllowed(f"no longer allowed at run time: {exc}") from None
-    decision = policies.decide(sandbox.policy_set, access)
-    if not decision.allowed:
-        raise NoLongerAllowed(f"no longer allowed at run time: {decision.reason}")
-
-
-def _shape(
-    computation: Computation, params: dict[str, Any], spec: DatasetSpec
-) -> tuple[tuple[str, ...], int | None]:
-    """The columns a job reads and its result size, as policies see them; nothing when
-    the computation refuses it (the refusal comes after the policy decision)."""
-    try:
-        shape = computation.check(params, spec)
-    except ComputationError:
-        return (), None
-    return columns_of(shape), result_size_of(shape, spec)
+        _, _, _, _, decisions = _decide(
+            sandbox, job, computation, record.spec, params, datetime.now(UTC)
+        )
+    except _NotDecidable as exc:
+        raise NoLongerAllowed(f"no longer allowed at run time: {exc.reason}") from None
+    for _, decision in decisions:
+        if not decision.allowed:
+            raise NoLongerAllowed(f"no longer allowed at run time: {decision.reason}")

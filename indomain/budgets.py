@@ -24,6 +24,9 @@ How it stays honest:
   :class:`BudgetExhausted` if the job would overspend any applicable budget, and inserts
   the charge. SQLite's write lock serialises reservations across threads and processes, so
   concurrent jobs cannot overspend. Amounts are integers of 1e-9 epsilon (no float drift).
+- **A join is charged on both datasets**, in the same transaction: the job's row, and a row
+  for the partner dataset under the id ``<job_id>@<partner>`` (the table's key is the job
+  id). If either account has no room, nothing is charged.
 - **Never refunded.** A charge stays even when the job later fails: it may have touched
   data (a failure that depends on data is itself a release).
 - **On the ledger.** The sandbox writes each charge into the job's ``job.accepted`` entry.
@@ -179,17 +182,21 @@ class Accountant:
         now: datetime | None = None,
         rho: float = 0.0,
         rho_delta: float = 0.0,
+        also: Iterable[tuple[str, Iterable[Budget]]] = (),
     ) -> Charge:
         """Charge ``(epsilon, delta)`` and ``rho`` if every budget in ``budgets`` has room.
 
         ``rho`` (zCDP) is added to the window's rho and the total converted at
         ``rho_delta`` (see the module docstring) before it is compared with a budget.
+        ``also`` charges the same amounts to more datasets (a join's partner, with its
+        budgets) in the same transaction: all are charged, or none.
         Raises :class:`BudgetExhausted` (nothing charged) if one has not, and
         :class:`ConfigError` if no budget applies (fail closed), the amounts are negative,
         or rho comes without a delta to convert it at.
         """
-        budgets = tuple(budgets)
-        if not budgets:
+        accounts = [(dataset, tuple(budgets))] + [(d, tuple(b)) for d, b in also]
+        joint = len(accounts) > 1
+        if any(not applying for _, applying in accounts):
             raise ConfigError("no privacy budget applies to this dataset; refusing to run")
         if epsilon < 0 or delta < 0 or rho < 0:
             raise ConfigError("a privacy charge cannot be negative")
@@ -217,9 +224,11 @@ class Accountant:
                         windows=(),
                         rho=charged[3] / UNITS,
                     )
-                for budget in budgets:
+                for account, budget in (
+                    (account, budget) for account, applying in accounts for budget in applying
+                ):
                     label, start, end = budget.bounds(now or datetime.now(UTC))
-                    pure, _, _, rhos = _spent(con, enterprise, dataset, start, end)
+                    pure, _, _, rhos = _spent(con, enterprise, account, start, end)
                     if rhos and not 0 < rho_delta < 1:
                         raise ConfigError(
                             "this account holds zCDP charges: give the delta to convert them at"
@@ -231,7 +240,7 @@ class Accountant:
                         left = max(0, limit - spent) / UNITS
                         needs = (after - spent) / UNITS
                         raise BudgetExhausted(
-                            f"privacy budget exhausted for {dataset} ({budget}, window "
+                            f"privacy budget exhausted for {account} ({budget}, window "
                             f"{label}): this job needs epsilon {needs:g}, {left:g} is left"
                         )
                     window = {
@@ -242,12 +251,24 @@ class Accountant:
                     }
                     if cost_rho:
                         window["rho_after"] = (rhos + cost_rho) / UNITS
+                    if joint:
+                        window["dataset"] = account
                     windows.append(window)
-                con.execute(
-                    "INSERT INTO budget_charges (job_id, enterprise, dataset, epsilon, delta,"
-                    " charged_at, release_key, rho) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (job_id, enterprise, dataset, cost, cost_delta, when, release_key, cost_rho),
-                )
+                for account, _ in accounts:
+                    con.execute(
+                        "INSERT INTO budget_charges (job_id, enterprise, dataset, epsilon, delta,"
+                        " charged_at, release_key, rho) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            job_id if account == dataset else f"{job_id}@{account}",
+                            enterprise,
+                            account,
+                            cost,
+                            cost_delta,
+                            when,
+                            release_key if account == dataset else "",
+                            cost_rho,
+                        ),
+                    )
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
@@ -373,9 +394,12 @@ def reserve_for_plan(
     job_id: str,
     obligations: Mapping[str, str],
     is_released: Callable[[str], bool],
+    partner: DatasetSpec | None = None,
 ) -> dict[str, Any]:
     """Reserve what ``plan`` costs, or find the stored release that answers it for free.
 
+    ``partner`` is the spec of the dataset a join plan reads too: it is charged the same,
+    under its own budgets, in the same transaction (both or neither).
     Returns the ``budget`` record for the ledger and the admission: the charge, the
     ``release_key``, and ``reuse_of`` (a job id) when a stored release answers it.
     Raises :class:`BudgetExhausted` or :class:`ConfigError` as :meth:`Accountant.reserve`.
@@ -398,8 +422,14 @@ def reserve_for_plan(
         rho_delta=cost.rho_delta or spec.privacy.delta,
         budgets=budgets_for(spec.privacy.budget, obligations),
         release_key=key,
+        also=[(partner.name, budgets_for(partner.privacy.budget, obligations))]
+        if partner is not None
+        else (),
     )
-    return {**charge.to_json(), "release_key": key}
+    record = {**charge.to_json(), "release_key": key}
+    if partner is not None:
+        record["datasets"] = [plan.dataset, partner.name]
+    return record
 
 
 def budget_views(

@@ -14,7 +14,7 @@ import ledger
 from computations import get_computation, privacy_statement, table_from_ipc
 from enclave import RunOutput
 from gateway import Admission, Execution, JobDocument
-from indomain.admission import digest, recheck
+from indomain.admission import digest, partners_arg, recheck
 from indomain.approvals import computation_for, resolve_params
 from indomain.errors import IndomainError, InternalError
 from indomain.policy_requests import spec_with_obligations
@@ -43,6 +43,7 @@ def execute(sandbox: Sandbox, job: JobDocument, *, job_id: str, admission: Admis
             resolve_params(sandbox, job),  # re-checked at run time
             spec_with_obligations(record.spec, obligations),
             obligations=obligations,
+            **partners_arg(sandbox, computation, record.spec, obligations),
         )
         fresh = sandbox.enclave.run(
             plan, job_id=job_id, policy_version=admission.policy_version or "none"
@@ -59,6 +60,11 @@ def execute(sandbox: Sandbox, job: JobDocument, *, job_id: str, admission: Admis
                 "job_id": job_id,
                 "enterprise": job.enterprise,
                 "dataset": job.dataset,
+                **(
+                    {"partner_dataset": output.attestation.partner_dataset}
+                    if output.attestation.partner_dataset
+                    else {}
+                ),
                 "accepted_at_index": admission.ledger_index,
                 "attestation": output.attestation.model_dump(),
                 "attestation_signature": output.signature,

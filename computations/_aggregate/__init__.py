@@ -22,8 +22,9 @@ import duckdb
 import rfc8785
 
 from computations._aggregate._body import AggregateBody, Privacy
-from computations._aggregate._check import check_sql
+from computations._aggregate._check import check_sql, target_spec
 from computations._aggregate._execute import run
+from computations._aggregate._join import join_source, joined_spec
 from computations._aggregate._noise import _opendp, zcdp_epsilon, zcdp_rho_for_epsilon
 from computations._computation import (
     CORE_SOURCES,
@@ -53,7 +54,9 @@ _PARAMS_SCHEMA: Final[dict[str, Any]] = {
                 "One DuckDB SELECT over the dataset's table: GROUP BY dimension columns, "
                 "and COUNT(*), COUNT(col), COUNT(DISTINCT privacy_unit), SUM(col), AVG(col), "
                 "optionally aliased; WHERE comparisons of dimension columns with literals, "
-                "joined by AND. No HAVING, ORDER BY, LIMIT, joins or subqueries."
+                "joined by AND. At most one INNER JOIN, to a dataset the manifest declares, "
+                "ON its declared 1:1 key, with every column qualified. No HAVING, ORDER BY, "
+                "LIMIT or subqueries."
             ),
         }
     },
@@ -91,19 +94,24 @@ class Aggregate:
         dataset: DatasetSpec,
         *,
         obligations: Mapping[str, str] | None = None,
+        partners: Mapping[str, DatasetSpec] | None = None,
     ) -> Plan:
         """Approve ``params["sql"]`` for ``dataset`` as a plan.
 
         ``obligations`` (from the policy decision) may make the release stricter: a lower
         ``epsilon_per_job`` or a higher ``min_group_size``; never looser.
+        ``partners`` are the specs of the datasets ``dataset``'s manifest declares joins
+        to; the query may join one (:func:`join_partner` of the plan names it), released
+        under the stricter of the two manifests.
         Raises :class:`QueryRefused` (rule ``params`` for wrong parameters, otherwise the
         SQL rule broken) and :class:`ComputationError` for anything else wrong, including a
         malformed obligation.
         """
         sql = _sql_param(params)
-        privacy = release_privacy(dataset, obligations or {})
-        body = check_sql(sql, dataset, privacy)
-        if privacy.delta and not body.needs_threshold(dataset):
+        target = target_spec(sql, dataset, partners)
+        privacy = release_privacy(target, obligations or {})
+        body = check_sql(sql, dataset, privacy, partners=partners)
+        if privacy.delta and not body.needs_threshold(target):
             # Every group key is public: nothing is released on a threshold, so no delta.
             body = dataclasses.replace(body, privacy=dataclasses.replace(privacy, delta=0.0))
         return Plan(
@@ -121,12 +129,17 @@ class Aggregate:
         table: str,
         dataset: DatasetSpec,
         unit_unique: bool = False,
+        partner: DatasetSpec | None = None,
+        partner_table: str | None = None,
     ) -> ComputationResult:
         """Run ``plan`` on ``con`` against ``table`` (the dataset's table in DuckDB).
 
         ``unit_unique`` is for the enclave only: it says the table holds at most one row per
         privacy unit (measured at import), which lets bounding skip a per-unit aggregation.
         Passing it for a table where that is false would break the privacy guarantee.
+        A plan that joins needs ``partner`` (its spec) and ``partner_table``; the join is
+        made on keys that occur once in the partner (``_join.py``), and the notes say how
+        many keys were left out as duplicates.
 
         The plan body is validated again against ``dataset``; the connection is only read.
         Raises :class:`ComputationError` for a plan of another computation or dataset, a
@@ -137,8 +150,38 @@ class Aggregate:
         if plan.dataset != dataset.name:
             raise ComputationError(f"plan is for dataset {plan.dataset!r}, not {dataset.name!r}")
         body = AggregateBody.from_json(plan.body)
-        body.validate(dataset)
-        return run(body, con, table=table, dataset=dataset, unit_unique=unit_unique)
+        if body.join is None:
+            body.validate(dataset)
+            return run(body, con, table=table, dataset=dataset, unit_unique=unit_unique)
+        if partner is None or partner_table is None or partner.name != body.join.dataset:
+            raise ComputationError(f"the plan joins {body.join.dataset!r}: give its table")
+        if dataset.join(partner.name) != body.join:
+            raise ComputationError("the plan's join is not the one the manifest declares")
+        spec = joined_spec(dataset, partner)
+        body.validate(spec)
+        source = join_source(dataset, partner, left_table=table, right_table=partner_table)
+        result = run(body, con, table=source, dataset=spec, unit_unique=unit_unique)
+        # How many keys were left out is not stated: an exact count over the partner's
+        # rows is not differentially private, and it moves with one person's rows.
+        note = (
+            f"joined to {partner.name} on {body.join.key} = {body.join.other_key}, 1:1: "
+            f"keys occurring more than once in {partner.name} are left out "
+            "(a join never multiplies a person's rows)"
+        )
+        return dataclasses.replace(result, notes=(*result.notes, note))
+
+
+def join_partner(plan: Plan) -> str | None:
+    """The dataset an aggregate plan joins to, or ``None`` (also for other computations).
+
+    Admission decides policy and charges budget on this dataset too.
+    """
+    if plan.computation != Aggregate.name:
+        return None
+    join = plan.body.get("join") if isinstance(plan.body, Mapping) else None
+    if join is None:
+        return None
+    return AggregateBody.from_json(plan.body).join.dataset  # type: ignore[union-attr]
 
 
 def release_privacy(dataset: DatasetSpec, obligations: Mapping[str, str]) -> Privacy:

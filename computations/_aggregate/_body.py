@@ -12,8 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from computations._aggregate._noise import zcdp_epsilon
-from computations._dataset import ColumnClass, DatasetSpec
+from computations._dataset import ColumnClass, DatasetSpec, JoinSpec
 from computations._errors import ComputationError
 
 Function = Literal["count", "count_distinct", "sum", "avg", "quantile"]
@@ -109,6 +111,9 @@ class AggregateBody:
     outputs: tuple[Output, ...]
     where: tuple[Predicate, ...]
     privacy: Privacy
+    #: The declared join, if the query makes one; its columns are then named
+    #: ``<dataset>.<column>`` (``_join.py``).
+    join: JoinSpec | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The body as plain JSON values, for :class:`Plan`."""
@@ -126,17 +131,30 @@ class AggregateBody:
                         **({"alpha": out.alpha} if out.function == "quantile" else {}),
                     }
                 )
-        return {
+        data: dict[str, Any] = {
             "group_by": list(self.group_by),
             "outputs": outputs,
             "where": [{"column": p.column, "op": p.op, "value": p.value} for p in self.where],
             "privacy": self.privacy.to_json(),
         }
+        if self.join is not None:  # plans without a join keep their form (and release keys)
+            data["join"] = self.join.model_dump()
+        return data
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> AggregateBody:
         """Parse a plan body; raises :class:`ComputationError` if its shape is wrong."""
-        _keys(body, {"group_by", "outputs", "where", "privacy"}, "body")
+        _keys(
+            body,
+            {"group_by", "outputs", "where", "privacy"} | ({"join"} if "join" in body else set()),
+            "body",
+        )
+        join: JoinSpec | None = None
+        if "join" in body:
+            try:
+                join = JoinSpec.model_validate(body["join"])
+            except ValidationError:
+                raise _malformed("join must be {dataset, key, other_key}") from None
         group_by = body["group_by"]
         if not isinstance(group_by, list | tuple) or not all(isinstance(c, str) for c in group_by):
             raise _malformed("group_by must be a list of column names")
@@ -233,7 +251,11 @@ class AggregateBody:
             rho_delta=float(rho_delta),
         )
         return cls(
-            group_by=tuple(group_by), outputs=tuple(outputs), where=tuple(where), privacy=privacy
+            group_by=tuple(group_by),
+            outputs=tuple(outputs),
+            where=tuple(where),
+            privacy=privacy,
+            join=join,
         )
 
     def validate(self, dataset: DatasetSpec) -> None:

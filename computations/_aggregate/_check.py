@@ -8,8 +8,9 @@ GROUP BY) so that a refusal names the first rule a reader would look at.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import sqlglot
@@ -27,7 +28,8 @@ from computations._aggregate._body import (
     Predicate,
     Privacy,
 )
-from computations._dataset import ColumnClass, ColumnSpec, DatasetSpec
+from computations._aggregate._join import bare, declared_join, joined_spec, qualified
+from computations._dataset import ColumnClass, ColumnSpec, DatasetSpec, JoinSpec
 from computations._errors import ComputationError, QueryRefused
 from indomain.errors import InternalError
 
@@ -44,6 +46,7 @@ RULES = frozenset(
         "aggregate-function", "aggregate-argument", "aggregate-distinct", "aggregate-required",
         "identifier-column", "bare-column", "group-by-column", "group-by-dimension",
         "unknown-column", "qualified-column", "alias", "duplicate-name",
+        "single-join", "join-form", "join-partner", "join-key", "join-column", "join-privacy",
     }
 )  # fmt: skip
 
@@ -85,20 +88,33 @@ _FLIPPED: dict[Operator, Operator] = {
 _PATH_CHARS = frozenset("/\\.:*~")
 
 
-def check_sql(sql: str, dataset: DatasetSpec, privacy: Privacy) -> AggregateBody:
+def check_sql(
+    sql: str,
+    dataset: DatasetSpec,
+    privacy: Privacy,
+    *,
+    partners: Mapping[str, DatasetSpec] | None = None,
+) -> AggregateBody:
     """Check ``sql`` against the aggregate rules for ``dataset``, released under ``privacy``.
 
+    ``partners`` are the specs of datasets the manifest declares joins to; a query may
+    join one of them (``privacy`` must then be that of :func:`target_spec`'s joined spec).
     Returns the validated body, its WHERE in canonical form (each comparison written
     column-first, duplicates and true constants dropped, sorted), so equivalent queries
     give equal bodies. Raises :class:`QueryRefused` naming the rule broken.
     """
     select = _single_select(sql)
+    join: JoinSpec | None = None
+    if _is_set(select.args.get("joins")):
+        select, join, dataset = _resolve_join(select, dataset, partners or {})
     _check_clauses(select)
     _check_from(select, dataset)
     outputs = [_select_item(item, dataset) for item in select.expressions]
     group_by = _group_by(select, dataset)
     where = _where(select, dataset)
     body = _assemble(outputs, group_by, where, privacy, dataset)
+    if join is not None:
+        body = dataclasses.replace(body, join=join)
     groups = body.public_groups(dataset)
     if groups is not None and groups > MAX_PUBLIC_GROUPS:
         raise QueryRefused(
@@ -112,6 +128,134 @@ def check_sql(sql: str, dataset: DatasetSpec, privacy: Privacy) -> AggregateBody
     except ComputationError as exc:  # the checker above must have refused already
         raise InternalError(f"checker approved an invalid aggregate: {exc}") from exc
     return body
+
+
+def target_spec(
+    sql: str, dataset: DatasetSpec, partners: Mapping[str, DatasetSpec] | None = None
+) -> DatasetSpec:
+    """The spec ``sql`` reads: ``dataset``, or its joined spec if it joins a partner.
+
+    Raises :class:`QueryRefused` as :func:`check_sql` would for the statement or the join.
+    """
+    select = _single_select(sql)
+    if not _is_set(select.args.get("joins")):
+        return dataset
+    return _resolve_join(select, dataset, partners or {})[2]
+
+
+_JOIN_FORM = "only one INNER JOIN of a declared partner ON the declared keys is allowed"
+
+
+def _resolve_join(
+    select: exp.Select, dataset: DatasetSpec, partners: Mapping[str, DatasetSpec]
+) -> tuple[exp.Select, JoinSpec, DatasetSpec]:
+    """Check the join of ``select`` and return it without one: a copy whose FROM is the
+    job's table alone and whose columns carry their joined-spec names (``_join.py``)."""
+    joins = select.args["joins"]
+    if not dataset.joins:
+        raise QueryRefused(
+            "no-join",
+            f"joins are not allowed: the manifest of {dataset.name} declares none; query one table",
+            _sql(joins),
+        )
+    if len(joins) > 1:
+        raise QueryRefused("single-join", "at most one join is allowed", _sql(joins[1]))
+    node = joins[0]
+    if not isinstance(node, exp.Join):
+        raise QueryRefused("join-form", _JOIN_FORM, _sql(node))
+    kind = str(node.args.get("kind") or "").upper()
+    if kind not in ("", "INNER") or _any_set_but(node, "this", "on", "kind"):
+        raise QueryRefused(
+            "join-form", _JOIN_FORM + " (no USING, NATURAL, OUTER, CROSS)", _sql(node)
+        )
+    if not _is_set(node.args.get("on")):
+        raise QueryRefused("join-form", _JOIN_FORM + "; the join needs ON", _sql(node))
+    partner_name, partner_alias = _join_table(node.this, "join-partner")
+    from_ = select.args.get("from_")
+    if not isinstance(from_, exp.From) or not isinstance(from_.this, exp.Table):
+        raise QueryRefused("single-table", f"the query must read FROM {dataset.name}", _sql(select))
+    left_name, left_alias = _join_table(from_.this, "single-table")
+    if left_name != dataset.name:
+        raise QueryRefused(
+            "single-table", f"the query must read FROM {dataset.name}", _sql(from_.this)
+        )
+    join = declared_join(dataset, partner_name)
+    partner = partners.get(partner_name)
+    if partner is None:
+        raise QueryRefused(
+            "join-partner", f"dataset {partner_name} is not available to join", partner_name
+        )
+    spec = joined_spec(dataset, partner)
+    names = {left_alias: dataset.name, partner_alias: partner_name}
+    if len(names) != 2:
+        raise QueryRefused("join-form", "the two tables need distinct names", _sql(node))
+    on = node.args["on"]
+    wanted = f"{dataset.name}.{join.key} = {partner_name}.{join.other_key}"
+    sides: set[tuple[str, str] | None] = set()
+    if isinstance(on, exp.EQ) and not _any_set_but(on, "this", "expression"):
+        for side in (on.this, on.expression):
+            found = _resolve(side, names)
+            sides.add(None if found is None else (found[0], found[1].lower()))
+    if sides != {(dataset.name, join.key.lower()), (partner_name, join.other_key.lower())}:
+        raise QueryRefused(
+            "join-key", f"the join must be ON {wanted}, the declared 1:1 key", _sql(on)
+        )
+    rewritten = select.copy()
+    rewritten.set("joins", None)
+    rewritten.args["from_"].this.set("alias", None)
+    for column in list(rewritten.find_all(exp.Column)):
+        if column.is_star:
+            continue
+        table, name = _resolve(column, names) or ("", "")
+        if not table:
+            raise QueryRefused(
+                "join-column",
+                f"in a join every column is named with its table or alias ({', '.join(names)})",
+                _sql(column),
+            )
+        column.replace(exp.Column(this=exp.Identifier(this=qualified(table, name), quoted=True)))
+    return rewritten, join, spec
+
+
+def _join_table(node: exp.Expr, rule: str) -> tuple[str, str]:
+    """``(dataset name, the name columns use for it)`` of a table in a join."""
+    wanted = "a join reads two dataset tables by plain name, each optionally aliased"
+    if not isinstance(node, exp.Table):
+        raise QueryRefused(rule, wanted, _sql(node))
+    target = node.this
+    if isinstance(target, exp.Func):
+        raise QueryRefused("table-function", "table functions are not allowed", _sql(node))
+    if not isinstance(target, exp.Identifier) or _any_set_but(node, "this", "alias"):
+        raise QueryRefused(rule, wanted, _sql(node))
+    _only(target, {"this", "quoted"}, rule, wanted)
+    name = str(target.this)
+    if _PATH_CHARS & set(name):
+        raise QueryRefused("file-path", "files cannot be queried", _sql(node))
+    alias = node.args.get("alias")
+    if alias is None:
+        return name.lower(), name.lower()
+    ident = alias.this if isinstance(alias, exp.TableAlias) else None
+    if not isinstance(ident, exp.Identifier) or _any_set_but(alias, "this"):
+        raise QueryRefused(rule, "a table alias is a plain name", _sql(node))
+    return name.lower(), str(ident.this).lower()
+
+
+def _resolve(node: exp.Expr, names: Mapping[str, str]) -> tuple[str, str] | None:
+    """``(dataset, column)`` of a column qualified by a table name or alias in ``names``;
+    ``None`` for an unqualified one; refuses an unknown qualifier."""
+    if not isinstance(node, exp.Column) or not isinstance(node.this, exp.Identifier):
+        return None
+    if _is_set(node.args.get("db")) or _is_set(node.args.get("catalog")):
+        raise QueryRefused("qualified-column", "name a column as table.column", _sql(node))
+    table = node.args.get("table")
+    if not isinstance(table, exp.Identifier):
+        return None
+    found = names.get(str(table.this).lower())
+    if found is None:
+        raise QueryRefused(
+            "join-column", f"unknown table or alias (known: {', '.join(names)})", _sql(node)
+        )
+    return found, str(node.this.this)
 
 
 def _single_select(sql: str) -> exp.Select:
@@ -215,7 +359,7 @@ def _select_item(item: exp.Expr, dataset: DatasetSpec) -> GroupOutput | Aggregat
                 f"identifier column {spec.name} may not be selected",
                 _sql(node),
             )
-        return GroupOutput(name=alias or spec.name, column=spec.name)
+        return GroupOutput(name=alias or bare(spec.name), column=spec.name)
     if isinstance(node, _AGGREGATES):
         function, column = _aggregate(node, dataset)
         return AggregateOutput(
@@ -223,7 +367,9 @@ def _select_item(item: exp.Expr, dataset: DatasetSpec) -> GroupOutput | Aggregat
         )
     if isinstance(node, _QUANTILES):
         column, alpha = _quantile(node, dataset)
-        default = f"median_{column}" if isinstance(node, exp.Median) else f"quantile_{column}"
+        default = (
+            f"median_{bare(column)}" if isinstance(node, exp.Median) else f"quantile_{bare(column)}"
+        )
         return AggregateOutput(
             name=alias or default, function="quantile", column=column, alpha=alpha
         )
@@ -494,7 +640,7 @@ def _column(node: exp.Column, dataset: DatasetSpec) -> ColumnSpec:
 def _default_name(function: Function, column: str | None) -> str:
     if column is None:
         return "count"
-    return f"{function}_{column}"
+    return f"{function}_{bare(column)}"
 
 
 def _only(node: exp.Expr, allowed: Iterable[str], rule: str, reason: str) -> None:

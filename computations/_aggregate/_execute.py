@@ -18,6 +18,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+from sqlglot import exp
 
 from computations._aggregate._body import AggregateBody, AggregateOutput, GroupOutput
 from computations._aggregate._noise import (
@@ -72,7 +73,7 @@ def run(
     body: AggregateBody,
     con: duckdb.DuckDBPyConnection,
     *,
-    table: str,
+    table: str | exp.Expr,
     dataset: DatasetSpec,
     unit_unique: bool = False,
 ) -> ComputationResult:
@@ -102,7 +103,7 @@ def _dp(
     body: AggregateBody,
     con: duckdb.DuckDBPyConnection,
     *,
-    table: str,
+    table: str | exp.Expr,
     dataset: DatasetSpec,
     unit_unique: bool,
 ) -> ComputationResult:
@@ -279,7 +280,7 @@ _INTEGER_TYPES = frozenset(
 )
 
 
-def _integer_columns(con: duckdb.DuckDBPyConnection, table: str) -> frozenset[str]:
+def _integer_columns(con: duckdb.DuckDBPyConnection, table: str | exp.Expr) -> frozenset[str]:
     """The columns of ``table`` stored as integers (schema only, no row is read)."""
     try:
         described = con.execute(schema_sql(table)).description or []
@@ -371,7 +372,11 @@ def _release(
 
 
 def _threshold_only(
-    body: AggregateBody, con: duckdb.DuckDBPyConnection, *, table: str, dataset: DatasetSpec
+    body: AggregateBody,
+    con: duckdb.DuckDBPyConnection,
+    *,
+    table: str | exp.Expr,
+    dataset: DatasetSpec,
 ) -> ComputationResult:
     rules, minimum = dataset.privacy, body.privacy.min_group_size
     raw = _query(con, exact_sql(body, table=table, dataset=dataset))

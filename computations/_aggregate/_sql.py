@@ -75,7 +75,7 @@ def measures(body: AggregateBody) -> list[Measure]:
 def bounded_sql(
     body: AggregateBody,
     *,
-    table: str,
+    table: str | exp.Expr,
     dataset: DatasetSpec,
     unit_unique: bool = False,
     integer_columns: frozenset[str] = frozenset(),
@@ -226,7 +226,7 @@ def _one_row_per_unit(
     return query.sql(dialect="duckdb")
 
 
-def exact_sql(body: AggregateBody, *, table: str, dataset: DatasetSpec) -> str:
+def exact_sql(body: AggregateBody, *, table: str | exp.Expr, dataset: DatasetSpec) -> str:
     """Exact aggregates: ``g<i>``, ``a<i>`` per aggregate output, ``u``, and for each summed
     column ``d_<col>``, the largest share of its absolute sum held by one unit."""
     groups = [exp.alias_(_column(c), f"g{i}", quoted=True) for i, c in enumerate(body.group_by)]
@@ -294,12 +294,14 @@ def exact_sql(body: AggregateBody, *, table: str, dataset: DatasetSpec) -> str:
     return query.sql(dialect="duckdb")
 
 
-def schema_sql(table: str) -> str:
+def schema_sql(table: str | exp.Expr) -> str:
     """A query that reads no row of ``table`` but describes its columns."""
     return exp.Select(expressions=[exp.Star()]).from_(_source(table)).limit(0).sql("duckdb")
 
 
-def _source(table: str) -> exp.Table:
+def _source(table: str | exp.Expr) -> exp.Expr:
+    if isinstance(table, exp.Expr):  # the joined rows (_join.join_source), built by us
+        return table.copy()
     if not _TABLE_NAME.fullmatch(table):
         raise ComputationError("the dataset table name must be a plain, optionally dotted name")
     parts = table.split(".")

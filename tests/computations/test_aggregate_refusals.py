@@ -217,6 +217,13 @@ def test_every_rule_is_specified_here() -> None:
         "params",
         "unbounded-column",
         "too-many-groups",
+        # the declared join's rules: tests/computations/test_aggregate_join.py
+        "single-join",
+        "join-form",
+        "join-partner",
+        "join-key",
+        "join-column",
+        "join-privacy",
     } == RULES
 
 
