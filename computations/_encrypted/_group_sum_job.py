@@ -63,7 +63,7 @@ from computations._he._context import (
 )
 from computations._plan import ComputationResult, Plan, params_digest
 from computations._psi import PsiError, PsiReblinded, PsiRequest
-from computations._psi._group import blind
+from computations._psi._protocol import blind_distinct
 
 #: The enterprise-signed parameters.
 PARAM_KEYS: Final = frozenset({"session", "request", "reply", "context", "values"})
@@ -325,7 +325,9 @@ def _outcomes(key: bytes, request: tuple[bytes, ...], reply: PsiReblinded) -> li
             if point in where:
                 raise PsiError("the PSI reply repeats a point")
             where[point] = g + 1
-    return [where.get(blind(key, point), 0) for point in request]
+    # Compare blinded values, not bytes: two encodings of one point would otherwise each
+    # be matched, and the row reported twice (the reviewer's bit-255 twins).
+    return [where.get(point, 0) for point in blind_distinct(key, request)]
 
 
 def plan_cost(plan: Plan) -> tuple[float, float]:
