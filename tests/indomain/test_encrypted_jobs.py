@@ -44,6 +44,10 @@ when { context.purpose == "credit_risk_model" };
 """
 
 
+#: Districts in the demo manifest: the groups of a session on ``district``.
+GROUPS = 11
+
+
 class Encrypted:
     def __init__(self, sandbox: Any, url: str, acme: Any, beta: Any, source: Path) -> None:
         self.sandbox, self.url, self.source = sandbox, url, source
@@ -55,6 +59,9 @@ class Encrypted:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Encrypted]:
     base = tmp_path_factory.mktemp("encrypted")
     data, manifest = write_residents(base / "source", 3000)
+    # A group sum over the 11 districts is charged 11 x epsilon (G reports per person are
+    # possible, docs/threat-model.md): room for the jobs below.
+    manifest.write_text(manifest.read_text().replace("budget: 20/month", "budget: 100/month"))
     sandbox = Sandbox.init(base / "home", origin="test.indomain.example/ledger")
     sandbox.import_dataset(data, name="residents", manifest=manifest)
     acme, beta = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
@@ -130,7 +137,8 @@ def test_an_encrypted_group_sum_end_to_end_is_debiased_and_charged(
         values=values,
         context=secret_context,
     )
-    assert _spent(world) == pytest.approx(before + 1.0)  # the manifest's epsilon per job
+    # G x the manifest's epsilon per report: the 11 districts of the offer.
+    assert _spent(world) == pytest.approx(before + GROUPS * 1.0)
     by_group = {a["group"]: a for a in answers}
     for district in {d for d in residents.values()}:
         truth = sum(
@@ -205,6 +213,15 @@ def test_malformed_bytes_are_refused(world: Encrypted, secret_context: Any) -> N
     digest = digest_of(context)
     assert "refused" in _refused_upload(world, "values", b"\x00\x00\x00\x01junk", context=digest)
     assert "refused" in _refused_upload(world, "request", b"\x01" * 64)
+
+
+def test_a_request_with_top_bit_twins_is_refused_at_upload(world: Encrypted) -> None:
+    # HIGH 1 of the review: bit 255 set is a second encoding libsodium 1.0.18 accepts.
+    from computations._psi import hash_to_group
+
+    points = [hash_to_group(f"twin-{i}".encode()) for i in range(4)]
+    twins = [p[:31] + bytes([p[31] | 0x80]) for p in points]
+    assert "canonical" in _refused_upload(world, "request", b"".join(points + twins))
 
 
 def test_a_ciphertext_under_another_context_is_refused(
@@ -388,4 +405,4 @@ def test_an_intersection_under_the_minimum_is_refused_after_the_charge(
             context=secret_context,
         )
     assert "smaller than 10" in refused.value.message
-    assert _spent(world) == pytest.approx(before + 1.0)
+    assert _spent(world) == pytest.approx(before + GROUPS * 1.0)
