@@ -107,4 +107,10 @@ def register_upload_routes(
 
 
 def _refused(message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": "upload_refused", "message": message}}, status_code=422)
+    # ``Connection: close``: a refusal may come before the body was read; closing tells
+    # the client to stop sending the rest instead of the server draining it.
+    return JSONResponse(
+        {"error": {"code": "upload_refused", "message": message}},
+        status_code=422,
+        headers={"Connection": "close"},
+    )
