@@ -286,7 +286,12 @@ def create_app(
         register_review_routes(app, desk=desk, store=store, authenticate=authenticate, clock=clock)
     store_upload = getattr(processor, "store_upload", None)
     if store_upload is not None:
-        register_upload_routes(app, store_upload=store_upload, authenticate=authenticate)
+        register_upload_routes(
+            app,
+            store_upload=store_upload,
+            authenticate=authenticate,
+            upload_limit=getattr(processor, "upload_limit", None),
+        )
     return app
 
 

@@ -10,31 +10,46 @@ Authenticated like a read (headers ``X-Indomain-Enterprise``, ``-Timestamp``,
 digest, so the signature covers the body. The sandbox checks the object before keeping
 it (201, or 422 ``upload_refused`` saying why); job parameters, which go on the ledger,
 then name it by digest and stay small.
+
+The body is never held in memory: the kind's size cap is checked against the declared
+Content-Length before a byte is read, then again while the body streams to a temporary
+file and is hashed; the object is checked in a separate process (``UploadDesk``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from gateway._body import read_capped
 from gateway._errors import GatewayError
 from gateway._store import Enterprise
 from indomain.errors import IndomainError
 
-#: Largest upload the route reads at all; each kind has its own smaller cap behind it.
+#: Largest upload the route reads when the desk states no cap per kind.
 DEFAULT_MAX_UPLOAD = 512 << 20
 
 
 class UploadDesk(Protocol):
     def __call__(
-        self, *, enterprise: str, kind: str, digest: str, data: bytes, context: str | None
+        self,
+        *,
+        enterprise: str,
+        kind: str,
+        digest: str,
+        source: Path,
+        sha256: str,
+        context: str | None,
     ) -> dict[str, Any]:
-        """Check and keep the upload; raises IndomainError with a reason if refused."""
+        """Check and keep the upload whose bytes are in ``source`` (``sha256`` is their
+        digest, computed while they streamed in); raises IndomainError if refused."""
 
 
 def register_upload_routes(
@@ -42,28 +57,60 @@ def register_upload_routes(
     *,
     store_upload: UploadDesk,
     authenticate: Callable[[Request], Enterprise],
+    upload_limit: Callable[[str], int] | None = None,
     max_bytes: int = DEFAULT_MAX_UPLOAD,
 ) -> None:
-    """Add ``PUT /v1/uploads/{kind}/{digest}`` to ``app``."""
+    """Add ``PUT /v1/uploads/{kind}/{digest}`` to ``app``; ``upload_limit(kind)`` is the
+    most bytes an upload of ``kind`` may hold (raising IndomainError for an unknown kind)."""
 
     @app.put("/v1/uploads/{kind}/{digest}", status_code=201)
     async def upload(request: Request, kind: str, digest: str) -> JSONResponse:
         enterprise = authenticate(request)  # before a byte of the body is read
-        data = await read_capped(request, max_bytes)
-        context = request.query_params.get("context")
         try:
+            limit = upload_limit(kind) if upload_limit is not None else max_bytes
+        except IndomainError as exc:
+            return _refused(str(exc))
+        too_big = f"a {kind} upload holds at most {limit} bytes"
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return _refused(f"{too_big}; this one declares {declared}")
+        context = request.query_params.get("context")
+        fd, name = tempfile.mkstemp(prefix="indomain-upload-")
+        source = Path(name)
+        try:
+            hasher, size = hashlib.sha256(), 0
+            with os.fdopen(fd, "wb") as out:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        return _refused(too_big)
+                    hasher.update(chunk)
+                    out.write(chunk)
+            sha256 = "sha256:" + hasher.hexdigest()
             stored = await run_in_threadpool(
                 lambda: store_upload(
                     enterprise=enterprise.name,
                     kind=kind,
                     digest=digest,
-                    data=data,
+                    source=source,
+                    sha256=sha256,
                     context=context,
                 )
             )
         except GatewayError:
             raise
         except IndomainError as exc:
-            error = {"code": "upload_refused", "message": str(exc)}
-            return JSONResponse({"error": error}, status_code=422)
+            return _refused(str(exc))
+        finally:
+            source.unlink(missing_ok=True)
         return JSONResponse({"upload": stored}, status_code=201)
+
+
+def _refused(message: str) -> JSONResponse:
+    # ``Connection: close``: a refusal may come before the body was read; closing tells
+    # the client to stop sending the rest instead of the server draining it.
+    return JSONResponse(
+        {"error": {"code": "upload_refused", "message": message}},
+        status_code=422,
+        headers={"Connection": "close"},
+    )

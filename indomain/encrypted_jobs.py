@@ -2,14 +2,15 @@
 
 An ``encrypted_group_sum`` job names a ``psi`` job (its session) and four uploads by
 digest. Uploads arrive first (``PUT /v1/uploads/{kind}/{digest}``); each is checked
-before it is kept: points must be valid ristretto255 encodings, HE contexts and vectors
-are parsed by TenSEAL in a separate short-lived process (``computations._encrypted.
-_validate``), so a malformed or malicious object is refused with a clear error, nothing
-is charged and nothing runs. A kept upload is recorded on the ledger by kind, digest and
-size only. At admission and again at execution the job's parameters are resolved: the
-session's public description from the stored offer, and the paths of the caller's own
-checked uploads. What a job's parameters say under the resolved names is overwritten,
-never used.
+before it is kept, in a separate short-lived process (``computations._encrypted.
+_validate``, at most :data:`MAX_VALIDATORS` at once): points must be canonical, distinct
+ristretto255 encodings, HE contexts and vectors are parsed by TenSEAL. A malformed or
+malicious object is refused with a clear error, nothing is charged and nothing runs. A
+kept upload is recorded on the ledger by kind and digest only (its size would tell the
+size of a list). At admission and again at execution the job's parameters are resolved:
+the session's public description from the stored offer, and the paths of the caller's
+own checked uploads. What a job's parameters say under the resolved names is
+overwritten, never used.
 """
 
 from __future__ import annotations
@@ -17,21 +18,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from computations import (
-    ComputationError,
-    PsiError,
-    PsiRequest,
-    digest_of,
-    session_of,
-    split_points,
-    table_from_ipc,
-)
+from computations import session_of, table_from_ipc
 from indomain.errors import IndomainError
 
 if TYPE_CHECKING:
@@ -50,6 +45,11 @@ MAX_UPLOAD_BYTES: Final = {
 }
 _VALIDATOR: Final = "computations._encrypted._validate"
 _VALIDATE_TIMEOUT_S: Final = 300.0
+#: Most checking processes at once (each may use up to 4 GiB), and how long an upload
+#: waits for one before it is refused as busy.
+MAX_VALIDATORS: Final = 2
+_VALIDATOR_WAIT_S: Final = 120.0
+_VALIDATORS: Final = threading.BoundedSemaphore(MAX_VALIDATORS)
 
 
 class UploadRefused(IndomainError):
@@ -68,45 +68,60 @@ def upload_path(sandbox: Sandbox, enterprise: str, kind: str, digest: str) -> Pa
     return _folder(sandbox, enterprise) / f"{kind}-{digest.removeprefix('sha256:')}"
 
 
+def upload_limit(kind: str) -> int:
+    """The most bytes an upload of ``kind`` may hold; raises :class:`UploadRefused` for an
+    unknown kind. The gateway asks before it reads the body."""
+    if kind not in UPLOAD_KINDS:
+        raise UploadRefused(f"unknown upload kind {kind[:40]!r}; one of {', '.join(UPLOAD_KINDS)}")
+    return MAX_UPLOAD_BYTES[kind]
+
+
 def store_upload(
     sandbox: Sandbox,
     *,
     enterprise: str,
     kind: str,
     digest: str,
-    data: bytes,
+    source: Path,
+    sha256: str | None = None,
     context: str | None = None,
 ) -> dict[str, Any]:
-    """Check and keep one upload; returns ``{"kind", "digest", "bytes", …}``.
+    """Check and keep one upload, whose bytes are in the file ``source`` (moved away or
+    left for the caller to delete); returns ``{"kind", "digest", "bytes", …}``.
 
-    ``context`` (a digest) names the caller's checked context a ``values`` upload is
-    under. Raises :class:`UploadRefused` naming the problem; nothing is kept then.
+    ``sha256`` is the digest the caller computed while the bytes streamed in (computed
+    here, streaming, if ``None``). ``context`` (a digest) names the caller's checked
+    context a ``values`` upload is under. Raises :class:`UploadRefused` naming the
+    problem; nothing is kept then.
     """
-    if kind not in UPLOAD_KINDS:
-        raise UploadRefused(f"unknown upload kind {kind[:40]!r}; one of {', '.join(UPLOAD_KINDS)}")
-    if digest_of(data) != digest:
+    cap = upload_limit(kind)
+    size = source.stat().st_size
+    if size > cap:
+        raise UploadRefused(f"a {kind} upload holds at most {cap} bytes")
+    if sha256 is None:
+        with source.open("rb") as f:
+            sha256 = "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
+    if sha256 != digest:
         raise UploadRefused("the body's SHA-256 is not the digest in the path; upload again")
-    if len(data) > MAX_UPLOAD_BYTES[kind]:
-        raise UploadRefused(f"a {kind} upload holds at most {MAX_UPLOAD_BYTES[kind]} bytes")
     path = upload_path(sandbox, enterprise, kind, digest)
     found: dict[str, Any] = {}
     if not path.exists():
         folder = _folder(sandbox, enterprise)
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".upload-")
+        os.close(fd)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            found = _check(sandbox, enterprise, kind, Path(tmp), data, context)
+            shutil.move(source, tmp)  # a rename on one file system, else a streamed copy
+            found = _check(sandbox, enterprise, kind, Path(tmp), context)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        # Kind and digest only: a byte count would tell everyone the list's size.
         sandbox.ledger.append(
-            "upload.stored",
-            {"enterprise": enterprise, "kind": kind, "digest": digest, "bytes": len(data)},
+            "upload.stored", {"enterprise": enterprise, "kind": kind, "digest": digest}
         )
-    return {"kind": kind, "digest": digest, "bytes": len(data), **found}
+    return {"kind": kind, "digest": digest, "bytes": size, **found}
 
 
 def _check(
@@ -114,16 +129,12 @@ def _check(
     enterprise: str,
     kind: str,
     path: Path,
-    data: bytes,
     context: str | None,
 ) -> dict[str, Any]:
     if kind in ("request", "reply"):
-        try:
-            points = split_points(data)
-            PsiRequest(points)  # valid, distinct, non-identity points
-        except (ComputationError, PsiError) as exc:
-            raise UploadRefused(f"the {kind} upload is refused: {exc}") from None
-        return {"points": len(points)}
+        # Valid, canonical, distinct, non-identity points: checked in the validator
+        # process (millions of points cost tens of CPU seconds; not the gateway's).
+        return _validate({"kind": "points", "what": kind, "path": str(path)})
     if kind == "context":
         return _validate({"kind": "context", "context_path": str(path)})
     if context is None:
@@ -138,6 +149,17 @@ def _check(
 
 
 def _validate(request: dict[str, Any]) -> dict[str, Any]:
+    # At most MAX_VALIDATORS checking processes at once, each memory- and CPU-capped, so
+    # concurrent uploads cannot multiply the sandbox's memory.
+    if not _VALIDATORS.acquire(timeout=_VALIDATOR_WAIT_S):
+        raise UploadRefused("the sandbox is busy checking other uploads; try again shortly")
+    try:
+        return _run_validator(request)
+    finally:
+        _VALIDATORS.release()
+
+
+def _run_validator(request: dict[str, Any]) -> dict[str, Any]:
     env = {k: os.environ[k] for k in ("PATH", "HOME", "PYTHONPATH") if k in os.environ}
     try:
         proc = subprocess.run(
@@ -150,14 +172,15 @@ def _validate(request: dict[str, Any]) -> dict[str, Any]:
         )
         answer = json.loads(proc.stdout)
     except subprocess.TimeoutExpired:
-        raise UploadRefused("the HE object took too long to check; it is refused") from None
+        raise UploadRefused("the upload took too long to check; it is refused") from None
     except ValueError:
         raise UploadRefused(
-            "the HE object could not be checked (the checking process ended without an "
+            "the upload could not be checked (the checking process ended without an "
             "answer); it is refused"
         ) from None
     if not answer.get("ok"):
-        raise UploadRefused(f"the {request['kind']} upload is refused: {answer.get('error')}")
+        what = request.get("what", request["kind"])
+        raise UploadRefused(f"the {what} upload is refused: {answer.get('error')}")
     return {k: v for k, v in answer.items() if k != "ok"}
 
 

@@ -305,12 +305,31 @@ class Sandbox:
         return execution.execute(self, job, job_id=job_id, admission=admission)
 
     def store_upload(
-        self, *, enterprise: str, kind: str, digest: str, data: bytes, context: str | None
+        self,
+        *,
+        enterprise: str,
+        kind: str,
+        digest: str,
+        source: Path,
+        sha256: str | None = None,
+        context: str | None = None,
     ) -> dict[str, Any]:
-        """Check and keep an encrypted job's upload (:mod:`indomain.encrypted_jobs`)."""
+        """Check and keep an encrypted job's upload, whose bytes are in the file ``source``
+        (:mod:`indomain.encrypted_jobs`)."""
         return encrypted_jobs.store_upload(
-            self, enterprise=enterprise, kind=kind, digest=digest, data=data, context=context
+            self,
+            enterprise=enterprise,
+            kind=kind,
+            digest=digest,
+            source=source,
+            sha256=sha256,
+            context=context,
         )
+
+    def upload_limit(self, kind: str) -> int:
+        """The most bytes an upload of ``kind`` may hold; the gateway refuses a larger one
+        before reading it."""
+        return encrypted_jobs.upload_limit(kind)
 
     # privacy budget -------------------------------------------------------------------
 

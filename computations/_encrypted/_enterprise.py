@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,8 +45,8 @@ class PreparedGroupSum:
 def prepare_group_sum(
     offer: pa.Table, identifiers: Sequence[object], values: Sequence[float], context: Any
 ) -> PreparedGroupSum:
-    """Blind ``identifiers`` under a fresh key, re-blind and re-shuffle the offer, and
-    encrypt ``values`` (aligned with ``identifiers``) packed under ``context``, which must
+    """Shuffle ``identifiers`` with their ``values``, blind them under a fresh key, re-blind
+    and re-shuffle the offer, and encrypt the values packed under ``context``, which must
     hold the secret key (it is not uploaded; its public copy is, with Galois keys).
 
     Raises :class:`ComputationError` for unequal lengths, repeated identifiers or an
@@ -55,6 +56,13 @@ def prepare_group_sum(
 
     if len(identifiers) != len(values) or not identifiers:
         raise ComputationError("give one value per identifier, and at least one")
+    # The sandbox sees each blinded item's outcome in its worker, by position: in the
+    # caller's order (often sorted) that position would say which of the caller's rows
+    # matched. A uniform shuffle from the OS's CSPRNG, values permuted alike, hides it.
+    order = list(range(len(identifiers)))
+    secrets.SystemRandom().shuffle(order)
+    identifiers = [identifiers[i] for i in order]
+    values = [values[i] for i in order]
     session = session_of(offer)
     groups = [str(g) for g in session["groups"]]
     length = int(session["length"])

@@ -63,7 +63,7 @@ from computations._he._context import (
 )
 from computations._plan import ComputationResult, Plan, params_digest
 from computations._psi import PsiError, PsiReblinded, PsiRequest
-from computations._psi._group import blind
+from computations._psi._protocol import blind_distinct
 
 #: The enterprise-signed parameters.
 PARAM_KEYS: Final = frozenset({"session", "request", "reply", "context", "values"})
@@ -255,8 +255,18 @@ class EncryptedGroupSum:
         privacy = {
             "mode": "local_dp",
             "mechanism": "randomized_response_bitvec",
-            "epsilon": randomised.epsilon,
+            "epsilon": job_epsilon(randomised.epsilon, len(groups)),
             "delta": 0.0,
+            "epsilon_per_report": randomised.epsilon,
+            "charge": (
+                f"{len(groups)} groups x {randomised.epsilon:g} per report: without a proof "
+                "that the reply is a shuffle of the offer, a malicious enterprise can get one "
+                "report per group about each person of one offered list"
+            ),
+            "guarantee": (
+                "each report is epsilon_per_report-LDP against a semi-honest enterprise; "
+                "no worst-case bound per person against a malicious one"
+            ),
             "keep_probability": randomised.keep,
             "other_probability": randomised.other,
             "items": len(outcomes),
@@ -276,6 +286,8 @@ class EncryptedGroupSum:
             notes=(
                 f"memberships randomised per item at epsilon {randomised.epsilon:g} "
                 "before any ciphertext met them; sums are encrypted under your key",
+                f"charged {job_epsilon(randomised.epsilon, len(groups)):g}: "
+                f"{len(groups)} groups x {randomised.epsilon:g} per report",
             ),
         )
 
@@ -325,15 +337,35 @@ def _outcomes(key: bytes, request: tuple[bytes, ...], reply: PsiReblinded) -> li
             if point in where:
                 raise PsiError("the PSI reply repeats a point")
             where[point] = g + 1
-    return [where.get(blind(key, point), 0) for point in request]
+    # Compare blinded values, not bytes: two encodings of one point would otherwise each
+    # be matched, and the row reported twice (the reviewer's bit-255 twins).
+    return [where.get(point, 0) for point in blind_distinct(key, request)]
+
+
+def job_epsilon(epsilon: float, groups: int) -> float:
+    """What one job is charged: ``groups · epsilon``, ``epsilon`` being each report's.
+
+    Each report is ε-LDP, but nothing proves the enterprise's reply is a shuffle of
+    ``a·offer``: a malicious enterprise can copy one offered list into every reply list
+    (each raised to its own scalar), and then each person of that list is reported once
+    per group, ``G`` reports in one job (the review's multi-copy attack). ``G`` reports at
+    ε each compose to ``G·ε``, so that is what the budget is charged: the expected-case
+    leakage of the attack. It is *not* a worst-case bound for one person (see
+    docs/threat-model.md); the real fix is a verifiable shuffle.
+    """
+    return float(epsilon) * int(groups)
 
 
 def plan_cost(plan: Plan) -> tuple[float, float]:
-    """``(epsilon, 0)``: what a run spends, pure local DP per item."""
+    """``(G·epsilon, 0)``: what a run spends (:func:`job_epsilon`)."""
     epsilon = plan.body.get("epsilon")
     if isinstance(epsilon, bool) or not isinstance(epsilon, int | float) or not epsilon > 0:
         raise ComputationError("an encrypted_group_sum plan has no valid epsilon")
-    return float(epsilon), 0.0
+    session = plan.body.get("session")
+    groups = session.get("groups") if isinstance(session, Mapping) else None
+    if not isinstance(groups, list | tuple) or not groups:
+        raise ComputationError("an encrypted_group_sum plan has no session groups")
+    return job_epsilon(float(epsilon), len(groups)), 0.0
 
 
 ENCRYPTED_GROUP_SUM: Final = EncryptedGroupSum()

@@ -42,7 +42,7 @@ from computations._dataset import ColumnClass, DatasetSpec
 from computations._encrypted._blobs import DIGEST_PATTERN, read_blob, unframe_vectors
 from computations._encrypted._group_sum import _opendp, _zero_like, randomise
 from computations._encrypted._group_sum_job import RESOLVED_KEYS, local_epsilon
-from computations._encrypted._session import PRIVACY_METADATA
+from computations._encrypted._session import PRIVACY_METADATA, padded_length
 from computations._errors import ComputationError, QueryRefused
 from computations._he import HeError, load_ckks_vector, load_public_context
 from computations._he._context import (
@@ -244,7 +244,9 @@ class EncryptedLinearScore:
             "delta": 0.0,
             "keep_probability": randomised.keep,
             "other_probability": randomised.other,
-            "rows": len(outcomes),
+            # An upper bound, not the exact count of persons (review LOW 6): the variance
+            # bound below only needs n <= rows_at_most.
+            "rows_at_most": padded_length(len(outcomes)),
             "laplace_scales": scales,
             "bounds": [f["bounds"] for f in features],
             "debias": "T = (S_g - q*S_*) / (p - q)",
@@ -266,14 +268,14 @@ def debias_scores(
     decrypted: Mapping[str, float], privacy: Mapping[str, Any], weights: list[float]
 ) -> dict[str, tuple[float, float]]:
     """The enterprise's side: per group, the debiased sum of scores and a bound on its
-    variance, ``n·((Σ|w_j|B_j)² + 2Σ w_j² b_j²) / (p − q)²`` (``B_j`` the largest bound
-    in magnitude, ``b_j`` the Laplace scale)."""
+    variance, ``n·((Σ|w_j|B_j)² + 2Σ w_j² b_j²) / (p − q)²`` (``n`` the published upper
+    bound on the rows, ``B_j`` the largest bound in magnitude, ``b_j`` the Laplace scale)."""
     p, q = float(privacy["keep_probability"]), float(privacy["other_probability"])
     spread = p - q
     bounds = privacy["bounds"]
     big = sum(abs(w) * max(abs(lo), abs(hi)) for w, (lo, hi) in zip(weights, bounds, strict=False))
     noise = sum(2 * w * w * b * b for w, b in zip(weights, privacy["laplace_scales"], strict=False))
-    bound = int(privacy["rows"]) * (big**2 + noise) / spread**2
+    bound = int(privacy["rows_at_most"]) * (big**2 + noise) / spread**2
     every = decrypted[ALL_GROUPS]
     return {g: ((s - q * every) / spread, bound) for g, s in decrypted.items() if g != ALL_GROUPS}
 

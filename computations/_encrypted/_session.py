@@ -9,9 +9,10 @@ that offer plus ``b`` wrapped under the enclave's key (``_keys.py``); ``b`` neve
 the enclave in the clear. The enterprise then sends, in an ``encrypted_group_sum`` job,
 its blinded identifiers ``a·H(c)`` and each offered list raised to ``a`` and re-shuffled.
 
-What the offer reveals: the group labels (already public keys), and the common length,
-which is the largest group's size rounded *up* to two significant figures (like the
-catalogue's row counts; not differentially private). It spends no epsilon.
+What the offer reveals: the group labels (already public keys; groups under the minimum
+size are pooled, and which were pooled is public), and the common length, the largest
+offered group's size rounded *up* to a power of two (not differentially private). It
+spends no epsilon.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import copy
 import json
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import Any, Final
 
@@ -41,6 +42,9 @@ OFFER_FORMAT: Final = "indomain-psi-offer/v1"
 SESSION_METADATA: Final = b"indomain.psi"
 PRIVACY_METADATA: Final = b"indomain.privacy"
 _NONCE: Final = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
+#: The label of the list pooling every group under the minimum group size. Keys are
+#: declared in the manifest; one that equals this label is refused at check.
+OTHER_GROUP: Final = "(other)"
 #: Most rows a dataset may offer in one session (each costs a scalar multiplication).
 MAX_OFFER_ROWS: Final = 2_000_000
 
@@ -62,12 +66,50 @@ def identifier_bytes(value: object) -> bytes:
     return str(value).encode()
 
 
+#: The shortest offered list: small groups all look alike.
+MIN_PADDED_LENGTH: Final = 16
+
+
 def padded_length(largest: int) -> int:
-    """``largest`` rounded up to two significant figures, at least 10."""
-    if largest <= 10:
-        return 10
-    step = 10 ** max(0, len(str(largest)) - 2)
-    return int(-(-largest // step) * step)
+    """``largest`` rounded up to the next power of two, at least :data:`MIN_PADDED_LENGTH`.
+
+    Not differentially private, but coarse: every size from ``2^k + 1`` to ``2^(k+1)``
+    gives the same length, so one person more or less in the largest group changes it only
+    at a power of two (rounding to two significant figures was the identity for 11–99, so
+    the length told a small group's exact size). Costs at most twice the scalar
+    multiplications of the exact length.
+    """
+    if largest <= MIN_PADDED_LENGTH:
+        return MIN_PADDED_LENGTH
+    return 1 << (int(largest) - 1).bit_length()
+
+
+def offered_groups(
+    keys: Sequence[str], group_of: Sequence[int], *, minimum: int
+) -> tuple[list[str], list[str], list[int | None]]:
+    """Which lists the offer holds, for persons in groups ``group_of`` (indices of ``keys``).
+
+    A group with fewer than ``minimum`` persons is not offered on its own: inside the worker
+    its matches would tell the bureau which of its few persons are on the enterprise's list.
+    Such groups are pooled into one list labelled :data:`OTHER_GROUP`; if the pool too is
+    under ``minimum``, its persons are left out (the list is padding only). Returns the
+    labels offered, the keys merged into the pool (public: the enterprise must know what
+    the pool holds, and so learns those groups are small, as with suppression), and each
+    person's list index or ``None`` when left out.
+    """
+    sizes = [0] * len(keys)
+    for g in group_of:
+        sizes[g] += 1
+    small = [g for g in range(len(keys)) if sizes[g] < minimum]
+    kept = [g for g in range(len(keys)) if sizes[g] >= minimum]
+    labels = [keys[g] for g in kept]
+    where: dict[int, int | None] = {g: i for i, g in enumerate(kept)}
+    if small:
+        labels.append(OTHER_GROUP)
+        pooled = sum(sizes[g] for g in small)
+        for g in small:
+            where[g] = len(labels) - 1 if pooled >= minimum else None
+    return labels, [keys[g] for g in small], [where[g] for g in group_of]
 
 
 def session_binding(description: Mapping[str, Any]) -> bytes:
@@ -137,9 +179,23 @@ class PsiOffer:
                 "the dimension needs declared keys: its group labels are revealed",
                 column.name,
             )
+        if OTHER_GROUP in [str(key) for key in column.keys]:
+            raise QueryRefused(
+                "psi-dimension-keys",
+                f"a key may not be {OTHER_GROUP!r}: it labels the pooled small groups",
+                column.name,
+            )
         unit = dataset.column(dataset.privacy_unit)
         if unit is None or unit.cls is not ColumnClass.identifier:
             raise QueryRefused("psi-identifier", "the privacy unit is not an identifier column")
+        minimum = dataset.min_group_size
+        if obligations and "min_group_size" in obligations:
+            try:
+                minimum = max(minimum, int(str(obligations["min_group_size"]).strip()))
+            except ValueError:
+                raise ComputationError(
+                    "policy obligation min_group_size is not an integer"
+                ) from None
         return Plan(
             computation=self.name,
             dataset=dataset.name,
@@ -150,6 +206,7 @@ class PsiOffer:
                 "groups": [str(key) for key in column.keys],
                 "keys": list(column.keys),
                 "nonce": nonce,
+                "min_group_size": minimum,
                 # What the policies read: the columns this plan uses.
                 "group_by": [column.name],
                 "outputs": [{"column": unit.name}],
@@ -191,17 +248,23 @@ class PsiOffer:
                 continue
             ident = identifier_bytes(value)
             group_of[ident] = min(g, group_of.get(ident, g))
+        labels, merged, assigned = offered_groups(
+            [str(g) for g in body["groups"]],
+            list(group_of.values()),
+            minimum=int(body.get("min_group_size", dataset.min_group_size)),
+        )
         key = random_scalar()
-        members: list[list[bytes]] = [[] for _ in keys]
-        for ident, g in group_of.items():
-            members[g].append(blind(key, hash_to_group(ident)))
+        members: list[list[bytes]] = [[] for _ in labels]
+        for ident, g in zip(group_of, assigned, strict=True):
+            if g is not None:
+                members[g].append(blind(key, hash_to_group(ident)))
         length = padded_length(max(len(m) for m in members))
         shuffler = secrets.SystemRandom()
         group_col, point_col = [], []
         for g, points in enumerate(members):
             padded = points + [random_point() for _ in range(length - len(points))]
             shuffler.shuffle(padded)
-            group_col.extend([str(body["groups"][g])] * length)
+            group_col.extend([labels[g]] * length)
             point_col.extend(padded)
         session: dict[str, Any] = {
             "format": OFFER_FORMAT,
@@ -209,7 +272,8 @@ class PsiOffer:
             "dataset": dataset.name,
             "dimension": dimension,
             "identifier": identifier,
-            "groups": list(body["groups"]),
+            "groups": labels,
+            "merged": merged,
             "length": length,
         }
         session["wrapped_key"] = base64.b64encode(
@@ -229,7 +293,14 @@ class PsiOffer:
         return ComputationResult(
             table=result,
             suppressed_groups=0,
-            notes=(f"PSI offer: {len(keys)} groups of {length} points each",),
+            notes=(
+                f"PSI offer: {len(labels)} groups of {length} points each",
+                *(
+                    [f"groups under the minimum size pooled as {OTHER_GROUP!r}: {merged}"]
+                    if merged
+                    else []
+                ),
+            ),
         )
 
 

@@ -1,9 +1,10 @@
-"""Check one uploaded HE object in a process of its own: ``python -m`` this module.
+"""Check one upload in a process of its own: ``python -m`` this module.
 
-TenSEAL and SEAL parse untrusted bytes in C++. A parser crash or runaway here costs this
-short-lived process (no core dump, capped CPU and memory), never the gateway. Reads one
-JSON request on stdin, ``{"kind": "context"|"values", "path": …, "context_path": …}``,
-writes ``{"ok": true, …}`` or ``{"ok": false, "error": "<why>"}`` on stdout.
+TenSEAL and SEAL parse untrusted bytes in C++, and checking millions of points costs tens
+of CPU seconds. A parser crash or runaway here costs this short-lived process (no core
+dump, capped CPU and memory), never the gateway. Reads one JSON request on stdin,
+``{"kind": "points"|"context"|"values", "path": …, "context_path": …}``, writes
+``{"ok": true, …}`` or ``{"ok": false, "error": "<why>"}`` on stdout.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from computations._encrypted._blobs import unframe_vectors
+from computations._encrypted._blobs import split_points, unframe_vectors
 from computations._he import HeError, load_ckks_vector, load_public_context
+from computations._psi import PsiRequest
 from indomain.errors import IndomainError
 
 _CPU_SECONDS = 120
@@ -25,9 +27,14 @@ _MEMORY_BYTES = 4 << 30
 def check(request: dict[str, Any]) -> dict[str, Any]:
     """Load the object the way the enclave will; returns what was found.
 
-    Raises :class:`computations.HeError` or :class:`computations.ComputationError`
-    naming what is wrong.
+    Raises :class:`computations.HeError`, :class:`computations.PsiError` or
+    :class:`computations.ComputationError` naming what is wrong.
     """
+    if request["kind"] == "points":
+        # Canonical, distinct, non-identity ristretto255 encodings (PsiRequest checks).
+        points = split_points(Path(request["path"]).read_bytes())
+        PsiRequest(points)
+        return {"points": len(points)}
     context = load_public_context(Path(request["context_path"]).read_bytes())
     found: dict[str, Any] = {
         "scheme": context.scheme,

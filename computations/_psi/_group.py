@@ -69,9 +69,15 @@ def check_point(point: object) -> bytes:
     """``point`` if it is the canonical encoding of a non-identity ristretto255 element.
 
     Raises :class:`PsiError` otherwise (wrong type or length, non-canonical, identity).
+    libsodium 1.0.18's ``crypto_core_ristretto255_is_valid_point`` ignores bit 255, so a
+    valid point with its top bit set decodes to the same element: a second encoding that a
+    comparison of bytes would take for a different point. RFC 9496 §4.3.1 requires that bit
+    clear; it is refused here, before libsodium is asked.
     """
     if not isinstance(point, bytes) or len(point) != POINT_BYTES:
         raise PsiError(f"a PSI point must be {POINT_BYTES} bytes")
+    if point[-1] & 0x80:
+        raise PsiError("a PSI point is not a canonical ristretto255 encoding (bit 255 is set)")
     if point == _IDENTITY or not _sodium().crypto_core_ristretto255_is_valid_point(point):
         raise PsiError("a PSI point is not a valid ristretto255 element")
     return point
@@ -79,9 +85,11 @@ def check_point(point: object) -> bytes:
 
 def blind(scalar: bytes, point: bytes) -> bytes:
     """``scalar · point``; raises :class:`PsiError` if ``point`` is not a valid element or
-    the product is the identity."""
+    the product is the identity (or the encoding is not canonical, see :func:`check_point`)."""
     if not isinstance(point, bytes) or len(point) != POINT_BYTES:
         raise PsiError(f"a PSI point must be {POINT_BYTES} bytes")
+    if point[-1] & 0x80:
+        raise PsiError("a PSI point is not a canonical ristretto255 encoding (bit 255 is set)")
     try:
         # libsodium decodes ``point`` canonically and refuses an identity product (-1).
         return bytes(_sodium().crypto_scalarmult_ristretto255(scalar, point))

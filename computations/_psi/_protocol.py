@@ -54,6 +54,19 @@ def _shuffled(points: Iterable[bytes]) -> tuple[bytes, ...]:
     return tuple(items)
 
 
+def blind_distinct(key: bytes, items: Sequence[bytes]) -> tuple[bytes, ...]:
+    """``key · item`` for each item; raises :class:`PsiError` if two items blind to the
+    same element. Comparing the blinded values, not the bytes sent, catches every second
+    encoding of one point (bit 255, or any other trick a libsodium version lets through),
+    so no identifier can be matched, and reported, twice in one request."""
+    blinded = tuple(blind(key, point) for point in items)
+    if len(set(blinded)) != len(blinded):
+        raise PsiError(
+            "the PSI request holds two encodings of one point; send each identifier once"
+        )
+    return blinded
+
+
 def _check_points(points: object, what: str) -> tuple[bytes, ...]:
     if not isinstance(points, tuple):
         raise PsiError(f"{what} must be a tuple of points")
@@ -194,7 +207,7 @@ class PsiServer:
             raise PsiError(
                 f"a PSI request may hold at most {self._limits.max_set_size} identifiers"
             )
-        self._request = tuple(blind(self._key, point) for point in request.items)
+        self._request = blind_distinct(self._key, request.items)
         self._offered_length = max(len(group) for group in self._members)
         groups = []
         for group in self._members:

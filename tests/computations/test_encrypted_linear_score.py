@@ -11,6 +11,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import tenseal as ts
 
@@ -101,6 +102,31 @@ def test_debiased_scores_centre_on_the_plaintext_scores(
             if r["district"] == district
         )
         assert abs(estimate - truth) <= 6 * math.sqrt(bound)
+
+
+def test_the_person_count_is_published_only_as_a_coarse_upper_bound(
+    spec: DatasetSpec,
+    connect: Any,
+    residents_table: pa.Table,
+    secret: Any,
+    tmp_path: Path,
+) -> None:
+    """Review LOW 6: the exact number of persons was in the privacy statement, so two
+    jobs before and after one person joined told that person's arrival."""
+    uploads = _uploads(secret, [0.001], tmp_path)
+    stated = []
+    everyone = sorted(set(residents_table.column("resident_id").to_pylist()))
+    for gone in (everyone[-3:], everyone[-4:]):  # one person fewer the second time
+        keep = pc.invert(pc.is_in(residents_table["resident_id"], pa.array(gone)))
+        table = residents_table.filter(keep)
+        with connect({"residents": table}) as con:
+            result = _run(spec, con, uploads, ["income"])
+        privacy = json.loads(result.schema.metadata[b"indomain.privacy"])
+        assert "rows" not in privacy
+        persons = len(set(table.column("resident_id").to_pylist()))
+        assert privacy["rows_at_most"] >= persons == len(everyone) - len(gone)
+        stated.append(privacy["rows_at_most"])
+    assert stated[0] == stated[1]
 
 
 def test_features_need_bounds_and_dimensions_need_keys(

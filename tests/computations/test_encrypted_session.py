@@ -7,6 +7,7 @@ the enclave path itself is tested in tests/indomain/test_encrypted_jobs.py.
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +15,11 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import tenseal as ts
+from hypothesis import given
+from hypothesis import strategies as st
 
 import computations._encrypted._keys as keys
 from computations import (
@@ -31,6 +35,7 @@ from computations import (
     set_enclave_secret,
 )
 from computations._encrypted import padded_length
+from computations._encrypted._session import OTHER_GROUP, offered_groups
 
 MANIFEST_KEYS = ["north", "south", "east", "west", "harbour"]
 
@@ -75,17 +80,45 @@ def _write(tmp_path: Path, uploads: dict[str, bytes]) -> dict[str, str]:
     return paths
 
 
-def test_padded_length_rounds_up_to_two_significant_figures() -> None:
-    assert [padded_length(n) for n in (1, 10, 11, 99, 100, 101, 1234, 99_001)] == [
-        10,
-        10,
-        11,
-        99,
-        100,
-        110,
-        1300,
-        100_000,
+def test_padded_length_rounds_up_to_a_power_of_two() -> None:
+    assert [padded_length(n) for n in (1, 10, 16, 17, 57, 58, 64, 65, 1234, 99_001)] == [
+        16,
+        16,
+        16,
+        32,
+        64,
+        64,
+        64,
+        128,
+        2048,
+        131_072,
     ]
+
+
+@given(st.integers(min_value=0, max_value=10**7))
+def test_padded_length_is_a_coarse_power_of_two(n: int) -> None:
+    """Review LOW 5: two significant figures were exact for 11-99 (57 and 58 told apart);
+    every size in ``(2^k, 2^(k+1)]`` now gives one length."""
+    length = padded_length(n)
+    assert length >= n and length & (length - 1) == 0 and length < 2 * max(n, 16)
+    if length > 16:
+        assert padded_length(length // 2 + 1) == length
+
+
+def test_offered_groups_pool_the_small_ones() -> None:
+    # north 12, south 3, east 4, west 0: south, east and west pooled (7 < 10: left out).
+    persons = [0] * 12 + [1] * 3 + [2] * 4
+    labels, merged, assigned = offered_groups(
+        ["north", "south", "east", "west"], persons, minimum=10
+    )
+    assert labels == ["north", OTHER_GROUP] and merged == ["south", "east", "west"]
+    assert assigned == [0] * 12 + [None] * 7
+    # With 11 pooled persons the pool is offered.
+    persons = [0] * 12 + [1] * 5 + [2] * 6
+    labels, _, assigned = offered_groups(["north", "south", "east"], persons, minimum=10)
+    assert assigned == [0] * 12 + [1] * 11
+    labels, merged, _ = offered_groups(["north"], [0] * 10, minimum=10)
+    assert labels == ["north"] and merged == []
 
 
 def test_the_offer_is_padded_shuffled_and_carries_only_a_wrapped_key(
@@ -93,7 +126,9 @@ def test_the_offer_is_padded_shuffled_and_carries_only_a_wrapped_key(
 ) -> None:
     offer = _offer(spec, con)
     session = session_of(offer)
-    assert session["groups"] == MANIFEST_KEYS
+    # harbour is a declared key no resident holds: under the minimum, so pooled.
+    assert session["groups"] == [*MANIFEST_KEYS[:4], OTHER_GROUP]
+    assert session["merged"] == ["harbour"]
     counts = offer.group_by("group").aggregate([("point", "count")]).to_pylist()
     assert {row["point_count"] for row in counts} == {session["length"]}
     assert len(set(offer.column("point").to_pylist())) == offer.num_rows
@@ -150,7 +185,7 @@ def test_group_sums_over_matched_identifiers_decrypt_and_debias_to_the_truth(
     prepared = prepare_group_sum(offer, identifiers, values, secret_context)
     result = _run(spec, offer, prepared.uploads, prepared.params("job_" + "0" * 32), tmp_path, con)
     answers = {a["group"]: a for a in read_group_sums(result, prepared, secret_context)}
-    for name in MANIFEST_KEYS:
+    for name in MANIFEST_KEYS[:4]:
         truth = sum(v for i, v in zip(identifiers, values, strict=True) if district.get(i) == name)
         count = sum(1 for i in identifiers if district.get(i) == name)
         answer = answers[name]
@@ -267,3 +302,204 @@ def test_a_request_over_the_set_size_cap_is_refused(
     prepared = prepare_group_sum(offer, [1, 2, 3], [1.0, 2.0, 3.0], secret_context)
     with pytest.raises(ComputationError, match="larger than 64 bytes"):
         _run(spec, offer, prepared.uploads, prepared.params("job_" + "0" * 32), tmp_path, con)
+
+
+def test_top_bit_twins_of_a_request_cannot_get_two_reports_per_row(
+    enclave_secret: None,
+    spec: DatasetSpec,
+    con: duckdb.DuckDBPyConnection,
+    residents_table: pa.Table,
+    secret_context: Any,
+    tmp_path: Path,
+) -> None:
+    """HIGH 1 of the review: libsodium 1.0.18 ignores bit 255, so ``p | 2^255`` is a second
+    encoding of ``p``; a request holding both would have every matched row reported twice.
+    """
+    from computations._encrypted import frame_vectors
+
+    offer = _offer(spec, con)
+    identifiers = sorted({r["resident_id"] for r in residents_table.to_pylist()})[:150]
+    values = [1.0] * len(identifiers)
+    prepared = prepare_group_sum(offer, identifiers, values, secret_context)
+    request = prepared.uploads["request"]
+    points = [request[i : i + 32] for i in range(0, len(request), 32)]
+    twins = [p[:31] + bytes([p[31] | 0x80]) for p in points]
+    vector = ts.ckks_vector(secret_context, values + values)
+    uploads = {
+        **prepared.uploads,
+        "request": b"".join(points + twins),
+        "values": frame_vectors([bytes(vector.serialize())]),
+    }
+    with pytest.raises(PsiError, match="canonical"):
+        _run(
+            spec,
+            offer,
+            uploads,
+            _params(prepared.params("job_" + "0" * 32), uploads),
+            tmp_path,
+            con,
+        )
+
+
+def _small_group_world(
+    spec: DatasetSpec, connect: Any
+) -> tuple[duckdb.DuckDBPyConnection, list[int]]:
+    # 40 in north, 40 in south, resident 999 alone in harbour (min_group_size is 10).
+    ids = list(range(1, 81))
+    table = pa.table(
+        {
+            "resident_id": pa.array([*ids, 999], pa.int64()),
+            "district": pa.array(["north", "south"] * 40 + ["harbour"], pa.string()),
+        }
+    )
+    return connect({"residents": table}), ids
+
+
+def test_a_group_under_the_minimum_is_not_offered_on_its_own(
+    enclave_secret: None,
+    spec: DatasetSpec,
+    connect: Any,
+    secret_context: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Review MEDIUM 3: with a one-person group offered, the worker's outcomes told the
+    bureau that resident 999 was on the enterprise's list. Groups under the minimum are
+    pooled; a pool under the minimum is left out, so no outcome can name it."""
+    import computations._encrypted._group_sum_job as job_module
+
+    con, ids = _small_group_world(spec, connect)
+    offer = _offer(spec, con)
+    session = session_of(offer)
+    assert session["groups"] == ["north", "south", OTHER_GROUP]
+    assert session["merged"] == ["east", "west", "harbour"]
+    seen: list[list[int]] = []
+    real_answer = job_module.answer
+
+    def spy(outcomes: list[int], **kw: Any) -> Any:
+        seen.append(list(outcomes))
+        return real_answer(outcomes, **kw)
+
+    monkeypatch.setattr(job_module, "answer", spy)
+    identifiers = [*ids, 999]
+    prepared = prepare_group_sum(offer, identifiers, [1.0] * len(identifiers), secret_context)
+    _run(spec, offer, prepared.uploads, prepared.params("job_" + "0" * 32), tmp_path, con)
+    (outcomes,) = seen
+    assert sorted(outcomes) == [0] + [1] * 40 + [2] * 40  # 999 never matches
+
+
+def test_the_client_shuffles_its_request_so_positions_say_nothing(
+    enclave_secret: None,
+    spec: DatasetSpec,
+    connect: Any,
+    secret_context: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Review MEDIUM 3: in the caller's (sorted) order, the outcome at position ``i`` told
+    the bureau which of the caller's rows matched. The client shuffles; values follow."""
+    import computations._encrypted._group_sum_job as job_module
+
+    con, ids = _small_group_world(spec, connect)
+    offer = _offer(spec, con)
+    seen: list[list[int]] = []
+    real_answer = job_module.answer
+
+    def spy(outcomes: list[int], **kw: Any) -> Any:
+        seen.append(list(outcomes))
+        return real_answer(outcomes, **kw)
+
+    monkeypatch.setattr(job_module, "answer", spy)
+    identifiers = [*ids, *range(5000, 5040)]  # sorted: matches first, then strangers
+    values = [float(i % 2 + 1) if i <= 80 else 100.0 for i in identifiers]
+    prepared = prepare_group_sum(offer, identifiers, values, secret_context)
+    result = _run(spec, offer, prepared.uploads, prepared.params("job_" + "0" * 32), tmp_path, con)
+    (outcomes,) = seen
+    in_order = [1 if i % 2 else 2 for i in ids] + [0] * 40
+    assert sorted(outcomes) == sorted(in_order)
+    assert outcomes != in_order  # 1 in C(120, 40)·C(80, 40) chance if shuffled
+    # The values were permuted with the identifiers: the sums are still right.
+    answers = {a["group"]: a for a in read_group_sums(result, prepared, secret_context)}
+    for group, truth in (("north", 40 * 2.0), ("south", 40 * 1.0)):
+        answer = answers[group]
+        assert abs(answer["sum_estimate"] - truth) <= 6 * answer["sum_variance_bound"] ** 0.5 + 1
+
+
+def test_multi_copy_of_one_offered_list_is_charged_for_every_report_it_gets(
+    enclave_secret: None,
+    spec: DatasetSpec,
+    connect: Any,
+    secret_context: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Review HIGH 2: nothing proves the reply is a shuffle of ``a·offer``, so a malicious
+    enterprise copies the north list into every reply list (list ``h`` raised to its own
+    ``r_h``) and sends ``r_h·H(t)`` for each ``h``: the target ``t`` is reported once per
+    group, G reports in one job. The job must be charged for all G of them."""
+    import computations._encrypted._group_sum_job as job_module
+    from computations._encrypted import frame_vectors
+    from computations._encrypted._group_sum_job import plan_cost
+    from computations._psi._group import blind, hash_to_group, random_scalar
+
+    con, ids = _small_group_world(spec, connect)
+    offer = _offer(spec, con)
+    session = session_of(offer)
+    groups, length = session["groups"], session["length"]
+    north = offer.filter(pc.equal(offer.column("group"), "north"))
+    copied = north.column("point").to_pylist()
+    scalars = [random_scalar() for _ in groups]
+    target, known = 2, [i for i in ids if i % 2 and i != 2]  # odd ids live in north
+    request = [blind(r, hash_to_group(str(target).encode())) for r in scalars]
+    request += [blind(scalars[0], hash_to_group(str(i).encode())) for i in known]
+    reply = [blind(r, p) for r in scalars for p in copied]
+    assert len(reply) == len(groups) * length
+    vector = ts.ckks_vector(secret_context, [1.0] * len(request) + [0.0] * (2048 - len(request)))
+    public = secret_context.copy()
+    public.make_context_public()
+    uploads = {
+        "request": b"".join(request),
+        "reply": b"".join(reply),
+        "context": bytes(public.serialize(save_galois_keys=True)),
+        "values": frame_vectors([bytes(vector.serialize())]),
+    }
+    seen: list[list[int]] = []
+    real_answer = job_module.answer
+
+    def spy(outcomes: list[int], **kw: Any) -> Any:
+        seen.append(list(outcomes))
+        return real_answer(outcomes, **kw)
+
+    monkeypatch.setattr(job_module, "answer", spy)
+    job = get_computation("encrypted_group_sum")
+    params = {
+        "session": "job_" + "0" * 32,
+        **{name: digest_of(data) for name, data in uploads.items()},
+        "resolved_session": session,
+        "resolved_blobs": _write(tmp_path, uploads),
+    }
+    plan = job.check(params, spec)
+    result = job.execute(plan, con, table="residents", dataset=spec).table
+    (outcomes,) = seen
+    # Target 2 lives in south, not in the copied list: an absent target is absent G times;
+    # the known north members each match once. Now target a north member.
+    assert outcomes[: len(groups)] == [0] * len(groups)
+    # The attack works: run it on a north member, who is reported once per group.
+    target = 1
+    request = [blind(r, hash_to_group(str(target).encode())) for r in scalars]
+    request += [blind(scalars[0], hash_to_group(str(i).encode())) for i in known if i != 1]
+    request += [blind(scalars[0], hash_to_group(b"2"))]
+    uploads["request"] = b"".join(request)
+    params["request"] = digest_of(uploads["request"])
+    params["resolved_blobs"] = _write(tmp_path, uploads)
+    plan = job.check(params, spec)
+    result = job.execute(plan, con, table="residents", dataset=spec).table
+    outcomes = seen[-1]
+    reports_about_target = outcomes[: len(groups)]
+    assert reports_about_target == list(range(1, len(groups) + 1))
+    per_report = plan.body["epsilon"]
+    charged, _ = plan_cost(plan)
+    assert charged >= len(reports_about_target) * per_report
+    privacy = json.loads(result.schema.metadata[b"indomain.privacy"])
+    assert privacy["epsilon"] == pytest.approx(charged)
+    assert privacy["epsilon_per_report"] == pytest.approx(per_report)

@@ -24,7 +24,8 @@ from computations._psi import (
     keep_probability,
     randomised_response,
 )
-from computations._psi._group import blind, check_point, random_scalar
+from computations._psi._group import blind, check_point, random_point, random_scalar
+from computations._psi._protocol import blind_distinct
 
 LIMITS = PsiLimits(max_set_size=1000, min_intersection=1)
 #: So large an epsilon that the discrete Laplace noise is zero (P(noise != 0) ≈ 2e^-1000).
@@ -259,6 +260,48 @@ def test_malformed_points_are_refused_everywhere(bad: bytes) -> None:
         PsiReblinded(((bad,),))
     with pytest.raises(PsiError):
         blind(random_scalar(), bad)
+
+
+def _top_bit_twin(point: bytes) -> bytes:
+    return point[:31] + bytes([point[31] | 0x80])
+
+
+def test_a_point_with_bit_255_set_is_refused_though_libsodium_accepts_it() -> None:
+    # libsodium 1.0.18 ignores bit 255: the twin decodes, and blinds, to the same element.
+    import pysodium
+
+    for _ in range(50):
+        point = random_point()
+        twin = _top_bit_twin(point)
+        assert pysodium.crypto_core_ristretto255_is_valid_point(twin)
+        with pytest.raises(PsiError, match="canonical"):
+            check_point(twin)
+        with pytest.raises(PsiError, match="canonical"):
+            blind(random_scalar(), twin)
+        with pytest.raises(PsiError, match="canonical"):
+            PsiRequest((point, twin))
+
+
+def test_a_request_whose_items_blind_to_one_value_is_refused() -> None:
+    # The worker's own guard, whatever encoding trick got past the byte checks.
+    key = random_scalar()
+    point = PsiClient([b"a"]).request().items[0]
+    other = PsiClient([b"b"]).request().items[0]
+    assert len(blind_distinct(key, (point, other))) == 2
+    with pytest.raises(PsiError, match="two encodings of one point"):
+        blind_distinct(key, (point, other, point))
+
+
+def test_top_bit_twins_in_a_request_cannot_double_a_row_s_reports() -> None:
+    records = {i: "all" for i in _ids(20, "r")}
+    client = PsiClient(_ids(4, "r"))
+    items = client.request().items
+    server = PsiServer(records, limits=LIMITS)
+    # PsiRequest refuses the twins; a request forged past it is refused by the server.
+    forged = object.__new__(PsiRequest)
+    object.__setattr__(forged, "items", items + tuple(_top_bit_twin(p) for p in items))
+    with pytest.raises(PsiError):
+        server.respond(forged)
 
 
 def test_malformed_messages_are_refused() -> None:
