@@ -119,7 +119,7 @@ def breakdown(rows: int, repeat: int, work: Path) -> list[tuple[str, str, str]]:
         (
             f"same DP query, OpenDP + Polars on plain Parquet, {rows:,} rows",
             ms(polars),
-            f"Enclave.run / OpenDP-Polars = {enclave / polars:,.1f}×",
+            f"Enclave.run / OpenDP-Polars = {enclave / polars:,.2f}×",
         ),
         (
             f"DuckDB GROUP BY on plain Parquet, {rows:,} rows (floor)",
