@@ -6,6 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# No per-example time limit: speed is measured by the benchmarks, never asserted in tests,
+# and a loaded CI machine must not turn a slow example into a failure.
+settings.register_profile("indomain", deadline=None)
+settings.load_profile("indomain")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VECTORS_DIR = PROJECT_ROOT.parent / "shared" / "vectors"
