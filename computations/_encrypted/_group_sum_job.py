@@ -37,7 +37,6 @@ from typing import Any, Final
 import duckdb
 import pyarrow as pa
 
-from computations._computation import CORE_SOURCES, PACKAGE_ROOT, package_sources, source_digest
 from computations._dataset import DatasetSpec
 from computations._encrypted._blobs import (
     DIGEST_PATTERN,
@@ -54,6 +53,7 @@ from computations._encrypted._group_sum import (
 )
 from computations._encrypted._keys import unwrap_session_key
 from computations._encrypted._session import PRIVACY_METADATA, session_binding
+from computations._encrypted._sources import he_code_hash
 from computations._errors import ComputationError, QueryRefused
 from computations._he import HeError, PublicContext, load_ckks_vector, load_public_context
 from computations._he._context import (
@@ -117,14 +117,7 @@ class EncryptedGroupSum:
 
     @cached_property
     def code_hash(self) -> str:
-        sources = (
-            *package_sources("_encrypted"),
-            *package_sources("_psi"),
-            *package_sources("_he"),
-            "_aggregate/_noise.py",  # the PSI package imports it
-            *CORE_SOURCES,
-        )
-        return source_digest(PACKAGE_ROOT, sources)
+        return he_code_hash()
 
     @property
     def params_schema(self) -> dict[str, Any]:

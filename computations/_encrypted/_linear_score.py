@@ -37,12 +37,12 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from computations._computation import CORE_SOURCES, PACKAGE_ROOT, package_sources, source_digest
 from computations._dataset import ColumnClass, DatasetSpec
 from computations._encrypted._blobs import DIGEST_PATTERN, read_blob, unframe_vectors
 from computations._encrypted._group_sum import _opendp, _zero_like, randomise
 from computations._encrypted._group_sum_job import RESOLVED_KEYS, local_epsilon
 from computations._encrypted._session import PRIVACY_METADATA, padded_length
+from computations._encrypted._sources import he_code_hash
 from computations._errors import ComputationError, QueryRefused
 from computations._he import HeError, load_ckks_vector, load_public_context
 from computations._he._context import (
@@ -102,14 +102,7 @@ class EncryptedLinearScore:
 
     @cached_property
     def code_hash(self) -> str:
-        sources = (
-            *package_sources("_encrypted"),
-            *package_sources("_psi"),
-            *package_sources("_he"),
-            "_aggregate/_noise.py",  # the PSI package imports it
-            *CORE_SOURCES,
-        )
-        return source_digest(PACKAGE_ROOT, sources)
+        return he_code_hash()
 
     @property
     def params_schema(self) -> dict[str, Any]:
