@@ -33,11 +33,12 @@ from gateway._jobs import (
 )
 from gateway._ledger_routes import LedgerFeed
 from gateway._processor import Admission, Execution, JobProcessor
-from gateway._store import Enterprise, JobRecord, StateStore
+from gateway._store import FINAL_STATUSES, Enterprise, JobRecord, StateStore
 
 __all__ = [
     "ARROW_STREAM",
     "DEFAULT_MAX_BODY",
+    "FINAL_STATUSES",
     "MAX_CLOCK_SKEW",
     "Admission",
     "AuthenticationError",

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import ledger
 from computations import get_computation, privacy_statement, table_from_ipc
 from enclave import RunOutput
-from gateway import Admission, Execution, JobDocument
+from gateway import FINAL_STATUSES, Admission, Execution, JobDocument
 from indomain.admission import digest, partners_arg, recheck
 from indomain.approvals import computation_for, resolve_params
 from indomain.errors import IndomainError, InternalError
@@ -22,7 +22,6 @@ from indomain.policy_requests import spec_with_obligations
 if TYPE_CHECKING:
     from indomain.sandbox import Sandbox
 
-_FINAL = frozenset({"succeeded", "failed", "denied", "refused"})
 _SCAN_CHUNK = 500  # ledger entries read at a time when looking for a resumed job's run
 
 
@@ -153,6 +152,6 @@ def _forget_finished(sandbox: Sandbox) -> None:
             status: Any = sandbox.store.job(job_id).status
         except IndomainError:  # a job unknown to the store: keep nothing for it
             status = "failed"
-        if status in _FINAL:
+        if status in FINAL_STATUSES:
             done.append(job_id)
     sandbox.run_journal.discard(done)

@@ -60,7 +60,7 @@ class RunJournal:
                 "INSERT OR IGNORE INTO enclave_outputs (job_id, result_ipc, meta) VALUES (?, ?, ?)",
                 (job_id, output.result_ipc, json.dumps(meta, sort_keys=True)),
             )
-        kept = self.get(job_id)
+            kept = _output(con, job_id)
         if kept is None:
             raise InternalError(f"the output of {job_id} was not journalled")
         return kept
@@ -68,19 +68,7 @@ class RunJournal:
     def get(self, job_id: str) -> RunOutput | None:
         """The journalled output of ``job_id``, or ``None``."""
         with self._connect() as con:
-            row = con.execute(
-                "SELECT result_ipc, meta FROM enclave_outputs WHERE job_id = ?", (job_id,)
-            ).fetchone()
-        if row is None:
-            return None
-        meta = json.loads(row[1])
-        return RunOutput(
-            result_ipc=bytes(row[0]),
-            attestation=RunAttestation.model_validate(meta["attestation"]),
-            signature=meta["signature"],
-            suppressed_groups=meta["suppressed_groups"],
-            notes=tuple(meta["notes"]),
-        )
+            return _output(con, job_id)
 
     def job_ids(self) -> list[str]:
         with self._connect() as con:
@@ -92,3 +80,19 @@ class RunJournal:
             return
         with self._connect() as con:
             con.executemany("DELETE FROM enclave_outputs WHERE job_id = ?", [(j,) for j in job_ids])
+
+
+def _output(con: sqlite3.Connection, job_id: str) -> RunOutput | None:
+    row = con.execute(
+        "SELECT result_ipc, meta FROM enclave_outputs WHERE job_id = ?", (job_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    meta = json.loads(row[1])
+    return RunOutput(
+        result_ipc=bytes(row[0]),
+        attestation=RunAttestation.model_validate(meta["attestation"]),
+        signature=meta["signature"],
+        suppressed_groups=meta["suppressed_groups"],
+        notes=tuple(meta["notes"]),
+    )
