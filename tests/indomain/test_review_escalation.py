@@ -77,6 +77,19 @@ def _approve(sandbox: Any, proposal: Any, names: list[str]) -> None:
         signed_review(sandbox, document, sign_review(document, key))
 
 
+def _propose_income_by_district(sandbox: Any) -> Any:
+    return propose(
+        sandbox,
+        requester=ACME,
+        name="income_by_district",
+        template=TEMPLATE,
+        parameters={"band": "string"},
+        purpose=PURPOSE,
+        datasets=["residents"],
+        expected_epsilon="1",
+    )
+
+
 def _run_proposal(sandbox: Any, acme: Ed25519PrivateKey, proposal_id: str) -> Any:
     job = new_job(
         enterprise=ACME,
@@ -100,16 +113,7 @@ def test_a_column_that_demands_more_reviewers_is_counted_at_submission(
     sandbox: Any, tmp_path: Path
 ) -> None:
     _apply(sandbox, tmp_path / "policies", PERMITS + INCOME_NEEDS_THREE)
-    proposal = propose(
-        sandbox,
-        requester=ACME,
-        name="income_by_district",
-        template=TEMPLATE,
-        parameters={"band": "string"},
-        purpose=PURPOSE,
-        datasets=["residents"],
-        expected_epsilon="1",
-    )
+    proposal = _propose_income_by_district(sandbox)
     assert proposal.required_reviewers == 3  # income is read: three, not one
 
 
@@ -117,16 +121,7 @@ def test_a_proposal_approved_under_a_looser_policy_is_refused_under_a_stricter_o
     sandbox: Any, tmp_path: Path
 ) -> None:
     _apply(sandbox, tmp_path / "policies", PERMITS)
-    proposal = propose(
-        sandbox,
-        requester=ACME,
-        name="income_by_district",
-        template=TEMPLATE,
-        parameters={"band": "string"},
-        purpose=PURPOSE,
-        datasets=["residents"],
-        expected_epsilon="1",
-    )
+    proposal = _propose_income_by_district(sandbox)
     _approve(sandbox, proposal, ["wang"])
     assert _run_proposal(sandbox, sandbox.acme, proposal.id).outcome == "accepted"
 
@@ -149,16 +144,7 @@ def test_policy_diff_replays_a_proposal_job_with_the_columns_it_read(
     sandbox: Any, tmp_path: Path
 ) -> None:
     _apply(sandbox, tmp_path / "policies", PERMITS)
-    proposal = propose(
-        sandbox,
-        requester=ACME,
-        name="income_by_district",
-        template=TEMPLATE,
-        parameters={"band": "string"},
-        purpose=PURPOSE,
-        datasets=["residents"],
-        expected_epsilon="1",
-    )
+    proposal = _propose_income_by_district(sandbox)
     _approve(sandbox, proposal, ["wang"])
     admission = _run_proposal(sandbox, sandbox.acme, proposal.id)
     assert admission.outcome == "accepted"
