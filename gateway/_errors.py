@@ -96,7 +96,6 @@ _BY_CODE: dict[str, type[GatewayError]] = {
     "job_failed": Refused,
     "proposal_not_approved": Refused,
     "review_required": Refused,
-    "module_not_executable": Refused,
     "budget_exhausted": BudgetExhausted,
     "upload_refused": Refused,
     "unauthenticated": AuthenticationError,
