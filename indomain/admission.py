@@ -28,7 +28,7 @@ from indomain import budgets
 from indomain.approvals import computation_for, resolve_params
 from indomain.errors import ConfigError, IndomainError
 from indomain.policy_requests import columns_of, result_size_of, spec_with_obligations
-from indomain.reviews import REVIEW_COUNTS, ProposalError
+from indomain.proposals import REVIEW_COUNTS, ProposalError
 
 if TYPE_CHECKING:
     from indomain.sandbox import Sandbox

@@ -34,7 +34,7 @@ from computations import MODULE_RUNNER, Computation
 from indomain import encrypted_jobs
 from indomain.modules import MODULE_KIND, ModuleStore, check_module
 from indomain.policy_requests import registry_request
-from indomain.reviews import (
+from indomain.proposals import (
     Proposal,
     ProposalError,
     check_columns,

@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 from computations import QueryRefused, check_module_source
-from indomain.reviews import ProposalError
+from indomain.proposals import ProposalError
 
 MODULE_KIND = "computation_module"
 MAX_MODULE_BYTES = 64 * 1024

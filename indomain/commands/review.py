@@ -72,7 +72,7 @@ def review_propose(
 ) -> None:
     """Record a proposal on an enterprise's behalf (enterprises use POST /v1/proposals)."""
     from indomain.approvals import propose
-    from indomain.reviews import ProposalError
+    from indomain.proposals import ProposalError
 
     with errors(), open_sandbox(home) as sandbox:
         parameters = {}
@@ -112,7 +112,7 @@ def review_propose_module(
     """Record a computation-module proposal, hashed over its exact bytes (running approved
     modules is not implemented yet: see docs/policies.md)."""
     from indomain.approvals import propose_module
-    from indomain.reviews import ProposalError
+    from indomain.proposals import ProposalError
 
     with errors(), open_sandbox(home) as sandbox:
         try:
@@ -150,7 +150,7 @@ def _vote(
     from datetime import UTC, datetime
 
     from indomain.approvals import load_reviewer_key, review_document, sign_review, signed_review
-    from indomain.reviews import ProposalError
+    from indomain.proposals import ProposalError
 
     with errors(), open_sandbox(home) as sandbox:
         if key is None:
@@ -207,7 +207,7 @@ def review_register_reviewer(
 ) -> None:
     """Let a reviewer review over HTTP with their key (recorded on the ledger)."""
     from indomain.approvals import register_reviewer
-    from indomain.reviews import ProposalError
+    from indomain.proposals import ProposalError
 
     with errors(), open_sandbox(home) as sandbox:
         try:

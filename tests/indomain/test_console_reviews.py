@@ -23,7 +23,7 @@ from indomain.approvals import (
     signed_review,
 )
 from indomain.cli import app
-from indomain.reviews import ProposalError
+from indomain.proposals import ProposalError
 from indomain.sandbox import Sandbox
 
 BUREAU = Path(indomain.__file__).parent / "demo" / "bureau"

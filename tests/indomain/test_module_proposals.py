@@ -20,7 +20,7 @@ from gateway import JobDocument
 from indomain.approvals import module_store, propose_module, review
 from indomain.cli import app
 from indomain.modules import MAX_MODULE_BYTES, check_module
-from indomain.reviews import ProposalError
+from indomain.proposals import ProposalError
 from indomain.sandbox import Sandbox
 
 BUREAU = Path(indomain.__file__).parent / "demo" / "bureau"

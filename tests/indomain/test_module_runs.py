@@ -18,7 +18,7 @@ from computations import Plan, QueryRefused, table_from_ipc
 from gateway import JobDocument
 from indomain.approvals import module_store, propose_module, review
 from indomain.demo_data import residents
-from indomain.reviews import ProposalError
+from indomain.proposals import ProposalError
 from indomain.sandbox import Sandbox
 
 BUREAU = Path(indomain.__file__).parent / "demo" / "bureau"

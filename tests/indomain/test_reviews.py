@@ -15,7 +15,8 @@ import indomain
 from gateway import JobDocument
 from indomain.approvals import propose, review
 from indomain.cli import app
-from indomain.reviews import Proposal, ProposalError, ReviewStore, code_hash, render
+from indomain.proposals import Proposal, ProposalError, code_hash, render
+from indomain.reviews import ReviewStore
 from indomain.sandbox import Sandbox
 
 BUREAU = Path(indomain.__file__).parent / "demo" / "bureau"
