@@ -80,6 +80,8 @@ def make_facade(source: Source, spent: Ledger) -> Any:
     """The ``data`` object handed to the module's ``run``."""
 
     def release(kind: str, column: str | None, by: Any, where: Any, epsilon: Any) -> Any:
+        if spent.failure is not None:  # no release after a failed one (see run_module)
+            raise Stop(spent.failure)
         try:
             return _release(source, spent, kind, column, by, where, epsilon)
         except ComputationError as exc:

@@ -34,6 +34,8 @@ SAFE_BUILTINS: Final = (
     "KeyError", "IndexError",
 )  # fmt: skip
 MAX_RESULT_ROWS: Final = 100_000
+#: CPU seconds between repeated limit signals once the limit is reached.
+_REPEAT: Final = 0.05
 
 
 class CpuTimeExceeded(BaseException):
@@ -64,8 +66,9 @@ def run_module(
     tree = check_source(source_text, filename=f"<module {code_hash}>")
     code = compile(tree, f"<module {code_hash}>", "exec", dont_inherit=True)
     namespace: dict[str, Any] = {"__builtins__": {n: getattr(builtins, n) for n in SAFE_BUILTINS}}
-    params = json.loads(json.dumps(dict(values)))  # plain data, a copy the module may keep
+    params = json.loads(json.dumps(_thaw(values)))  # plain data, a copy the module may keep
     returned: Any = None
+    module_error: Exception | None = None
     limit = _CpuLimit(cpu_seconds)
     try:
         with limit:
@@ -80,23 +83,31 @@ def run_module(
         pass  # limit.expired says so
     except QueryRefused:
         raise
-    except Exception as exc:  # the module's own error: it only ever saw noisy releases
-        raise QueryRefused(
-            "module-error", f"the module raised {type(exc).__name__}: {shorten(str(exc))}"
-        ) from None
+    except Exception as exc:  # the module's own error, reported only if nothing failed
+        module_error = exc
+    # A failed release or the CPU limit wins over anything the module raised or returned:
+    # a ``finally`` block runs while Stop unwinds and could otherwise replace it with an
+    # exception whose text says which releases failed (a failure can depend on a row).
     if limit.expired:  # even if the module swallowed the signal
         raise ComputationError(
             f"the module used more than {cpu_seconds:g} s of CPU time; the job's budget stays spent"
         )
-    if spent.failure is not None:  # even if the module swallowed the stop
+    if spent.failure is not None:  # even if the module swallowed or replaced the stop
         raise spent.failure
+    if module_error is not None:  # it only ever saw noisy releases: its text may pass
+        raise QueryRefused(
+            "module-error",
+            f"the module raised {type(module_error).__name__}: {shorten(str(module_error))}",
+        ) from None
     return _result_table(returned, code_hash=code_hash, spent=spent)
 
 
 class _CpuLimit:
     """Raise :class:`CpuTimeExceeded` in the module after ``seconds`` of process CPU time
-    (``ITIMER_PROF``). The worker's ``RLIMIT_CPU`` still ends the process if C code never
-    returns to Python (e.g. a huge ``10 ** 10 ** 10``)."""
+    (``ITIMER_PROF``), and again every :data:`_REPEAT` s of CPU after that, so a module
+    that swallows the first signal (in a ``finally`` block) is interrupted again. The
+    worker's ``RLIMIT_CPU`` still ends the process if C code never returns to Python (e.g.
+    a huge ``10 ** 10 ** 10``)."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
@@ -107,7 +118,7 @@ class _CpuLimit:
         if threading.current_thread() is not threading.main_thread():
             raise ComputationError("modules run only in the enclave worker's main thread")
         self.previous = signal.signal(signal.SIGPROF, self._expired)
-        signal.setitimer(signal.ITIMER_PROF, self.seconds)
+        signal.setitimer(signal.ITIMER_PROF, self.seconds, _REPEAT)
 
     def _expired(self, _signum: int, _frame: FrameType | None) -> None:
         self.expired = True
@@ -163,3 +174,12 @@ def _result_table(value: Any, *, code_hash: str, spent: Ledger) -> pa.Table:
     return table.replace_schema_metadata(
         {PRIVACY_METADATA: json.dumps(statement, sort_keys=True).encode()}
     )
+
+
+def _thaw(value: Any) -> Any:
+    """``value`` with the plan's frozen mappings and tuples as plain dicts and lists."""
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_thaw(v) for v in value]
+    return value

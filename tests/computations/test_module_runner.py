@@ -5,6 +5,7 @@ source rules, builtins and CPU limit each stop what they are there to stop."""
 from __future__ import annotations
 
 import hashlib
+from types import MappingProxyType
 from collections.abc import Iterator
 from typing import Any
 
@@ -150,6 +151,59 @@ def test_a_module_cannot_swallow_a_refused_release(
         _run(swallowed, con, dataset)
 
 
+def test_a_failed_release_is_reported_whatever_the_module_raises_after_it(
+    con: duckdb.DuckDBPyConnection, dataset: DatasetSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A release can fail on data (its failure can depend on one row). A ``finally`` block
+    # runs while the stop unwinds: if its own exception were reported, its text would say
+    # which releases failed, a bit per release. The failure is reported instead, and no
+    # release is made after it.
+    probe = (
+        "def run(data, params):\n"
+        "    ok = 'no'\n"
+        "    try:\n"
+        "        data.count(by=['resident_id'])\n"
+        "        ok = 'yes'\n"
+        "    finally:\n"
+        "        try:\n"
+        "            data.count(by=['sex'], epsilon=0.1)\n"
+        "        finally:\n"
+        "            raise ValueError('bits ' + ok)\n"
+    )
+    spent = Ledger(epsilon_budget=1.0, delta_budget=1e-5)
+    with pytest.raises(QueryRefused) as refused:
+        run_module(
+            probe,
+            code_hash="sha256:" + hashlib.sha256(probe.encode()).hexdigest(),
+            values={},
+            source=Source(con, "residents", dataset, True, COLUMNS, {"min_group_size": "10"}),
+            spent=spent,
+            cpu_seconds=30,
+        )
+    assert refused.value.rule == "identifier-column"
+    assert "bits" not in str(refused.value)
+    assert spent.releases == [] and spent.epsilon == 0
+
+
+def test_nested_job_values_reach_the_module_as_plain_data(
+    con: duckdb.DuckDBPyConnection, dataset: DatasetSpec
+) -> None:
+    # The plan freezes nested values (read-only mappings, tuples); the module gets dicts
+    # and lists, so a job with nested values runs instead of failing after its charge.
+    frozen = MappingProxyType({"filters": (MappingProxyType({"district": "A"}),)})
+    module = "def run(data, params):\n    return {'d': params['filters'][0]['district']}\n"
+    spent = Ledger(epsilon_budget=1.0, delta_budget=1e-5)
+    table = run_module(
+        module,
+        code_hash="sha256:" + hashlib.sha256(module.encode()).hexdigest(),
+        values=frozen,
+        source=Source(con, "residents", dataset, True, COLUMNS, {}),
+        spent=spent,
+        cpu_seconds=30,
+    )
+    assert table.to_pylist() == [{"d": "A"}]
+
+
 def test_a_module_bound_to_other_bytes_is_refused(
     con: duckdb.DuckDBPyConnection, dataset: DatasetSpec
 ) -> None:
@@ -193,6 +247,23 @@ def test_a_module_that_spins_is_stopped_by_the_cpu_limit(
     monkeypatch.setattr(_runner, "check_source", lambda source, filename="": _parse(source))
     with pytest.raises(ComputationError, match="CPU time"):
         _run(swallowing, con, dataset, cpu_seconds=0.3)
+    # A module that swallows the first signal and spins again in its finally block is
+    # interrupted again (the limit repeats), and its own exception, which could carry a
+    # CPU clock out, is not what is reported.
+    spinning_again = (
+        "def run(data, params):\n"
+        "    n = 0\n"
+        "    try:\n"
+        "        while True:\n"
+        "            pass\n"
+        "    finally:\n"
+        "        while n < 100000000:\n"
+        "            n = n + 1\n"
+        "        raise ValueError('clock=' + str(n))\n"
+    )
+    with pytest.raises(ComputationError, match="CPU time") as stopped:
+        _run(spinning_again, con, dataset, cpu_seconds=0.3)
+    assert "clock" not in str(stopped.value)
 
 
 def test_params_are_the_jobs_values_and_a_module_error_says_what_it_was(
