@@ -5,8 +5,8 @@ source rules, builtins and CPU limit each stop what they are there to stop."""
 from __future__ import annotations
 
 import hashlib
-from types import MappingProxyType
 from collections.abc import Iterator
+from types import MappingProxyType
 from typing import Any
 
 import duckdb
