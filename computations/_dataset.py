@@ -11,7 +11,7 @@ import enum
 import math
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Final, Literal, Self
 
 from pydantic import (
     AliasChoices,
@@ -37,6 +37,12 @@ BUDGET_PATTERN = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*/\s*(day|week|month|ye
 BudgetWindow = Literal["day", "week", "month", "year", "total"]
 #: A public key value: what a dimension column may hold in a released group.
 KeyValue = StrictStr | StrictInt | StrictBool
+
+
+_NUMERIC_TYPE: Final = re.compile(
+    r"^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|UTINYINT|USMALLINT|UINTEGER|UBIGINT|UHUGEINT"
+    r"|FLOAT|DOUBLE|REAL|DECIMAL(\(\d+,\s*\d+\))?)$"
+)
 
 
 class ColumnClass(enum.StrEnum):
@@ -214,6 +220,36 @@ class DatasetSpec(BaseModel):
     def join(self, partner: str) -> JoinSpec | None:
         """The declared join to ``partner``, or ``None``."""
         return next((j for j in self.joins if j.dataset == partner), None)
+
+    def key_type_problems(self, column_types: Mapping[str, str]) -> list[str]:
+        """Declared keys whose type cannot equal the column's values (DuckDB type names).
+
+        A YAML manifest makes this easy (``[100010, 0100]`` are numbers, ``[yes, no]``
+        booleans): such keys never match a row, so every group would be empty. Checked at
+        import; the query's key filter never raises on a mismatch either.
+        """
+        problems = []
+        for column in self.columns:
+            kind = column_types.get(column.name, "").upper()
+            if column.keys is None or not kind:
+                continue
+            if kind in ("VARCHAR", "TEXT", "STRING") or kind.startswith("VARCHAR("):
+                wrong = [k for k in column.keys if not isinstance(k, str)]
+                want = "text: quote them in the manifest (e.g. '0100')"
+            elif kind == "BOOLEAN":
+                wrong = [k for k in column.keys if not isinstance(k, bool)]
+                want = "true or false"
+            elif _NUMERIC_TYPE.match(kind):
+                wrong = [k for k in column.keys if isinstance(k, bool | str)]
+                want = "numbers"
+            else:
+                continue
+            if wrong:
+                problems.append(
+                    f"column {column.name} is {kind} but its keys {wrong!r} are not; "
+                    f"declare its keys as {want}"
+                )
+        return problems
 
     def column(self, name: str) -> ColumnSpec | None:
         """The column called ``name`` (ignoring case, as SQL does), or ``None``."""

@@ -107,6 +107,9 @@ def _import(request: dict[str, Any], con: Any) -> dict[str, Any]:
         absent = [c for c in declared if c not in file_columns]
         if absent:
             raise DatasetError(f"the manifest names columns {absent} that {source.name} lacks")
+        mistyped = spec.key_type_problems({row[0]: row[1] for row in described})
+        if mistyped:
+            raise DatasetError("; ".join(mistyped))
         _engine.attach_encrypted(con, tmp, dataset_key, alias=_ALIAS, read_only=False)
         table = f"{_ALIAS}.{_engine.quote_ident(spec.name)}"
         con.execute(f"CREATE TABLE {table} AS SELECT * FROM {reader}(?)", [str(source)])

@@ -208,7 +208,7 @@ def _dp(
         if isinstance(out, GroupOutput):
             index = body.group_by.index(out.column)
             columns[out.name] = [keys[i][index] for i in kept]
-            types[out.name] = raw.schema.field(f"g{index}").type
+            types[out.name] = _group_type(raw.schema.field(f"g{index}").type, columns[out.name])
             continue
         if out.function == "quantile":
             spec = dataset.column(out.column or "")
@@ -287,6 +287,17 @@ def _integer_columns(con: duckdb.DuckDBPyConnection, table: str | exp.Expr) -> f
     except duckdb.Error:
         raise ComputationError(RUN_FAILED) from None
     return frozenset(str(d[0]) for d in described if str(d[1]).upper() in _INTEGER_TYPES)
+
+
+def _group_type(stored: pa.DataType, values: list[Any]) -> pa.DataType:
+    """The column's type, or the declared keys' own type if they do not fit it (a manifest
+    whose keys have another type than the column: every group is then empty, and the
+    release must not fail on the keys, which are public, whatever the rows hold)."""
+    try:
+        pa.array(values, type=stored)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return pa.array(values).type
+    return stored
 
 
 def _all_public_keys(

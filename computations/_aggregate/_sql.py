@@ -346,15 +346,23 @@ def _public_keys(body: AggregateBody, dataset: DatasetSpec) -> list[exp.Expr]:
         spec = dataset.column(column)
         if spec is None or spec.keys is None:
             continue
-        literals: list[exp.Expr] = []
+        # Compared like a WHERE predicate (TRY_CAST / CAST AS VARCHAR), so keys of another
+        # type than the column never make the query raise on some row: a failure that
+        # depended on one row's value would tell whether it passed the job's WHERE.
+        by_type: dict[str, list[exp.Expr]] = {}
         for key in spec.keys:
             if isinstance(key, bool):
-                literals.append(exp.Boolean(this=key))
+                by_type.setdefault("BOOLEAN", []).append(exp.Boolean(this=key))
             elif isinstance(key, str):
-                literals.append(exp.Literal.string(key))
+                by_type.setdefault("VARCHAR", []).append(exp.Literal.string(key))
             else:
-                literals.append(_n(key))
-        out.append(exp.In(this=_column(column), expressions=literals))
+                by_type.setdefault("DOUBLE", []).append(_n(key))
+        tests: list[exp.Expr] = []
+        for type_name, literals in by_type.items():
+            cast = exp.Cast if type_name == "VARCHAR" else exp.TryCast
+            value = cast(this=_column(column), to=exp.DataType.build(type_name))
+            tests.append(exp.In(this=value, expressions=literals))
+        out.append(exp.or_(*tests) if len(tests) > 1 else tests[0])
     return out
 
 

@@ -108,3 +108,63 @@ def test_every_engine_failure_reads_the_same() -> None:
         messages.add(str(info.value))
     assert messages == {RUN_FAILED}
     assert "42" not in RUN_FAILED
+
+
+def _visits_spec(keys: list[Any]) -> DatasetSpec:
+    return DatasetSpec.from_manifest(
+        {
+            "privacy_unit": "person",
+            "min_group_size": 2,
+            "columns": {
+                "person": {"class": "identifier"},
+                "district": {"class": "quasi_identifier", "dimension": True},
+                "sex": {"class": "quasi_identifier", "dimension": True},
+                "zone": {"class": "quasi_identifier", "dimension": True, "keys": keys},
+            },
+        },
+        name="visits",
+    )
+
+
+def _visits(target_present: bool) -> duckdb.DuckDBPyConnection:
+    """Many people with numeric-looking zones, several rows each; the hidden fact is
+    whether one woman in district C has the zone 'n/a'."""
+    con = duckdb.connect(":memory:")
+    con.execute(
+        "CREATE TABLE visits AS SELECT range % 400 AS person, "
+        "['A', 'B', 'C'][range % 3 + 1] AS district, ['F', 'M'][range % 2 + 1] AS sex, "
+        "CASE WHEN range % 3 = 2 AND range % 2 = 0 THEN '64' ELSE '100010' END AS zone "
+        "FROM range(4000)"
+    )
+    if target_present:
+        con.execute("INSERT INTO visits VALUES (9999, 'C', 'F', 'n/a')")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def test_keys_of_another_type_than_the_column_never_make_a_row_raise() -> None:
+    """Attack (security review): a manifest declares a text column's keys as numbers (YAML
+    reads ``[100010, 0100]`` as integers). The key filter compared the column with number
+    literals, so DuckDB cast every row that passed the WHERE to a number and raised on
+    'n/a': success or failure told whether that one row matched. The filter now compares
+    like a WHERE predicate (TRY_CAST), and the import refuses such keys."""
+    spec = _visits_spec([100010, 64])
+    sql = "SELECT zone, COUNT(*) AS n FROM visits WHERE district = 'C' AND sex = 'F' GROUP BY zone"
+    plan = AGGREGATE.check({"sql": sql}, spec)
+    outcomes = []
+    for present in (True, False):
+        con = _visits(present)
+        try:
+            AGGREGATE.execute(plan, con, table="visits", dataset=spec, unit_unique=False)
+            outcomes.append("succeeded")
+        except ComputationError:
+            outcomes.append("failed")
+        finally:
+            con.close()
+    assert outcomes == ["succeeded", "succeeded"]
+    problems = spec.key_type_problems({"person": "BIGINT", "zone": "VARCHAR"})
+    assert len(problems) == 1 and "zone is VARCHAR" in problems[0] and "quote" in problems[0]
+    assert _visits_spec(["100010", "64"]).key_type_problems({"zone": "VARCHAR"}) == []
+    assert _visits_spec([True, False]).key_type_problems({"zone": "BIGINT"}) != []
+    assert _visits_spec([1, 25]).key_type_problems({"zone": "DECIMAL(9,2)"}) == []

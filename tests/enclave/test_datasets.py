@@ -98,6 +98,20 @@ def test_manifest_columns_missing_from_the_file_are_refused(
         )
 
 
+def test_keys_of_another_type_than_their_column_are_refused_at_import(
+    enclave: Enclave, tmp_path: Path
+) -> None:
+    # YAML reads ``keys: [100010, 0100]`` as numbers: on a text column they would never
+    # match a row (every group empty), so the import says which keys and how to fix them.
+    manifest = {**MANIFEST, "columns": dict(MANIFEST["columns"])}
+    manifest["columns"]["town"] = {**MANIFEST["columns"]["town"], "keys": [100010, 64]}
+    with pytest.raises(DatasetError, match=r"town is VARCHAR.*100010.*quote them"):
+        enclave.import_dataset(
+            _csv(tmp_path / "p.csv"), DatasetSpec.from_manifest(manifest, name="people")
+        )
+    assert enclave.datasets() == []
+
+
 def test_import_refuses_to_replace_a_dataset(enclave: Enclave, tmp_path: Path) -> None:
     enclave.import_dataset(_csv(tmp_path / "p.csv"), _spec())
     with pytest.raises(DatasetError, match="already exists"):
