@@ -230,6 +230,7 @@ class DatasetSpec(BaseModel):
         """
         problems = []
         for column in self.columns:
+            wrong: list[KeyValue]
             kind = column_types.get(column.name, "").upper()
             if column.keys is None or not kind:
                 continue
