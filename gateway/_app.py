@@ -37,6 +37,7 @@ from gateway._jobs import (
     check_fresh,
     parse_job,
     parse_time,
+    check_audience,
     request_message,
     verify_signature,
 )
@@ -63,13 +64,21 @@ def create_app(
     workers: int = 2,
     ledger: Ledger | None = None,
     exclusive: AbstractContextManager[object] | None = None,
+    audience: str | None = None,
 ) -> FastAPI:
     """Build the gateway app. Accepted jobs run on a small thread pool in this process.
 
     With ``ledger``, the public ledger endpoints (entries, proofs) are served from it.
     ``exclusive`` is held from startup to shutdown: a lock that keeps a second gateway
-    from resuming (and running again) the jobs of the same store.
+    from resuming (and running again) the jobs of the same store. ``audience`` is the
+    name signed jobs and reads must carry (default: the ledger's origin).
     """
+    if audience is not None:
+        ours = audience
+    elif ledger is not None:
+        ours = ledger.origin
+    else:
+        raise ValueError("the gateway needs an audience (its ledger origin)")
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="indomain-job")
     running: set[str] = set()
     running_lock = threading.Lock()
@@ -163,7 +172,11 @@ def create_app(
             raise AuthenticationError("malformed timestamp", code="stale_timestamp") from None
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         message = request_message(
-            enterprise=name, method=request.method, path=path, timestamp=timestamp
+            enterprise=name,
+            method=request.method,
+            path=path,
+            timestamp=timestamp,
+            audience=ours,
         )
         verify_signature(message, signature, enterprise.public_key)
         check_fresh(issued, clock())
@@ -198,6 +211,7 @@ def create_app(
                 code="unknown_enterprise",
             )
         verify_signature(job.canonical(), data["signature"], enterprise.public_key)
+        check_audience(job, ours)
         check_fresh(job.issued, clock())
         job_id = "job_" + secrets.token_hex(16)
         await run_in_threadpool(
@@ -283,7 +297,14 @@ def create_app(
         register_ledger_routes(app, ledger)
     desk = getattr(processor, "proposal_desk", None)
     if desk is not None:
-        register_review_routes(app, desk=desk, store=store, authenticate=authenticate, clock=clock)
+        register_review_routes(
+            app,
+            desk=desk,
+            store=store,
+            authenticate=authenticate,
+            clock=clock,
+            audience=ours,
+        )
     store_upload = getattr(processor, "store_upload", None)
     if store_upload is not None:
         register_upload_routes(

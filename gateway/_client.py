@@ -79,10 +79,12 @@ class Client:
         private_key: Ed25519PrivateKey,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        audience: str | None = None,
     ) -> None:
         self.enterprise = enterprise
         self._key = private_key
         self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
+        self._audience = audience
 
     @classmethod
     def from_key_file(cls, base_url: str, *, enterprise: str, key_file: Path) -> Client:
@@ -90,6 +92,18 @@ class Client:
 
     def close(self) -> None:
         self._http.close()
+
+    @property
+    def audience(self) -> str:
+        """The sandbox this client signs for: its ledger origin, given or read once from
+        ``GET /v1/ledger/checkpoint`` (the note's first line)."""
+        if self._audience is None:
+            note = self._request("GET", "/v1/ledger/checkpoint", signed=False).text
+            origin = note.split("\n", 1)[0]
+            if not origin or any(c.isspace() for c in origin):
+                raise TransportError("the gateway's checkpoint has no origin line")
+            self._audience = origin
+        return self._audience
 
     def __enter__(self) -> Client:
         return self
@@ -110,8 +124,9 @@ class Client:
             dataset=dataset,
             purpose=purpose,
             params=params,
+            audience=self.audience,
         )
-        body = {"job": job.model_dump(), "signature": sign_job(job, self._key)}
+        body = {"job": job.model_dump(exclude_none=True), "signature": sign_job(job, self._key)}
         return self._send("POST", "/v1/jobs", content=json.dumps(body).encode())
 
     def status(self, job_id: str) -> dict[str, Any]:
@@ -159,7 +174,13 @@ class Client:
         path = f"/v1/uploads/{kind}/{digest}"
         if context is not None:
             path += "?" + urlencode({"context": context})
-        headers = sign_request(enterprise=self.enterprise, key=self._key, method="PUT", path=path)
+        headers = sign_request(
+            enterprise=self.enterprise,
+            key=self._key,
+            method="PUT",
+            path=path,
+            audience=self.audience,
+        )
         headers["Content-Type"] = "application/octet-stream"
         try:
             response = self._http.request("PUT", path, content=data, headers=headers)
@@ -272,7 +293,13 @@ class Client:
         headers = {"Content-Type": "application/json"} if content is not None else {}
         if signed and method == "GET":
             headers.update(
-                sign_request(enterprise=self.enterprise, key=self._key, method=method, path=path)
+                sign_request(
+                    enterprise=self.enterprise,
+                    key=self._key,
+                    method=method,
+                    path=path,
+                    audience=self.audience,
+                )
             )
         try:
             response = self._http.request(method, path, content=content, headers=headers)

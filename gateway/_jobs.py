@@ -4,6 +4,11 @@ An enterprise signs the RFC 8785 canonical JSON of its job document with Ed25519
 signature travels detached next to the document. Reads (status, results, catalogue) are
 authenticated by a signature over a small canonical request description instead, so no
 bearer secret ever crosses the wire.
+
+Both name their **audience**, the sandbox they are for (its ledger origin, the first line
+of ``GET /v1/ledger/checkpoint``): nonces are remembered per gateway, so without it a job
+signed for one sandbox could be replayed at another where the enterprise uses the same
+key, spending its budget there.
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ class JobDocument(BaseModel):
     params: dict[str, Any]
     nonce: str = Field(pattern=r"^[A-Za-z0-9_-]{22,128}$")
     issued_at: str
+    #: The sandbox the job is for (its ledger origin). Optional in the model, so jobs on
+    #: ledgers from before it still parse; the gateway refuses a job without its own.
+    audience: str | None = Field(default=None, min_length=1, max_length=200)
 
     @field_validator("issued_at")
     @classmethod
@@ -45,7 +53,7 @@ class JobDocument(BaseModel):
         return value
 
     def canonical(self) -> bytes:
-        return rfc8785.dumps(self.model_dump())
+        return rfc8785.dumps(self.model_dump(exclude_none=True))
 
     @property
     def issued(self) -> datetime:
@@ -93,6 +101,7 @@ def new_job(
     dataset: str,
     purpose: str,
     params: dict[str, Any],
+    audience: str,
     now: datetime | None = None,
 ) -> JobDocument:
     return parse_job(
@@ -104,6 +113,7 @@ def new_job(
             "params": params,
             "nonce": secrets.token_urlsafe(24),
             "issued_at": format_time(now or datetime.now(UTC)),
+            "audience": audience,
         }
     )
 
@@ -132,19 +142,47 @@ def check_fresh(issued: datetime, now: datetime) -> None:
         )
 
 
-def request_message(*, enterprise: str, method: str, path: str, timestamp: str) -> bytes:
-    """What a read request signs: who, what, when."""
+def request_message(
+    *, enterprise: str, method: str, path: str, timestamp: str, audience: str
+) -> bytes:
+    """What a read request signs: who, what, when, and at which sandbox."""
     return rfc8785.dumps(
-        {"enterprise": enterprise, "method": method, "path": path, "timestamp": timestamp}
+        {
+            "audience": audience,
+            "enterprise": enterprise,
+            "method": method,
+            "path": path,
+            "timestamp": timestamp,
+        }
+    )
+
+
+def check_audience(job: JobDocument, audience: str) -> None:
+    """Refuse a job signed for another sandbox (or for none)."""
+    if job.audience == audience:
+        return
+    said = f"for sandbox {job.audience!r}" if job.audience else "for no sandbox (no audience)"
+    raise AuthenticationError(
+        f"this job was signed {said}; this sandbox is {audience!r} (the first line of "
+        "GET /v1/ledger/checkpoint): sign a new job naming it as the audience",
+        code="wrong_audience",
     )
 
 
 def sign_request(
-    *, enterprise: str, key: Ed25519PrivateKey, method: str, path: str, now: datetime | None = None
+    *,
+    enterprise: str,
+    key: Ed25519PrivateKey,
+    method: str,
+    path: str,
+    audience: str,
+    now: datetime | None = None,
 ) -> dict[str, str]:
     """Headers that authenticate one read request."""
     timestamp = format_time(now or datetime.now(UTC))
-    message = request_message(enterprise=enterprise, method=method, path=path, timestamp=timestamp)
+    message = request_message(
+        enterprise=enterprise, method=method, path=path, timestamp=timestamp, audience=audience
+    )
     return {
         "X-Indomain-Enterprise": base64.b64encode(enterprise.encode()).decode(),
         "X-Indomain-Timestamp": timestamp,

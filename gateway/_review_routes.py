@@ -112,6 +112,7 @@ def register_review_routes(
     store: StateStore,
     authenticate: Callable[[Request], Enterprise],
     clock: Callable[[], datetime],
+    audience: str,
 ) -> None:
     """Add the proposal endpoints to ``app``."""
 
@@ -194,7 +195,11 @@ def register_review_routes(
             raise AuthenticationError("unknown reviewer", code="unknown_reviewer")
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         message = request_message(
-            enterprise=f"reviewer:{name}", method=request.method, path=path, timestamp=timestamp
+            enterprise=f"reviewer:{name}",
+            method=request.method,
+            path=path,
+            timestamp=timestamp,
+            audience=audience,
         )
         verify_signature(message, signature, Ed25519PublicKey.from_public_bytes(raw))
         check_fresh(issued, clock())

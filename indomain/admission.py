@@ -53,7 +53,7 @@ def admit(sandbox: Sandbox, job: JobDocument, *, job_id: str, signature: str) ->
         "computation": job.computation,
         "dataset": job.dataset,
         "purpose": job.purpose,
-        "request": job.model_dump(),
+        "request": job.model_dump(exclude_none=True),
         "request_signature": signature,
         "request_digest": digest(job.canonical()),
     }

@@ -19,6 +19,8 @@ from gateway import Client, new_job, sign_job, sign_request
 
 SQL = "SELECT district, COUNT(*) AS n FROM residents GROUP BY district"
 ACME = "Acme Credit"
+#: The ledger origin of the `world` fixture's sandbox (tests/conftest.py).
+ORIGIN = "test.indomain.example/ledger"
 
 
 def _body(key: Ed25519PrivateKey, **overrides: Any) -> dict[str, Any]:
@@ -28,6 +30,7 @@ def _body(key: Ed25519PrivateKey, **overrides: Any) -> dict[str, Any]:
         dataset="residents",
         purpose="credit_risk_model",
         params={"sql": SQL},
+        audience=ORIGIN,
     )
     now = overrides.pop("now", None)
     fields.update(overrides)
@@ -92,6 +95,46 @@ def test_a_replayed_job_is_refused_and_stored_once(world: Any) -> None:
     assert replay.status_code == 409
     assert _error(replay)["code"] == "replayed_nonce"
     assert _counts(world) == before
+
+
+def test_a_job_signed_for_another_sandbox_is_refused_and_stores_nothing(world: Any) -> None:
+    # Nonces are remembered per gateway: a job signed for sandbox B, where the enterprise
+    # uses the same key, replayed here would spend its budget here. It names B.
+    before = _counts(world)
+    elsewhere = _post(world, _body(world.acme_key, audience="bureau-b.example/ledger"))
+    assert elsewhere.status_code == 401
+    assert _error(elsewhere)["code"] == "wrong_audience"
+    assert "bureau-b.example/ledger" in _error(elsewhere)["message"]
+    job = new_job(
+        enterprise=ACME,
+        computation="aggregate",
+        dataset="residents",
+        purpose="credit_risk_model",
+        params={"sql": SQL},
+        audience=ORIGIN,
+    )
+    unnamed = job.model_dump(exclude={"audience"})
+    signed_without = sign_job(job.model_copy(update={"audience": None}), world.acme_key)
+    response = _post(world, {"job": unnamed, "signature": signed_without})
+    assert response.status_code == 401
+    assert _error(response)["code"] == "wrong_audience"
+    assert _counts(world) == before
+
+
+def test_a_read_signed_for_another_sandbox_is_refused(world: Any) -> None:
+    path = "/v1/budgets"
+    mine = sign_request(
+        audience=ORIGIN, enterprise=ACME, key=world.acme_key, method="GET", path=path
+    )
+    assert httpx.get(world.url + path, headers=mine).status_code == 200
+    theirs = sign_request(
+        audience="bureau-b.example/ledger",
+        enterprise=ACME,
+        key=world.acme_key,
+        method="GET",
+        path=path,
+    )
+    assert httpx.get(world.url + path, headers=theirs).status_code == 401
 
 
 @pytest.mark.parametrize("skew", [timedelta(minutes=-10), timedelta(minutes=10)])
@@ -159,6 +202,7 @@ def test_numbers_outside_canonical_json_are_refused_not_a_500(world: Any, raw: b
         dataset="residents",
         purpose="credit_risk_model",
         params={"n": 1},
+        audience=ORIGIN,
     )
     text = json.dumps({"job": job.model_dump(), "signature": sign_job(job, world.acme_key)})
     body = text.replace('{"n": 1}', raw.decode()).encode()
@@ -293,7 +337,11 @@ def test_another_enterprise_cannot_see_a_job_or_its_result(world: Any) -> None:
         assert acme.wait(job_id)["status"] == "succeeded"
     for path in (f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/result", f"/v1/jobs/{job_id}/receipt"):
         headers = sign_request(
-            enterprise="Beta Analytics", key=world.beta_key, method="GET", path=path
+            audience=ORIGIN,
+            enterprise="Beta Analytics",
+            key=world.beta_key,
+            method="GET",
+            path=path,
         )
         response = httpx.get(world.url + path, headers=headers)
         assert response.status_code == 404
@@ -304,6 +352,7 @@ def test_reads_need_a_fresh_signature_for_that_exact_path(world: Any) -> None:
     path = "/v1/catalogue"
     assert httpx.get(world.url + path).status_code == 401
     old = sign_request(
+        audience=ORIGIN,
         enterprise=ACME,
         key=world.acme_key,
         method="GET",
@@ -311,13 +360,17 @@ def test_reads_need_a_fresh_signature_for_that_exact_path(world: Any) -> None:
         now=datetime.now(UTC) - timedelta(minutes=30),
     )
     assert httpx.get(world.url + path, headers=old).status_code == 401
-    other_path = sign_request(enterprise=ACME, key=world.acme_key, method="GET", path="/v1/x")
+    other_path = sign_request(
+        audience=ORIGIN, enterprise=ACME, key=world.acme_key, method="GET", path="/v1/x"
+    )
     assert httpx.get(world.url + path, headers=other_path).status_code == 401
     forged = sign_request(
-        enterprise=ACME, key=Ed25519PrivateKey.generate(), method="GET", path=path
+        audience=ORIGIN, enterprise=ACME, key=Ed25519PrivateKey.generate(), method="GET", path=path
     )
     assert httpx.get(world.url + path, headers=forged).status_code == 401
-    good = sign_request(enterprise=ACME, key=world.acme_key, method="GET", path=path)
+    good = sign_request(
+        audience=ORIGIN, enterprise=ACME, key=world.acme_key, method="GET", path=path
+    )
     assert httpx.get(world.url + path, headers=good).status_code == 200
     garbage = {**good, "X-Indomain-Enterprise": "%%%"}
     assert httpx.get(world.url + path, headers=garbage).status_code == 401
@@ -355,6 +408,8 @@ def test_the_checkpoint_is_public_and_signed(world: Any) -> None:
 
 
 def test_signature_header_must_be_base64(world: Any) -> None:
-    good = sign_request(enterprise=ACME, key=world.acme_key, method="GET", path="/v1/catalogue")
+    good = sign_request(
+        audience=ORIGIN, enterprise=ACME, key=world.acme_key, method="GET", path="/v1/catalogue"
+    )
     good["X-Indomain-Signature"] = base64.b64encode(b"x" * 64).decode()
     assert httpx.get(world.url + "/v1/catalogue", headers=good).status_code == 401

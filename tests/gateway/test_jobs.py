@@ -19,6 +19,7 @@ KEY = Ed25519PrivateKey.generate()
 
 def _job(**params: object) -> object:
     return new_job(
+        audience="test.indomain.example/sandbox",
         enterprise="Acme Credit",
         computation="aggregate",
         dataset="residents",

@@ -25,6 +25,7 @@ SQL = "SELECT sex, COUNT(*) AS n FROM residents GROUP BY sex"
 def _store_without_running(sandbox: Any, key: Any, purpose: str) -> str:
     """What the gateway has done when a crash hits right after the job was stored."""
     job = new_job(
+        audience=sandbox.home.origin,
         enterprise=ACME,
         computation="aggregate",
         dataset="residents",

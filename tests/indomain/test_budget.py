@@ -143,6 +143,7 @@ def test_fifty_concurrent_jobs_cannot_overspend(tmp_path: Path, home_builder: An
     jobs = []
     for i in range(50):
         job = new_job(
+            audience=sandbox.home.origin,
             enterprise=ACME,
             computation="aggregate",
             dataset="residents",
@@ -175,6 +176,7 @@ def test_a_job_that_fails_after_admission_stays_charged(
 
     sandbox, acme, _ = home_builder(tmp_path / "home", tmp_path / "source", rows=500)
     job = new_job(
+        audience=sandbox.home.origin,
         enterprise=ACME,
         computation="aggregate",
         dataset="residents",

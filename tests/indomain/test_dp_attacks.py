@@ -18,6 +18,7 @@ SQL = "SELECT sex, COUNT(*) AS n FROM residents WHERE district = 'Haidian' GROUP
 
 def _job(sandbox: Any, key: Any, sql: str, job_id: str) -> tuple[Any, Any]:
     job = new_job(
+        audience=sandbox.home.origin,
         enterprise=ACME,
         computation="aggregate",
         dataset="residents",

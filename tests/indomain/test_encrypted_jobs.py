@@ -242,7 +242,9 @@ def test_a_body_that_is_not_its_digest_is_refused(world: Encrypted) -> None:
     from gateway import sign_request
 
     path = "/v1/uploads/request/sha256:" + "0" * 64
-    headers = sign_request(enterprise=ACME, key=world.acme._key, method="PUT", path=path)
+    headers = sign_request(
+        enterprise=ACME, key=world.acme._key, method="PUT", path=path, audience=world.acme.audience
+    )
     response = world.acme._http.put(path, content=b"\x01" * 32, headers=headers)
     assert response.status_code == 422
     assert "digest" in response.json()["error"]["message"]
@@ -423,7 +425,9 @@ def _put_asgi(
 
     digest = "sha256:" + "2" * 64
     path = f"/v1/uploads/{kind}/{digest}"
-    signed = sign_request(enterprise=ACME, key=world.acme._key, method="PUT", path=path)
+    signed = sign_request(
+        enterprise=ACME, key=world.acme._key, method="PUT", path=path, audience=world.acme.audience
+    )
     headers = [(k.lower().encode(), v.encode()) for k, v in signed.items()]
     if declare:
         headers.append((b"content-length", str(total).encode()))

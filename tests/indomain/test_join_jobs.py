@@ -100,6 +100,7 @@ def _home(
 
 def _submit(sandbox: Any, key: Ed25519PrivateKey, job_id: str, sql: str = SQL) -> Any:
     job = new_job(
+        audience=sandbox.home.origin,
         enterprise=ACME,
         computation="aggregate",
         dataset="people",

@@ -19,6 +19,7 @@ SQL = "SELECT sex, COUNT(*) AS n FROM residents WHERE district = 'Haidian' GROUP
 
 def _run(sandbox: Any, key: Any, job_id: str) -> Any:
     job = new_job(
+        audience=sandbox.home.origin,
         enterprise=ACME,
         computation="aggregate",
         dataset="residents",

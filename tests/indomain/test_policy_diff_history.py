@@ -16,6 +16,7 @@ FORBID_ACME = '@id("stop-acme") forbid (principal == Enterprise::"Acme Credit", 
 
 def _admit(sandbox: Any, key: Any, job_id: str) -> Any:
     job = new_job(
+        audience=sandbox.home.origin,
         enterprise="Acme Credit",
         computation="aggregate",
         dataset="residents",

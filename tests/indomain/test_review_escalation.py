@@ -92,6 +92,7 @@ def _propose_income_by_district(sandbox: Any) -> Any:
 
 def _run_proposal(sandbox: Any, acme: Ed25519PrivateKey, proposal_id: str) -> Any:
     job = new_job(
+        audience=sandbox.home.origin,
         enterprise=ACME,
         computation="aggregate",
         dataset="residents",

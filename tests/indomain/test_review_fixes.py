@@ -14,6 +14,7 @@ ACME = "Acme Credit"
 
 def _submit(sandbox: Any, sql: str, job_id: str) -> Any:
     job = new_job(
+        audience=sandbox.home.origin,
         enterprise=ACME,
         computation="aggregate",
         dataset="residents",

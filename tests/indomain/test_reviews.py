@@ -22,6 +22,9 @@ from indomain.sandbox import Sandbox
 BUREAU = Path(indomain.__file__).parent / "demo" / "bureau"
 TEMPLATE = "SELECT district, COUNT(*) AS n FROM residents WHERE age_band = :band GROUP BY district"
 
+#: The ledger origin of homes built by tests.conftest.build_home.
+ORIGIN = "test.indomain.example/ledger"
+
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -336,16 +339,24 @@ def test_enterprises_propose_over_http_with_a_signed_document(tmp_path: Path) ->
             path = "/v1/proposals"
             mine = client.get(
                 path,
-                headers=sign_request(enterprise="Acme Credit", key=acme, method="GET", path=path),
+                headers=sign_request(
+                    enterprise="Acme Credit", key=acme, method="GET", path=path, audience=ORIGIN
+                ),
             )
             assert [p["id"] for p in mine.json()["proposals"]] == [pid]
             theirs = client.get(
-                path, headers=sign_request(enterprise=BETA_NAME, key=beta, method="GET", path=path)
+                path,
+                headers=sign_request(
+                    enterprise=BETA_NAME, key=beta, method="GET", path=path, audience=ORIGIN
+                ),
             )
             assert theirs.json()["proposals"] == []
             one = f"/v1/proposals/{pid}"
             hidden = client.get(
-                one, headers=sign_request(enterprise=BETA_NAME, key=beta, method="GET", path=one)
+                one,
+                headers=sign_request(
+                    enterprise=BETA_NAME, key=beta, method="GET", path=one, audience=ORIGIN
+                ),
             )
             assert hidden.status_code == 404
     finally:
@@ -401,7 +412,11 @@ def test_registered_reviewers_review_over_http_bound_to_the_code_hash(tmp_path: 
     def reviewer_headers(name: str, key: Ed25519PrivateKey, path: str) -> dict[str, str]:
         stamp = format_time(datetime.now(UTC))
         message = request_message(
-            enterprise=f"reviewer:{name}", method="GET", path=path, timestamp=stamp
+            enterprise=f"reviewer:{name}",
+            method="GET",
+            path=path,
+            timestamp=stamp,
+            audience=ORIGIN,
         )
         return {
             "x-indomain-reviewer": base64.b64encode(name.encode()).decode(),
