@@ -34,10 +34,10 @@ from gateway._errors import (
 )
 from gateway._jobs import (
     JobDocument,
+    check_audience,
     check_fresh,
     parse_job,
     parse_time,
-    check_audience,
     request_message,
     verify_signature,
 )
