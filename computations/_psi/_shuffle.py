@@ -242,9 +242,7 @@ def prove_shuffle(
         challenge=e,
         responses=(responses[0], responses[1], responses[2], responses[3]),
         chain_responses=tuple(ar.s_add(omega_hat[i], ar.s_mul(e, r_hat[i])) for i in range(n)),
-        permuted_responses=tuple(
-            ar.s_add(omega_out[i], ar.s_mul(e, u_out[i])) for i in range(n)
-        ),
+        permuted_responses=tuple(ar.s_add(omega_out[i], ar.s_mul(e, u_out[i])) for i in range(n)),
     )
     return reply, proof
 
