@@ -215,6 +215,22 @@ def test_malformed_bytes_are_refused(world: Encrypted, secret_context: Any) -> N
     assert "refused" in _refused_upload(world, "request", b"\x01" * 64)
 
 
+def test_a_malformed_shuffle_proof_is_refused_at_upload(world: Encrypted) -> None:
+    from computations._encrypted._blobs import frame_proofs
+    from computations._psi._group import random_point, random_scalar
+    from computations._psi._shuffle import key_commitment, prove_shuffle
+
+    key, offered = random_scalar(), [random_point() for _ in range(3)]
+    _, proof = prove_shuffle(key, offered, session=b"s", label="north")
+    good = frame_proofs(key_commitment(key), [offered], [proof.to_bytes()])
+    assert "wrong size" in _refused_upload(world, "proof", good[:-1])
+    assert "not canonical" in _refused_upload(world, "proof", good[:-32] + b"\xff" * 32)
+    assert "canonical" in _refused_upload(
+        world, "proof", good[:8] + bytes([0] * 31 + [0x80]) + good[40:]
+    )
+    assert world.acme.upload("proof", good)["groups"] == 1  # well formed: kept
+
+
 def test_a_request_with_top_bit_twins_is_refused_at_upload(world: Encrypted) -> None:
     # HIGH 1 of the review: bit 255 set is a second encoding libsodium 1.0.18 accepts.
     from computations._psi import hash_to_group
