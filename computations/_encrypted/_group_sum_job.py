@@ -34,7 +34,6 @@ import base64
 import copy
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import Any, Final
@@ -45,12 +44,8 @@ import pyarrow as pa
 from computations._dataset import DatasetSpec
 from computations._encrypted._blobs import (
     DIGEST_PATTERN,
-    POINT_BYTES,
-    digest_of,
-    join_points,
     read_blob,
     split_points,
-    unframe_proofs,
     unframe_vectors,
 )
 from computations._encrypted._group_sum import (
@@ -61,6 +56,7 @@ from computations._encrypted._group_sum import (
     randomise,
 )
 from computations._encrypted._keys import unwrap_session_key
+from computations._encrypted._reply import proof_bytes, proved_reply
 from computations._encrypted._session import PRIVACY_METADATA, session_binding
 from computations._encrypted._sources import he_code_hash
 from computations._errors import ComputationError, QueryRefused
@@ -72,8 +68,7 @@ from computations._he._context import (
 )
 from computations._plan import ComputationResult, Plan, params_digest
 from computations._psi import PsiError, PsiReblinded, PsiRequest
-from computations._psi._protocol import blind_distinct, verify_reply
-from computations._psi._shuffle import ShuffleProof, proof_size
+from computations._psi._protocol import blind_distinct
 
 #: The enterprise-signed parameters.
 PARAM_KEYS: Final = frozenset({"session", "request", "reply", "proof", "context", "values"})
@@ -84,9 +79,6 @@ CONFIDENCE_SDS: Final = 3.0
 #: Most enterprise identifiers in one job unless the policy sets fewer.
 DEFAULT_MAX_SET_SIZE: Final = 1_000_000
 _JOB_ID_LENGTH: Final = 36
-#: Replies of at least this many points have their proofs verified in parallel processes
-#: (about 1 ms of libsodium per point; a fork costs far less at this size).
-PARALLEL_FROM: Final = 4096
 
 _PARAMS_SCHEMA: Final[dict[str, Any]] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -297,39 +289,6 @@ class EncryptedGroupSum:
                 "report per person (the reply's shuffle proofs verified)",
             ),
         )
-
-
-def proof_bytes(groups: int, length: int) -> int:
-    """The size of the *proof* upload for ``groups`` lists of ``length`` points."""
-    return 8 + POINT_BYTES * (1 + groups * length) + groups * proof_size(length)
-
-
-def proved_reply(
-    session: Mapping[str, Any], groups: tuple[tuple[bytes, ...], ...], proof: bytes
-) -> PsiReblinded:
-    """The reply ``groups`` once every shuffle proof in ``proof`` verifies against the
-    session's offered lists (checked against its ``offer_digest``) and group labels.
-
-    Raises :class:`PsiError` otherwise: nothing is matched for an unproved reply.
-    """
-    expected = session.get("offer_digest")
-    if not isinstance(expected, str):
-        raise PsiError("this PSI session predates shuffle proofs; open a new session")
-    key, offered, proofs = unframe_proofs(proof)
-    labels = [str(g) for g in session["groups"]]
-    if len(offered) != len(labels) or len(offered[0]) != int(session["length"]):
-        raise PsiError("the shuffle proofs do not have the shape of the session's offer")
-    if digest_of(join_points([p for group in offered for p in group])) != expected:
-        raise PsiError("the shuffle proofs are about lists other than this session's offer")
-    reply = PsiReblinded(
-        groups,
-        key,
-        tuple(ShuffleProof.from_bytes(data, len(offered[0])) for data in proofs),
-    )
-    points = len(offered) * len(offered[0])
-    workers = min(len(offered), os.cpu_count() or 1) if points >= PARALLEL_FROM else 1
-    verify_reply(reply, offered, session=session_binding(session), labels=labels, workers=workers)
-    return reply
 
 
 def answer(
