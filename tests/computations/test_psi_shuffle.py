@@ -162,3 +162,18 @@ def test_the_protocol_server_refuses_unproved_and_misproved_replies() -> None:
     with pytest.raises(PsiError, match="does not verify"):
         server.membership(multi, epsilon=10.0)
     assert server.intersection_size(reply, epsilon=10.0).intersection_size >= 0
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_replies_verify_the_same_in_parallel_processes(workers: int) -> None:
+    from computations._psi._protocol import verify_reply
+
+    key = random_scalar()
+    offered = [[random_point() for _ in range(5)] for _ in range(3)]
+    made = [prove_shuffle(key, o, session=SESSION, label=str(g)) for g, o in enumerate(offered)]
+    reply = PsiReblinded(tuple(r for r, _ in made), key_commitment(key), tuple(p for _, p in made))
+    labels = ["0", "1", "2"]
+    verify_reply(reply, offered, session=SESSION, labels=labels, workers=workers)
+    bad = PsiReblinded((reply.groups[0], reply.groups[2], reply.groups[1]), reply.key, reply.proofs)
+    with pytest.raises(PsiError, match="group '1' does not verify"):
+        verify_reply(bad, offered, session=SESSION, labels=labels, workers=workers)
