@@ -50,7 +50,7 @@ With ``M`` the permutation ``π``, the last relation reads ``Σ_j u_j·(R_π⁻�
 for the random ``u``. In a group of prime order, if any term ``D_j = R_π⁻¹(j) − a·L_j`` is
 not the identity, for each choice of the other ``u`` exactly one value of ``u_j`` makes the
 sum vanish: probability ``1/ℓ``. So, up to ``(N + 1)/ℓ`` per hash query (about
-``2^-235`` at a million points), an accepted proof means ``R_i = a·L_π(i)`` for every
+``2^-232`` at a million points), an accepted proof means ``R_i = a·L_π(i)`` for every
 ``i``, with the ``a`` of ``A``. Zero knowledge: the commitments are perfectly hiding
 Pedersen commitments and the responses are uniformly masked by fresh ``ω``; this is an
 honest-verifier zero-knowledge Σ-protocol made non-interactive in the random oracle
