@@ -3,6 +3,7 @@ side, and the accuracy of the debiased answers.
 
     python -m bench.encrypted_bench [--items 100000] [--groups 10] [--naive 1000]
                                     [--psi 20000] [--epsilon 1.0] [--small-ring]
+                                    [--proof-lists 10]
 
 1. ``encrypted_group_sum`` on ``--items`` matched items and ``--groups`` groups, CKKS
    n = 8192, coefficient modulus [60, 40, 40, 60], scale 2^40 (128-bit). End to end in one
@@ -20,7 +21,13 @@ side, and the accuracy of the debiased answers.
    group's sum (no multiplication needed), the same randomisation.
 2. PSI throughput in identifiers per second, each side on one core: the sandbox hashes
    and blinds its identifiers (the offer) and blinds the enterprise's request; the
-   enterprise hashes and blinds its identifiers and re-blinds the offer.
+   enterprise hashes and blinds its identifiers and re-blinds the offer. The shuffle
+   proofs are timed on their own: for the bench's shape (``--groups`` lists of the padded
+   length for ``--items`` items, 16,384 by default), the enterprise proves and the
+   sandbox verifies ``--proof-lists`` of them on one core (all of them by default; fewer
+   are scaled up, and the table says so), with libsodium's scalar multiplication and
+   point addition timed beside them (why no Pippenger sum: it trades a multiplication
+   for many additions, and libsodium adds only encoded points).
 3. Accuracy at ``--epsilon`` per report (the demo manifest's epsilon per job): per group,
    the debiased sum against the plaintext truth, and the standard deviation the result
    states; and the budget a job is charged, ``groups × epsilon`` (docs/threat-model.md).
@@ -149,7 +156,7 @@ def group_sum(
 
 def psi(n: int, groups: int) -> dict[str, float]:
     """Identifiers per second on each side of a session over ``n`` identifiers."""
-    from computations import PsiClient, PsiOffer
+    from computations import PsiRequest
     from computations._psi._group import blind, hash_to_group, random_point, random_scalar
 
     ids = [f"resident-{i}".encode() for i in range(n)]
@@ -161,20 +168,113 @@ def psi(n: int, groups: int) -> dict[str, float]:
     lists = [group + [random_point() for _ in range(length - len(group))] for group in lists]
     offer_s = time.perf_counter() - start
     client_start = time.perf_counter()
-    client = PsiClient(ids)
-    request = client.request()
-    reply = client.reblind(PsiOffer(tuple(tuple(group) for group in lists)))
+    # Re-blinding alone (the shuffle proofs are timed on their own, proof_table).
+    client_key = random_scalar()
+    request = PsiRequest(tuple(blind(client_key, hash_to_group(i)) for i in ids))
+    reply = [[blind(client_key, p) for p in group] for group in lists]
     client_s = time.perf_counter() - client_start
     match_start = time.perf_counter()
-    where = {p: g for g, group in enumerate(reply.groups) for p in group}
+    where = {p: g for g, group in enumerate(reply) for p in group}
     matched = sum(1 for p in request.items if blind(key, p) in where)
     match_s = time.perf_counter() - match_start
     assert matched == n
     return {"sandbox": n / (offer_s + match_s), "enterprise": n / client_s}
 
 
+def shuffle_proofs(items: int, groups: int, lists: int) -> dict[str, float]:
+    """Prove and verify ``lists`` shuffle proofs over lists of the offered length for
+    ``items`` items in ``groups`` groups; seconds per list, bytes, and primitive costs."""
+    from computations._encrypted import padded_length
+    from computations._psi import _arith as ar
+    from computations._psi._group import random_point, random_scalar
+    from computations._psi._shuffle import key_commitment, proof_size, prove_shuffle, verify_shuffle
+
+    length = padded_length(math.ceil(items / groups))
+    key = random_scalar()
+    prove_s = verify_s = 0.0
+    for g in range(lists):
+        offered = [random_point() for _ in range(length)]
+        start = time.perf_counter()
+        reply, proof = prove_shuffle(key, offered, session=b"bench", label=str(g))
+        middle = time.perf_counter()
+        verify_shuffle(key_commitment(key), offered, reply, proof, session=b"bench", label=str(g))
+        prove_s += middle - start
+        verify_s += time.perf_counter() - middle
+    p, q, k = random_point(), random_point(), random_scalar()
+    start = time.perf_counter()
+    for _ in range(2000):
+        ar.mul(k, p)
+    mul_us = (time.perf_counter() - start) / 2000 * 1e6
+    start = time.perf_counter()
+    for _ in range(2000):
+        ar.add(p, q)
+    add_us = (time.perf_counter() - start) / 2000 * 1e6
+    return {
+        "length": length,
+        "prove_s": prove_s / lists,
+        "verify_s": verify_s / lists,
+        "proof_bytes": proof_size(length),
+        "mul_us": mul_us,
+        "add_us": add_us,
+    }
+
+
+def pippenger_additions(n: int) -> int:
+    """Point additions of a Pippenger sum of ``n`` 253-bit terms at its best window."""
+    return min(math.ceil(253 / c) * (n + 2 ** (c + 1)) for c in range(1, 20))
+
+
+def proof_table(items: int, groups: int, lists: int) -> Table:
+    found = shuffle_proofs(items, groups, lists)
+    length = found["length"]
+    scaled = "" if lists == groups else f" (from {lists} of {groups} lists, scaled)"
+    table = Table(
+        "what",
+        "one list",
+        f"all {groups} lists{scaled}",
+        title=f"shuffle proofs, {groups} lists of {length:,} points (one core)",
+    )
+    table.add_row(
+        "enterprise: re-blind + prove",
+        f"{found['prove_s']:.1f} s",
+        f"{found['prove_s'] * groups:.0f} s",
+    )
+    table.add_row(
+        "sandbox worker: verify",
+        f"{found['verify_s']:.1f} s",
+        f"{found['verify_s'] * groups:.0f} s",
+    )
+    table.add_row(
+        "proof upload (A, offered lists, proofs)",
+        f"{(found['proof_bytes'] + 32 * length) / 1e6:.1f} MB",
+        f"{(groups * (found['proof_bytes'] + 32 * length) + 40) / 1e6:.1f} MB",
+    )
+    table.add_row(
+        "libsodium: scalar multiplication / point addition",
+        f"{found['mul_us']:.0f} µs / {found['add_us']:.0f} µs",
+        "",
+    )
+    table.add_row(
+        f"one sum of {length:,} products, direct (from the primitives)",
+        f"{length * (found['mul_us'] + found['add_us']) / 1e6:.1f} s",
+        "",
+    )
+    table.add_row(
+        f"one sum of {length:,} products, Pippenger (estimated, best window)",
+        f"{pippenger_additions(length) * found['add_us'] / 1e6:.1f} s",
+        "",
+    )
+    return table
+
+
 def tables(
-    items: int, groups: int, naive: int, psi_n: int, epsilon: float, degree: int = 8192
+    items: int,
+    groups: int,
+    naive: int,
+    psi_n: int,
+    epsilon: float,
+    degree: int = 8192,
+    proof_lists: int | None = None,
 ) -> list[Table]:
     result = group_sum(items, groups, naive, epsilon, degree)
     timing = Table(
@@ -225,17 +325,16 @@ def tables(
         "value",
         title=f"accuracy of debiased group sums at epsilon {epsilon:g} per report",
     )
-    # What the job costs: G reports per person are possible without a verifiable shuffle.
+    # What the job costs: one report per person, the reply's shuffle proofs verified.
     from computations._encrypted._group_sum_job import job_epsilon
 
-    accuracy.add_row(
-        "budget charged per job (groups x epsilon)", f"{job_epsilon(epsilon, groups):g}"
-    )
+    accuracy.add_row("budget charged per job (epsilon)", f"{job_epsilon(epsilon, groups):g}")
     errors, sds = result["relative_errors"], result["stated_sd"]
     accuracy.add_row("median relative error over groups", f"{statistics.median(errors):.2%}")
     accuracy.add_row("largest relative error", f"{max(errors):.2%}")
     accuracy.add_row("median stated standard deviation (relative)", f"{statistics.median(sds):.2%}")
-    return [timing, throughput, accuracy]
+    proofs = proof_table(items, groups, groups if proof_lists is None else proof_lists)
+    return [timing, throughput, proofs, accuracy]
 
 
 def main() -> None:
@@ -246,6 +345,9 @@ def main() -> None:
     parser.add_argument("--psi", type=int, default=20_000)
     parser.add_argument("--epsilon", type=float, default=1.0)
     parser.add_argument("--small-ring", action="store_true", help="CKKS n = 4096")
+    parser.add_argument(
+        "--proof-lists", type=int, default=None, help="lists to prove (default: all groups)"
+    )
     args = parser.parse_args()
     console = Console()
     with console.status("benchmarking encrypted views"):
@@ -256,6 +358,7 @@ def main() -> None:
             args.psi,
             args.epsilon,
             4096 if args.small_ring else 8192,
+            args.proof_lists,
         )
     for table in found:
         console.print(table)

@@ -166,9 +166,9 @@ class Client:
     # encrypted views (docs/threat-model.md) -------------------------------------------
 
     def upload(self, kind: str, data: bytes, *, context: str | None = None) -> dict[str, Any]:
-        """Upload one input of an encrypted job (``request``, ``reply``, ``context`` or
-        ``values``; ``context`` names the context digest values are under). The signed
-        path carries the body's digest. Returns the sandbox's record of the upload;
+        """Upload one input of an encrypted job (``request``, ``reply``, ``proof``,
+        ``context`` or ``values``; ``context`` names the context digest values are under).
+        The signed path carries the body's digest. Returns the sandbox's record of the upload;
         raises :class:`Refused` (``upload_refused``) with the reason."""
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         path = f"/v1/uploads/{kind}/{digest}"
@@ -230,7 +230,7 @@ class Client:
         secret key, which never leaves), uploads, runs the job, decrypts and debiases."""
         prepared = prepare_group_sum(offer, identifiers, values, context)
         params = prepared.params(session)
-        for kind in ("request", "reply", "context"):
+        for kind in ("request", "reply", "proof", "context"):
             self.upload(kind, prepared.uploads[kind])
         self.upload("values", prepared.uploads["values"], context=params["context"])
         job_id = self.submit(

@@ -1,7 +1,8 @@
 """Uploads for encrypted jobs: the large inputs a job names by digest.
 
 ``PUT /v1/uploads/{kind}/{digest}``   the body is the object's bytes; ``kind`` is
-                                      ``request``, ``reply``, ``context`` or ``values``
+                                      ``request``, ``reply``, ``proof``, ``context``
+                                      or ``values``
                                       (``?context=sha256:…`` names the context values
                                       are under); ``digest`` is ``sha256:<hex>`` of the body
 

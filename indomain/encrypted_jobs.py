@@ -1,10 +1,11 @@
 """Wiring for encrypted jobs: checked uploads, and resolving a job's session and uploads.
 
-An ``encrypted_group_sum`` job names a ``psi`` job (its session) and four uploads by
+An ``encrypted_group_sum`` job names a ``psi`` job (its session) and five uploads by
 digest. Uploads arrive first (``PUT /v1/uploads/{kind}/{digest}``); each is checked
 before it is kept, in a separate short-lived process (``computations._encrypted.
 _validate``, at most :data:`MAX_VALIDATORS` at once): points must be canonical, distinct
-ristretto255 encodings, HE contexts and vectors are parsed by TenSEAL. A malformed or
+ristretto255 encodings, shuffle proofs well formed (they are verified in the worker,
+against the session's offer), HE contexts and vectors are parsed by TenSEAL. A malformed or
 malicious object is refused with a clear error, nothing is charged and nothing runs. A
 kept upload is recorded on the ledger by kind and digest only (its size would tell the
 size of a list). At admission and again at execution the job's parameters are resolved:
@@ -35,11 +36,13 @@ if TYPE_CHECKING:
 
 #: Computations whose parameters this module resolves.
 RESOLVED_COMPUTATIONS: Final = frozenset({"encrypted_group_sum", "encrypted_linear_score"})
-UPLOAD_KINDS: Final = ("request", "reply", "context", "values")
+UPLOAD_KINDS: Final = ("request", "reply", "proof", "context", "values")
 #: Most bytes one upload may hold, per kind (a context with Galois keys for 8192 is ~35 MB).
 MAX_UPLOAD_BYTES: Final = {
     "request": 32 * 1_000_000,
     "reply": 32 * 4_000_000,
+    # A, the offered lists and per list its shuffle proof: 160 bytes per reply point.
+    "proof": 8 + 32 + 160 * 4_000_000 + 160 * 4096,
     "context": 64 << 20,
     "values": 512 << 20,
 }
@@ -135,6 +138,8 @@ def _check(
         # Valid, canonical, distinct, non-identity points: checked in the validator
         # process (millions of points cost tens of CPU seconds; not the gateway's).
         return _validate({"kind": "points", "what": kind, "path": str(path)})
+    if kind == "proof":
+        return _validate({"kind": "proof", "path": str(path)})
     if kind == "context":
         return _validate({"kind": "context", "context_path": str(path)})
     if context is None:

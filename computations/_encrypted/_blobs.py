@@ -11,7 +11,11 @@ Formats (all lengths big-endian, nothing implicit):
   offer's groups in order, each ``length`` points);
 - *vectors*: ``u32 count``, then per vector ``u32 length`` and TenSEAL's own
   ``serialize()`` bytes (TenSEAL objects do not pickle, and must not);
-- *context*: TenSEAL's serialised public context, as is.
+- *context*: TenSEAL's serialised public context, as is;
+- *proof*: ``u32 groups``, ``u32 length``, then ``A = a·G`` (32 bytes), the offered
+  lists as received (``groups · length`` points, the statement the proofs are about,
+  checked against the session's ``offer_digest``), then per group one shuffle proof of
+  ``proof_size(length)`` bytes (``computations/_psi/_shuffle.py``). Nothing else.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from computations._errors import ComputationError
+from computations._psi._shuffle import proof_size
 
 POINT_BYTES: Final = 32
 DIGEST_PATTERN: Final = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -101,3 +106,35 @@ def unframe_vectors(data: bytes) -> tuple[bytes, ...]:
     if offset != len(data):
         raise ComputationError("the vectors upload has bytes after its last vector")
     return tuple(out)
+
+
+def frame_proofs(key: bytes, offered: Sequence[Sequence[bytes]], proofs: Sequence[bytes]) -> bytes:
+    """The *proof* format: ``key`` (``A``), the offered lists and one proof per list."""
+    if not offered or len(proofs) != len(offered) or len({len(g) for g in offered}) != 1:
+        raise ComputationError("frame one proof per offered list, all lists of one length")
+    head = struct.pack(">II", len(offered), len(offered[0]))
+    return b"".join((head, key, *(p for group in offered for p in group), *proofs))
+
+
+def unframe_proofs(
+    data: bytes,
+) -> tuple[bytes, tuple[tuple[bytes, ...], ...], tuple[bytes, ...]]:
+    """``(A, offered lists, proofs)`` from *proof* bytes, each proof still serialised;
+    raises :class:`ComputationError` unless the sizes add up exactly."""
+    if len(data) < 8:
+        raise ComputationError("the proof upload is too short to hold its shape")
+    groups, length = struct.unpack_from(">II", data, 0)
+    if groups < 1 or length < 1:
+        raise ComputationError("the proof upload must cover at least one list of one point")
+    size = proof_size(length)
+    if len(data) != 8 + POINT_BYTES * (1 + groups * length) + groups * size:
+        raise ComputationError(
+            f"the proof upload for {groups} lists of {length} points has the wrong size"
+        )
+    key, offset = data[8 : 8 + POINT_BYTES], 8 + POINT_BYTES
+    offered = []
+    for _ in range(groups):
+        offered.append(split_points(data[offset : offset + POINT_BYTES * length]))
+        offset += POINT_BYTES * length
+    proofs = tuple(data[offset + g * size : offset + (g + 1) * size] for g in range(groups))
+    return key, tuple(offered), proofs

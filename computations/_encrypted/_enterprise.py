@@ -4,7 +4,7 @@ From the session's offer (the ``psi`` job's result), its identifiers, its values
 secret TenSEAL context, :func:`prepare_group_sum` builds the four uploads and remembers
 what decryption needs; :func:`read_group_sums` decrypts the result and debiases it. The
 secret key and the PSI key ``a`` never leave this side: only the public context, blinded
-points and ciphertexts are uploaded.
+points, ciphertexts and the shuffle proofs (with ``A = a·G``) are uploaded.
 """
 
 from __future__ import annotations
@@ -18,9 +18,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from computations._encrypted._blobs import digest_of, frame_vectors, join_points
+from computations._encrypted._blobs import digest_of, frame_proofs, frame_vectors, join_points
 from computations._encrypted._group_sum import debias_sum
-from computations._encrypted._session import PRIVACY_METADATA, identifier_bytes, session_of
+from computations._encrypted._session import (
+    PRIVACY_METADATA,
+    identifier_bytes,
+    session_binding,
+    session_of,
+)
 from computations._errors import ComputationError
 from computations._psi import PsiClient, PsiOffer
 
@@ -46,8 +51,10 @@ def prepare_group_sum(
     offer: pa.Table, identifiers: Sequence[object], values: Sequence[float], context: Any
 ) -> PreparedGroupSum:
     """Shuffle ``identifiers`` with their ``values``, blind them under a fresh key, re-blind
-    and re-shuffle the offer, and encrypt the values packed under ``context``, which must
-    hold the secret key (it is not uploaded; its public copy is, with Galois keys).
+    and re-shuffle the offer with a shuffle proof per list, and encrypt the values packed
+    under ``context``, which must hold the secret key (it is not uploaded; its public copy
+    is, with Galois keys). Proving costs about seven scalar multiplications per offered
+    point (docs/threat-model.md).
 
     Raises :class:`ComputationError` for unequal lengths, repeated identifiers or an
     offer that is not one.
@@ -70,10 +77,15 @@ def prepare_group_sum(
     labels = offer.column("group").to_pylist()
     if len(points) != length * len(groups) or labels != [g for g in groups for _ in range(length)]:
         raise ComputationError("the offer's lists do not match its description")
+    if "offer_digest" not in session:
+        raise ComputationError(
+            "this PSI session predates shuffle proofs; open a new session (psi job)"
+        )
     client = PsiClient([identifier_bytes(i) for i in identifiers])
-    reply = client.reblind(
-        PsiOffer(tuple(tuple(points[g * length : (g + 1) * length]) for g in range(len(groups))))
-    )
+    offered = tuple(tuple(points[g * length : (g + 1) * length]) for g in range(len(groups)))
+    reply = client.reblind(PsiOffer(offered, session_binding(session)), labels=groups)
+    if reply.key is None:  # reblind always proves; this keeps the type checker honest
+        raise ComputationError("the PSI reply was not proved")
     slots = context.data.seal_context().key_context_data().parms().poly_modulus_degree() // 2
     chunks = max(1, math.ceil(len(values) / slots))
     padded = [float(v) for v in values] + [0.0] * (chunks * slots - len(values))
@@ -87,6 +99,7 @@ def prepare_group_sum(
         uploads={
             "request": join_points(client.request().items),
             "reply": join_points([p for group in reply.groups for p in group]),
+            "proof": frame_proofs(reply.key, offered, [p.to_bytes() for p in reply.proofs]),
             "context": bytes(public.serialize(save_galois_keys=True)),
             "values": frame_vectors(vectors),
         },

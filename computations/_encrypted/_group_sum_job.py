@@ -4,16 +4,20 @@ its identifiers found in the dataset, matched by PSI and locally randomised.
 Parameters (all the enterprise signs; the bytes are uploads named by digest)::
 
     {"session": "<job id of a psi job>", "request": "sha256:…", "reply": "sha256:…",
-     "context": "sha256:…", "values": "sha256:…"}
+     "proof": "sha256:…", "context": "sha256:…", "values": "sha256:…"}
 
 - ``request``: its identifiers blinded, ``a·H(c)``, in its own order (*points* format);
 - ``reply``: each list of the session's offer raised to ``a`` and re-shuffled, groups in
   the offer's order, each of the offer's length;
+- ``proof``: ``A = a·G``, the offered lists and per group a zero-knowledge proof that the
+  reply list is a permutation of the offered list raised to that ``a`` (``_psi/_shuffle.py``);
 - ``context``: a public TenSEAL CKKS context with Galois keys (no secret key);
 - ``values``: CKKS vectors, value of request item ``i`` in slot ``i mod S`` of vector
   ``i div S``, every vector exactly ``S`` slots.
 
-Inside the enclave: unwrap the session's ``b``; item ``i`` matched group ``g`` when
+Inside the enclave: unwrap the session's ``b``; check the offered lists against the
+session's ``offer_digest`` and verify every shuffle proof, before anything is matched
+(a failure refuses the job with :class:`PsiError`); item ``i`` matched group ``g`` when
 ``b·(a·H(c_i))`` is in reply list ``g``. The enterprise shuffled the lists, so the
 sandbox learns per *blinded item* its outcome, never which of its rows matched. Each
 outcome then goes through randomised response at the policy's epsilon (charged to the
@@ -52,6 +56,7 @@ from computations._encrypted._group_sum import (
     randomise,
 )
 from computations._encrypted._keys import unwrap_session_key
+from computations._encrypted._reply import proof_bytes, proved_reply
 from computations._encrypted._session import PRIVACY_METADATA, session_binding
 from computations._encrypted._sources import he_code_hash
 from computations._errors import ComputationError, QueryRefused
@@ -66,7 +71,7 @@ from computations._psi import PsiError, PsiReblinded, PsiRequest
 from computations._psi._protocol import blind_distinct
 
 #: The enterprise-signed parameters.
-PARAM_KEYS: Final = frozenset({"session", "request", "reply", "context", "values"})
+PARAM_KEYS: Final = frozenset({"session", "request", "reply", "proof", "context", "values"})
 #: What the sandbox adds when it resolves the parameters (never taken from a job).
 RESOLVED_KEYS: Final = frozenset({"resolved_session", "resolved_blobs"})
 #: Standard deviations below the estimate the minimum intersection is judged at.
@@ -82,7 +87,7 @@ _PARAMS_SCHEMA: Final[dict[str, Any]] = {
         "session": {"type": "string", "description": "job id of the psi job"},
         **{
             name: {"type": "string", "pattern": DIGEST_PATTERN.pattern}
-            for name in ("request", "reply", "context", "values")
+            for name in ("request", "reply", "proof", "context", "values")
         },
     },
     "required": sorted(PARAM_KEYS),
@@ -226,8 +231,10 @@ class EncryptedGroupSum:
         reply_points = split_points(read_blob(blobs["reply"], max_bytes=32 * length * len(groups)))
         if len(reply_points) != length * len(groups):
             raise PsiError("the PSI reply does not have the shape of the offer")
-        reply = PsiReblinded(
-            tuple(reply_points[g * length : (g + 1) * length] for g in range(len(groups)))
+        reply = proved_reply(
+            session,
+            tuple(reply_points[g * length : (g + 1) * length] for g in range(len(groups))),
+            read_blob(blobs["proof"], max_bytes=proof_bytes(len(groups), length)),
         )
         outcomes = _outcomes(key, request, reply)
         context = load_public_context(
@@ -252,13 +259,12 @@ class EncryptedGroupSum:
             "delta": 0.0,
             "epsilon_per_report": randomised.epsilon,
             "charge": (
-                f"{len(groups)} groups x {randomised.epsilon:g} per report: without a proof "
-                "that the reply is a shuffle of the offer, a malicious enterprise can get one "
-                "report per group about each person of one offered list"
+                "epsilon per job: the reply is proved a shuffle of the offer under one key, "
+                "so each person is matched by at most one request item, one report per job"
             ),
             "guarantee": (
-                "each report is epsilon_per_report-LDP against a semi-honest enterprise; "
-                "no worst-case bound per person against a malicious one"
+                "each person's data enters one epsilon-LDP report per job, against a "
+                "malicious enterprise (shuffle proofs verified) and a semi-honest one"
             ),
             "keep_probability": randomised.keep,
             "other_probability": randomised.other,
@@ -279,8 +285,8 @@ class EncryptedGroupSum:
             notes=(
                 f"memberships randomised per item at epsilon {randomised.epsilon:g} "
                 "before any ciphertext met them; sums are encrypted under your key",
-                f"charged {job_epsilon(randomised.epsilon, len(groups)):g}: "
-                f"{len(groups)} groups x {randomised.epsilon:g} per report",
+                f"charged {job_epsilon(randomised.epsilon, len(groups)):g}: at most one "
+                "report per person (the reply's shuffle proofs verified)",
             ),
         )
 
@@ -336,21 +342,24 @@ def _outcomes(key: bytes, request: tuple[bytes, ...], reply: PsiReblinded) -> li
 
 
 def job_epsilon(epsilon: float, groups: int) -> float:
-    """What one job is charged: ``groups · epsilon``, ``epsilon`` being each report's.
+    """What one job is charged: ``epsilon``, each report's, whatever the number of groups.
 
-    Each report is ε-LDP, but nothing proves the enterprise's reply is a shuffle of
-    ``a·offer``: a malicious enterprise can copy one offered list into every reply list
-    (each raised to its own scalar), and then each person of that list is reported once
-    per group, ``G`` reports in one job (the review's multi-copy attack). ``G`` reports at
-    ε each compose to ``G·ε``, so that is what the budget is charged: the expected-case
-    leakage of the attack. It is *not* a worst-case bound for one person (see
-    docs/threat-model.md); the real fix is a verifiable shuffle.
+    Why one report per person (the argument in full is in docs/threat-model.md): the job
+    runs only if every shuffle proof verifies, so reply list ``g`` is ``a·L_g`` permuted,
+    one ``a`` for all lists. A person ``s`` offered in list ``g`` (one list per person)
+    then has exactly one reply point, ``a·b·H(s)``, and a request item ``P`` matches it
+    iff ``b·P = a·b·H(s)``, i.e. ``P = a·H(s)``: one value. Request items must blind to
+    distinct values, so at most one item matches ``s``, and ``s``'s presence or group
+    changes that one item's outcome only. One ε-LDP report; the rest is post-processing.
+    Until the proofs this was ``groups · epsilon`` (the multi-copy attack gave ``G``
+    reports per person); ``groups`` is kept in the signature for the statement's callers.
     """
-    return float(epsilon) * int(groups)
+    del groups  # one report per person, however many lists (docstring)
+    return float(epsilon)
 
 
 def plan_cost(plan: Plan) -> tuple[float, float]:
-    """``(G·epsilon, 0)``: what a run spends (:func:`job_epsilon`)."""
+    """``(epsilon, 0)``: what a run spends (:func:`job_epsilon`)."""
     epsilon = plan.body.get("epsilon")
     if isinstance(epsilon, bool) or not isinstance(epsilon, int | float) or not epsilon > 0:
         raise ComputationError("an encrypted_group_sum plan has no valid epsilon")

@@ -12,7 +12,9 @@ its blinded identifiers ``a·H(c)`` and each offered list raised to ``a`` and re
 What the offer reveals: the group labels (already public keys; groups under the minimum
 size are pooled, and which were pooled is public), and the common length, the largest
 offered group's size rounded *up* to a power of two (not differentially private). It
-spends no epsilon.
+spends no epsilon. The description carries ``offer_digest``, the SHA-256 of every offered
+point in order, so the enterprise's shuffle proofs (``_psi/_shuffle.py``) can be checked
+against exactly these lists.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import rfc8785
 
 from computations._computation import CORE_SOURCES, PACKAGE_ROOT, package_sources, source_digest
 from computations._dataset import ColumnClass, DatasetSpec
+from computations._encrypted._blobs import digest_of, join_points
 from computations._encrypted._keys import wrap_session_key
 from computations._errors import ComputationError, QueryRefused
 from computations._plan import ComputationResult, Plan, params_digest
@@ -275,6 +278,9 @@ class PsiOffer:
             "groups": labels,
             "merged": merged,
             "length": length,
+            # The enterprise's shuffle proofs are over these lists: the worker checks the
+            # lists it is given against this digest (bound to the wrapped key below).
+            "offer_digest": digest_of(join_points(point_col)),
         }
         session["wrapped_key"] = base64.b64encode(
             wrap_session_key(key, binding=session_binding(session))

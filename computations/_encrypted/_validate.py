@@ -3,7 +3,7 @@
 TenSEAL and SEAL parse untrusted bytes in C++, and checking millions of points costs tens
 of CPU seconds. A parser crash or runaway here costs this short-lived process (no core
 dump, capped CPU and memory), never the gateway. Reads one JSON request on stdin,
-``{"kind": "points"|"context"|"values", "path": …, "context_path": …}``, writes
+``{"kind": "points"|"proof"|"context"|"values", "path": …, "context_path": …}``, writes
 ``{"ok": true, …}`` or ``{"ok": false, "error": "<why>"}`` on stdout.
 """
 
@@ -15,9 +15,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from computations._encrypted._blobs import split_points, unframe_vectors
+from computations._encrypted._blobs import split_points, unframe_proofs, unframe_vectors
 from computations._he import HeError, load_ckks_vector, load_public_context
 from computations._psi import PsiRequest
+from computations._psi._group import check_point
+from computations._psi._shuffle import ShuffleProof
 from indomain.errors import IndomainError
 
 _CPU_SECONDS = 120
@@ -35,6 +37,15 @@ def check(request: dict[str, Any]) -> dict[str, Any]:
         points = split_points(Path(request["path"]).read_bytes())
         PsiRequest(points)
         return {"points": len(points)}
+    if request["kind"] == "proof":
+        # Shape and encodings only (canonical points, scalars below the order): whether
+        # the proofs verify depends on the session's offer, checked in the worker.
+        key, offered, proofs = unframe_proofs(Path(request["path"]).read_bytes())
+        check_point(key)
+        PsiRequest(tuple(p for group in offered for p in group))
+        for proof in proofs:
+            ShuffleProof.from_bytes(proof, len(offered[0]))
+        return {"groups": len(offered), "length": len(offered[0])}
     context = load_public_context(Path(request["context_path"]).read_bytes())
     found: dict[str, Any] = {
         "scheme": context.scheme,

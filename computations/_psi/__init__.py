@@ -1,4 +1,4 @@
-"""Private set intersection (ECDH over ristretto255); not yet wired into jobs."""
+"""Private set intersection (ECDH over ristretto255), with a proof of shuffle for the reply."""
 
 from computations._psi._group import PsiError, hash_to_group
 from computations._psi._protocol import (

@@ -22,16 +22,22 @@ is linkable across sessions. Under the decisional Diffie-Hellman assumption in r
   (:meth:`PsiServer.intersection_size`) or, per item, a randomised-response report of
   membership and group (:meth:`PsiServer.membership`).
 
-Adversary: semi-honest parties. A malicious enterprise can drop or duplicate points in its
-re-blinded reply; the sandbox checks lengths, encodings and duplicates but cannot check
-that each point was raised to the same ``a``. docs/threat-model.md says what that allows.
+Adversary: a malicious enterprise, as far as its reply goes. With its reply it publishes
+``A = a·G`` and, per group, a zero-knowledge proof that the reply list is a permutation of
+the offered list raised to that one ``a`` (``_shuffle.py``), bound to the session and the
+group; the sandbox verifies every proof before it matches anything. So each offered point
+is in exactly one reply slot, and, since request items must blind to distinct values,
+each dataset person can be matched by at most one request item. docs/threat-model.md says
+what remains.
 """
 
 from __future__ import annotations
 
 import math
+import multiprocessing
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 from computations._aggregate._noise import discrete_laplace
@@ -44,6 +50,12 @@ from computations._psi._group import (
     random_scalar,
 )
 from computations._psi._rr import debias_counts, randomised_response
+from computations._psi._shuffle import (
+    ShuffleProof,
+    key_commitment,
+    prove_shuffle,
+    verify_shuffle,
+)
 
 _SHUFFLER = secrets.SystemRandom()
 
@@ -110,6 +122,8 @@ class PsiOffer:
     padded with random points so every group has the same length."""
 
     groups: tuple[tuple[bytes, ...], ...]
+    #: What the enterprise's shuffle proofs are bound to (the session's public description).
+    session: bytes = b""
 
     def __post_init__(self) -> None:
         if not isinstance(self.groups, tuple) or not self.groups:
@@ -122,15 +136,73 @@ class PsiOffer:
 
 @dataclass(frozen=True)
 class PsiReblinded:
-    """Enterprise → sandbox: each offered group re-blinded ``a·(b·H(s))`` and re-shuffled."""
+    """Enterprise → sandbox: each offered group re-blinded ``a·(b·H(s))`` and re-shuffled,
+    with ``key = a·G`` and one shuffle proof per group (:func:`verify_reply` checks them)."""
 
     groups: tuple[tuple[bytes, ...], ...]
+    key: bytes | None = None
+    proofs: tuple[ShuffleProof, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.groups, tuple) or not self.groups:
             raise PsiError("a PSI reply must hold at least one group")
         for group in self.groups:
             _check_points(group, "a PSI reply group")
+
+
+def group_labels(count: int) -> tuple[str, ...]:
+    """The labels proofs are bound to when the caller has none: ``"0"``, ``"1"``, …"""
+    return tuple(str(g) for g in range(count))
+
+
+def _verify_one(
+    task: tuple[bytes, Sequence[bytes], Sequence[bytes], ShuffleProof, bytes, str],
+) -> str | None:
+    # Runs in a child process: returns the refusal's message (exceptions with their own
+    # constructors do not always pickle back).
+    key, offered, group, proof, session, label = task
+    try:
+        verify_shuffle(key, offered, group, proof, session=session, label=label)
+    except PsiError as exc:
+        return str(exc)
+    return None
+
+
+def verify_reply(
+    reply: PsiReblinded,
+    offered: Sequence[Sequence[bytes]],
+    *,
+    session: bytes,
+    labels: Sequence[str],
+    workers: int = 1,
+) -> None:
+    """Check that every reply list is a permutation of its offered list raised to the one
+    key ``reply.key`` commits to, for ``session`` and each group's label. With
+    ``workers > 1`` the groups are verified in that many forked processes (each proof is
+    independent; libsodium holds the GIL).
+
+    Raises :class:`PsiError` for a missing key or proof, a shape that does not fit the
+    offer, or a proof that does not verify. Call it before matching anything.
+    """
+    if reply.key is None:
+        raise PsiError("the PSI reply carries no key commitment A = a·G; prove the shuffle")
+    if len(reply.groups) != len(offered) or len(labels) != len(offered):
+        raise PsiError("the PSI reply does not have the shape of the offer")
+    if len(reply.proofs) != len(offered):
+        raise PsiError("the PSI reply needs one shuffle proof per offered group")
+    tasks = [
+        (reply.key, tuple(o), group, proof, session, label)
+        for group, o, proof, label in zip(reply.groups, offered, reply.proofs, labels, strict=True)
+    ]
+    if workers <= 1 or len(tasks) <= 1:
+        failures = [_verify_one(task) for task in tasks]
+    else:
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context) as pool:
+            failures = list(pool.map(_verify_one, tasks))
+    for failure in failures:
+        if failure is not None:
+            raise PsiError(failure)
 
 
 @dataclass(frozen=True)
@@ -167,11 +239,19 @@ class PsiClient:
         """The blinded identifiers, in the order they were given."""
         return PsiRequest(tuple(blind(self._key, point) for point in self._points))
 
-    def reblind(self, offer: PsiOffer) -> PsiReblinded:
-        """Each offered point raised to the session key, each group shuffled anew."""
-        return PsiReblinded(
-            tuple(_shuffled(blind(self._key, p) for p in group) for group in offer.groups)
-        )
+    def reblind(self, offer: PsiOffer, *, labels: Sequence[str] | None = None) -> PsiReblinded:
+        """Each offered point raised to the session key, each group shuffled anew, with
+        ``A = a·G`` and a shuffle proof per group bound to ``offer.session`` and the
+        group's label (``labels``, by default the group's index)."""
+        names = tuple(labels) if labels is not None else group_labels(len(offer.groups))
+        if len(names) != len(offer.groups):
+            raise PsiError("give one label per offered group")
+        groups, proofs = [], []
+        for group, label in zip(offer.groups, names, strict=True):
+            reply, proof = prove_shuffle(self._key, group, session=offer.session, label=label)
+            groups.append(reply)
+            proofs.append(proof)
+        return PsiReblinded(tuple(groups), key_commitment(self._key), tuple(proofs))
 
 
 class PsiServer:
@@ -193,6 +273,8 @@ class PsiServer:
             members[index[group]].append(hash_to_group(identifier))
         self._members = members
         self._request: tuple[bytes, ...] | None = None
+        self._session = secrets.token_bytes(32)
+        self._offered: tuple[tuple[bytes, ...], ...] = ()
         self._offered_length = 0
         self._released = False
 
@@ -214,7 +296,8 @@ class PsiServer:
             blinded = [blind(self._key, point) for point in group]
             padding = [random_point() for _ in range(self._offered_length - len(group))]
             groups.append(_shuffled(blinded + padding))
-        return PsiOffer(tuple(groups))
+        self._offered = tuple(groups)
+        return PsiOffer(self._offered, self._session)
 
     def _outcomes(self, reply: PsiReblinded) -> list[int]:
         """Per request item: 0 if unmatched, else 1 + its group's index."""
@@ -224,6 +307,9 @@ class PsiServer:
             len(group) != self._offered_length for group in reply.groups
         ):
             raise PsiError("the PSI reply does not have the shape of the offer")
+        verify_reply(
+            reply, self._offered, session=self._session, labels=group_labels(len(self._offered))
+        )
         where: dict[bytes, int] = {}
         for g, group in enumerate(reply.groups):
             for point in group:

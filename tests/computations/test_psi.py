@@ -326,8 +326,8 @@ def test_reply_must_have_the_shape_of_the_offer() -> None:
     short = PsiReblinded((reply.groups[0][:-1], reply.groups[1]))
     with pytest.raises(PsiError, match="shape"):
         server.intersection_size(short, epsilon=EXACT)
-    copied = PsiReblinded((reply.groups[0], reply.groups[0]))
-    with pytest.raises(PsiError, match="repeats"):
+    copied = PsiReblinded((reply.groups[0], reply.groups[0]), reply.key, reply.proofs)
+    with pytest.raises(PsiError, match="does not verify"):
         server.intersection_size(copied, epsilon=EXACT)
 
 

@@ -59,8 +59,7 @@ class Encrypted:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Encrypted]:
     base = tmp_path_factory.mktemp("encrypted")
     data, manifest = write_residents(base / "source", 3000)
-    # A group sum over the 11 districts is charged 11 x epsilon (G reports per person are
-    # possible, docs/threat-model.md): room for the jobs below.
+    # Room for the jobs below (each charged epsilon: one report per person, proved).
     manifest.write_text(manifest.read_text().replace("budget: 20/month", "budget: 100/month"))
     sandbox = Sandbox.init(base / "home", origin="test.indomain.example/ledger")
     sandbox.import_dataset(data, name="residents", manifest=manifest)
@@ -137,8 +136,9 @@ def test_an_encrypted_group_sum_end_to_end_is_debiased_and_charged(
         values=values,
         context=secret_context,
     )
-    # G x the manifest's epsilon per report: the 11 districts of the offer.
-    assert _spent(world) == pytest.approx(before + GROUPS * 1.0)
+    # The manifest's epsilon per report, once: the shuffle proofs verified, so each
+    # person got at most one report whatever the 11 districts (docs/threat-model.md).
+    assert _spent(world) == pytest.approx(before + 1.0)
     by_group = {a["group"]: a for a in answers}
     for district in {d for d in residents.values()}:
         truth = sum(
@@ -148,7 +148,7 @@ def test_an_encrypted_group_sum_end_to_end_is_debiased_and_charged(
         assert abs(answer["sum_estimate"] - truth) <= 6 * answer["sum_variance_bound"] ** 0.5
     # The ledger holds kinds and digests of the uploads, never their bytes or sizes.
     stored = _entries(world, "upload.stored")
-    assert {e.fields["kind"] for e in stored} >= {"request", "reply", "context", "values"}
+    assert {e.fields["kind"] for e in stored} >= {"request", "reply", "proof", "context", "values"}
     assert all(set(e.fields) == {"enterprise", "kind", "digest"} for e in stored)
 
 
@@ -167,7 +167,7 @@ def test_another_enterprise_cannot_use_the_session(
     assert refused.value.status == 422 and refused.value.extra["rule"] == "psi-session"
 
 
-_KINDS = ("request", "reply", "context", "values")
+_KINDS = ("request", "reply", "proof", "context", "values")
 
 
 def _public(context: Any, *, galois: bool = True) -> bytes:
@@ -213,6 +213,22 @@ def test_malformed_bytes_are_refused(world: Encrypted, secret_context: Any) -> N
     digest = digest_of(context)
     assert "refused" in _refused_upload(world, "values", b"\x00\x00\x00\x01junk", context=digest)
     assert "refused" in _refused_upload(world, "request", b"\x01" * 64)
+
+
+def test_a_malformed_shuffle_proof_is_refused_at_upload(world: Encrypted) -> None:
+    from computations._encrypted._blobs import frame_proofs
+    from computations._psi._group import random_point, random_scalar
+    from computations._psi._shuffle import key_commitment, prove_shuffle
+
+    key, offered = random_scalar(), [random_point() for _ in range(3)]
+    _, proof = prove_shuffle(key, offered, session=b"s", label="north")
+    good = frame_proofs(key_commitment(key), [offered], [proof.to_bytes()])
+    assert "wrong size" in _refused_upload(world, "proof", good[:-1])
+    assert "not canonical" in _refused_upload(world, "proof", good[:-32] + b"\xff" * 32)
+    assert "canonical" in _refused_upload(
+        world, "proof", good[:8] + bytes([0] * 31 + [0x80]) + good[40:]
+    )
+    assert world.acme.upload("proof", good)["groups"] == 1  # well formed: kept
 
 
 def test_a_request_with_top_bit_twins_is_refused_at_upload(world: Encrypted) -> None:
@@ -407,7 +423,7 @@ def test_an_intersection_under_the_minimum_is_refused_after_the_charge(
             context=secret_context,
         )
     assert "smaller than 10" in refused.value.message
-    assert _spent(world) == pytest.approx(before + GROUPS * 1.0)
+    assert _spent(world) == pytest.approx(before + 1.0)
 
 
 # -- uploads cannot exhaust the sandbox (review MEDIUM 4, LOW 7) -------------------------
