@@ -51,6 +51,7 @@ from computations._encrypted._group_sum import (
     count_estimates,
     packed_group_sums,
     randomise,
+    warm_up,
 )
 from computations._encrypted._keys import unwrap_session_key
 from computations._encrypted._session import (
@@ -122,6 +123,10 @@ class EncryptedGroupSum:
     @cached_property
     def code_hash(self) -> str:
         return he_code_hash()
+
+    def warm_up(self) -> None:
+        """Import TenSEAL and OpenDP before a job arrives (the enclave's workers call it)."""
+        warm_up()
 
     @property
     def params_schema(self) -> dict[str, Any]:
