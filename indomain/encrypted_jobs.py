@@ -71,12 +71,9 @@ def upload_folder(sandbox: Sandbox, enterprise: str) -> Path:
     return sandbox.home.root / "uploads" / name
 
 
-_folder = upload_folder
-
-
 def upload_path(sandbox: Sandbox, enterprise: str, kind: str, digest: str) -> Path:
     """Where ``enterprise``'s checked upload of ``kind`` and ``digest`` is kept."""
-    return _folder(sandbox, enterprise) / f"{kind}-{digest.removeprefix('sha256:')}"
+    return upload_folder(sandbox, enterprise) / f"{kind}-{digest.removeprefix('sha256:')}"
 
 
 def used_bytes(folder: Path) -> int:
@@ -152,7 +149,7 @@ def store_upload(
         if kept:
             os.utime(path)  # used again: not old, and newer than any job that finished
     if not kept:
-        folder = _folder(sandbox, enterprise)
+        folder = upload_folder(sandbox, enterprise)
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".upload-")
         os.close(fd)
