@@ -21,6 +21,7 @@ from gateway._errors import (
     ReplayError,
     ServerError,
     TransportError,
+    UploadQuotaExceeded,
 )
 from gateway._jobs import (
     MAX_CLOCK_SKEW,
@@ -63,6 +64,7 @@ __all__ = [
     "ServerError",
     "StateStore",
     "TransportError",
+    "UploadQuotaExceeded",
     "create_app",
     "format_time",
     "load_private_key",

@@ -312,6 +312,7 @@ def create_app(
             store_upload=store_upload,
             authenticate=authenticate,
             upload_limit=getattr(processor, "upload_limit", None),
+            upload_room=getattr(processor, "upload_room", None),
         )
     return app
 

@@ -22,6 +22,7 @@ from computations import (
     frame_vectors,
     prepare_group_sum,
     read_group_sums,
+    session_of,
     table_from_ipc,
 )
 from gateway._errors import GatewayError, Refused, TransportError, error_from_json
@@ -227,7 +228,16 @@ class Client:
     ) -> list[dict[str, Any]]:
         """Per group, the debiased sum of ``values`` over ``identifiers`` found in the
         dataset, with variance bounds: blinds and encrypts here (``context`` holds the
-        secret key, which never leaves), uploads, runs the job, decrypts and debiases."""
+        secret key, which never leaves), uploads, runs the job, decrypts and debiases.
+        Raises :class:`Refused` (``set_too_large``) before uploading anything when there
+        are more identifiers than the session's policy allows."""
+        cap = session_of(offer).get("max_set_size")
+        if isinstance(cap, int) and len(identifiers) > cap:
+            raise Refused(
+                f"{len(identifiers)} identifiers, but this session's policy allows at most "
+                f"{cap} in one job (@psi_max_set_size): split your list",
+                code="set_too_large",
+            )
         prepared = prepare_group_sum(offer, identifiers, values, context)
         params = prepared.params(session)
         for kind in ("request", "reply", "proof", "context"):

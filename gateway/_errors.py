@@ -36,6 +36,13 @@ class PayloadTooLarge(GatewayError):
     status, code = 413, "payload_too_large"
 
 
+class UploadQuotaExceeded(GatewayError):
+    """The enterprise's stored uploads would exceed its quota (``quota`` and ``room`` say
+    how many bytes it may keep and how many are left)."""
+
+    status, code = 507, "upload_quota_exceeded"
+
+
 class AuthenticationError(GatewayError):
     status, code = 401, "bad_signature"
 
@@ -98,6 +105,7 @@ _BY_CODE: dict[str, type[GatewayError]] = {
     "review_required": Refused,
     "budget_exhausted": BudgetExhausted,
     "upload_refused": Refused,
+    "upload_quota_exceeded": UploadQuotaExceeded,
     "unauthenticated": AuthenticationError,
     "invalid_request": InvalidJob,
     "unknown_witness": PolicyDenied,

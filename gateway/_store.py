@@ -260,6 +260,19 @@ class StateStore:
             ).fetchall()
         return [r[0] for r in rows]
 
+    def jobs_of(self, *computations: str) -> list[JobRecord]:
+        """Every job of ``computations``, oldest first, with its document."""
+        marks = ",".join("?" * len(computations))
+        with self._lock:
+            ids = [
+                r[0]
+                for r in self._con.execute(
+                    f"SELECT id FROM jobs WHERE computation IN ({marks}) ORDER BY created_at",
+                    computations,
+                ).fetchall()
+            ]
+        return [self.job(job_id) for job_id in ids]
+
     def count_jobs(self) -> int:
         with self._lock:
             return int(self._con.execute("SELECT count(*) FROM jobs").fetchone()[0])

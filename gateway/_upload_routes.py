@@ -15,6 +15,10 @@ then name it by digest and stay small.
 The body is never held in memory: the kind's size cap is checked against the declared
 Content-Length before a byte is read, then again while the body streams to a temporary
 file and is hashed; the object is checked in a separate process (``UploadDesk``).
+Each enterprise's kept uploads share a byte quota: a body whose declared length does not
+fit in the room left (``upload_room``) is refused before it is read, 507
+``upload_quota_exceeded``; the stream is capped at the room too, and the desk checks
+again when it keeps the object.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from gateway._errors import GatewayError
+from gateway._errors import GatewayError, UploadQuotaExceeded
 from gateway._store import Enterprise
 from indomain.errors import IndomainError
 
@@ -59,10 +63,13 @@ def register_upload_routes(
     store_upload: UploadDesk,
     authenticate: Callable[[Request], Enterprise],
     upload_limit: Callable[[str], int] | None = None,
+    upload_room: Callable[[str, str, str], int] | None = None,
     max_bytes: int = DEFAULT_MAX_UPLOAD,
 ) -> None:
     """Add ``PUT /v1/uploads/{kind}/{digest}`` to ``app``; ``upload_limit(kind)`` is the
-    most bytes an upload of ``kind`` may hold (raising IndomainError for an unknown kind)."""
+    most bytes an upload of ``kind`` may hold (raising IndomainError for an unknown kind),
+    ``upload_room(enterprise, kind, digest)`` the bytes left in the enterprise's quota
+    for that upload."""
 
     @app.put("/v1/uploads/{kind}/{digest}", status_code=201)
     async def upload(request: Request, kind: str, digest: str) -> JSONResponse:
@@ -75,6 +82,10 @@ def register_upload_routes(
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             return _refused(f"{too_big}; this one declares {declared}")
+        room = upload_room(enterprise.name, kind, digest) if upload_room is not None else None
+        if room is not None and declared is not None and declared.isdigit():
+            if int(declared) > room:
+                return _over_quota(room, int(declared))
         context = request.query_params.get("context")
         fd, name = tempfile.mkstemp(prefix="indomain-upload-")
         source = Path(name)
@@ -85,6 +96,8 @@ def register_upload_routes(
                     size += len(chunk)
                     if size > limit:
                         return _refused(too_big)
+                    if room is not None and size > room:
+                        return _over_quota(room, None)
                     hasher.update(chunk)
                     out.write(chunk)
             sha256 = "sha256:" + hasher.hexdigest()
@@ -105,6 +118,17 @@ def register_upload_routes(
         finally:
             source.unlink(missing_ok=True)
         return JSONResponse({"upload": stored}, status_code=201)
+
+
+def _over_quota(room: int, size: int | None) -> JSONResponse:
+    this = f"; this one declares {size}" if size is not None else ""
+    error = UploadQuotaExceeded(
+        f"your stored uploads have {room} bytes of quota left{this}: run the jobs that use "
+        "them (their inputs are removed once the results are stored) or ask the operator "
+        "for a larger quota",
+        room=room,
+    )
+    return JSONResponse(error.to_json(), status_code=error.status, headers={"Connection": "close"})
 
 
 def _refused(message: str) -> JSONResponse:

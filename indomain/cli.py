@@ -24,6 +24,7 @@ from indomain.commands.encrypted import encrypted_app
 from indomain.commands.ledger import ledger_app
 from indomain.commands.policy import policy_app
 from indomain.commands.review import review_app
+from indomain.commands.uploads import uploads_app
 from indomain.gateway_lock import gateway_lock
 
 app = typer.Typer(
@@ -42,6 +43,7 @@ app.add_typer(ledger_app, name="ledger")
 app.add_typer(client_app, name="client")
 app.add_typer(budget_app, name="budget")
 app.add_typer(encrypted_app, name="encrypted")
+app.add_typer(uploads_app, name="uploads")
 
 
 # init ---------------------------------------------------------------------------------
@@ -75,13 +77,32 @@ def serve(
     home: HomeOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port")] = 8000,
+    upload_quota_mb: Annotated[
+        int, typer.Option(help="Most MiB one enterprise's stored uploads may hold", min=1)
+    ] = 2048,
+    upload_max_age_hours: Annotated[
+        float, typer.Option(help="Remove uploads no job used after this many hours", min=0.0)
+    ] = 168.0,
+    prune_every_minutes: Annotated[
+        float, typer.Option(help="How often to remove uploads nothing needs", min=0.1)
+    ] = 60.0,
 ) -> None:
     """Run the HTTP gateway for licensed enterprises."""
+    from datetime import timedelta
+
     import uvicorn
 
+    from indomain.uploads import janitor
+
     with errors(), open_sandbox(home) as sandbox, gateway_lock(sandbox.home.root):
+        sandbox.upload_quota = upload_quota_mb << 20
         console.print(f"gateway on http://{host}:{port}  ledger key {sandbox.verifier_key}")
-        uvicorn.run(sandbox.app(lock=False), host=host, port=port, log_level="info")
+        with janitor(
+            sandbox,
+            every=timedelta(minutes=prune_every_minutes),
+            max_age=timedelta(hours=upload_max_age_hours),
+        ):
+            uvicorn.run(sandbox.app(lock=False), host=host, port=port, log_level="info")
 
 
 # demo ---------------------------------------------------------------------------------

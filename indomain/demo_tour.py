@@ -7,6 +7,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.console import Console
@@ -17,11 +18,14 @@ import ledger
 from computations import table_to_rows
 from gateway import Client, PolicyDenied
 from indomain.demo_data import write_residents
+from indomain.demo_encrypted import PILOT, PILOT_ROWS, PILOT_SEED, encrypted_step
 from indomain.errors import ConfigError
 from indomain.sandbox import Sandbox
 from indomain.server import serve_in_thread
 
 DEMO_POLICIES = Path(__file__).parent / "demo" / "policies"
+#: The grant for the encrypted step, applied together with DEMO_POLICIES.
+ENCRYPTED_POLICIES = Path(__file__).parent / "demo" / "encrypted"
 ENTERPRISE = "Acme Credit"
 PURPOSE = "credit_risk_model"
 
@@ -79,6 +83,14 @@ def _tour(root: Path, workdir: Path, rows: int, console: Console) -> None:
             record = sandbox.import_dataset(data, name="residents", manifest=manifest)
         console.print(f"  imported residents: {record.row_count:,} rows, {record.content_hash}")
         data.unlink()  # the plaintext copy is gone; only the encrypted file remains
+        # A PSI session blinds every identifier of its dataset: a small pilot registry
+        # keeps the encrypted step quick. The demo keeps who is in which age band only to
+        # print the plaintext truth beside the encrypted answer.
+        pilot, pilot_manifest = write_residents(workdir / "pilot", PILOT_ROWS, seed=PILOT_SEED)
+        truth = pq.read_table(pilot, columns=["resident_id", "age_band"]).to_pylist()
+        record = sandbox.import_dataset(pilot, name=PILOT, manifest=pilot_manifest)
+        pilot.unlink()
+        console.print(f"  imported {PILOT}: {record.row_count:,} rows, for encrypted views")
 
         _step(console, "licensed enterprise", f"{ENTERPRISE} makes a key pair")
         enterprise_key = Ed25519PrivateKey.generate()
@@ -92,13 +104,18 @@ def _tour(root: Path, workdir: Path, rows: int, console: Console) -> None:
         sandbox.register_enterprise(ENTERPRISE, public)
 
         _step(console, "policy author", "validates and applies the Cedar policies")
-        policy_set, index = sandbox.apply_policies(DEMO_POLICIES)
+        folder = workdir / "policies"
+        shutil.copytree(DEMO_POLICIES, folder)
+        for grant in ENCRYPTED_POLICIES.glob("*.cedar"):
+            shutil.copy(grant, folder / grant.name)
+        policy_set, index = sandbox.apply_policies(folder)
         console.print(f"  policy version {policy_set.version} recorded at ledger entry {index}")
 
         with serve_in_thread(sandbox.app()) as url:
             _step(console, "gateway", f"listening on {url}")
             with Client(url, enterprise=ENTERPRISE, private_key=enterprise_key) as client:
                 _enterprise_jobs(client, ledger_key, console)
+                encrypted_step(client, {r["resident_id"]: r["age_band"] for r in truth}, console)
 
     _step(console, "auditor", "verifies the whole ledger offline with only its public key")
     report = ledger.verify_ledger(root / "ledger", ledger_key)

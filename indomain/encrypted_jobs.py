@@ -31,7 +31,7 @@ from computations import session_of, table_from_ipc
 from indomain.errors import IndomainError
 
 if TYPE_CHECKING:
-    from gateway import JobDocument
+    from gateway import JobDocument, UploadQuotaExceeded
     from indomain.sandbox import Sandbox
 
 #: Computations whose parameters this module resolves.
@@ -60,7 +60,15 @@ class UploadRefused(IndomainError):
     hold up (the message says which and what to do)."""
 
 
-def _folder(sandbox: Sandbox, enterprise: str) -> Path:
+#: Held while an upload is checked against the quota and moved into place, while
+#: uploads are pruned (:mod:`indomain.uploads`) and while an encrypted job is admitted:
+#: no upload is removed under a job being admitted, and two uploads at once cannot
+#: both take the same room.
+UPLOADS_LOCK: Final = threading.RLock()
+
+
+def upload_folder(sandbox: Sandbox, enterprise: str) -> Path:
+    """The folder of ``enterprise``'s kept uploads."""
     # One folder per enterprise: a job can only name its own enterprise's uploads.
     name = hashlib.sha256(enterprise.encode()).hexdigest()[:32]
     return sandbox.home.root / "uploads" / name
@@ -68,7 +76,35 @@ def _folder(sandbox: Sandbox, enterprise: str) -> Path:
 
 def upload_path(sandbox: Sandbox, enterprise: str, kind: str, digest: str) -> Path:
     """Where ``enterprise``'s checked upload of ``kind`` and ``digest`` is kept."""
-    return _folder(sandbox, enterprise) / f"{kind}-{digest.removeprefix('sha256:')}"
+    return upload_folder(sandbox, enterprise) / f"{kind}-{digest.removeprefix('sha256:')}"
+
+
+def used_bytes(folder: Path) -> int:
+    """Bytes the kept uploads in ``folder`` hold (``.upload-…`` files still being
+    checked are not counted)."""
+    total = 0
+    for path in folder.iterdir() if folder.is_dir() else ():
+        if not path.name.startswith("."):
+            try:
+                total += path.stat().st_size
+            except FileNotFoundError:  # pruned meanwhile
+                continue
+    return total
+
+
+def quota_exceeded(*, quota: int, room: int, size: int | None) -> UploadQuotaExceeded:
+    """The refusal of an upload of ``size`` bytes (``None``: not declared) that does not
+    fit in the ``room`` left of the enterprise's ``quota``."""
+    from gateway import UploadQuotaExceeded
+
+    this = f"this one holds {size}; " if size is not None else ""
+    return UploadQuotaExceeded(
+        f"your stored uploads may hold at most {quota} bytes together and {room} are "
+        f"left; {this}run the jobs that use your uploads (their inputs are removed once "
+        "the results are stored) or ask the operator for a larger quota",
+        quota=quota,
+        room=room,
+    )
 
 
 def upload_limit(kind: str) -> int:
@@ -88,14 +124,17 @@ def store_upload(
     source: Path,
     sha256: str | None = None,
     context: str | None = None,
+    quota: int | None = None,
 ) -> dict[str, Any]:
     """Check and keep one upload, whose bytes are in the file ``source`` (moved away or
     left for the caller to delete); returns ``{"kind", "digest", "bytes", …}``.
 
     ``sha256`` is the digest the caller computed while the bytes streamed in (computed
     here, streaming, if ``None``). ``context`` (a digest) names the caller's checked
-    context a ``values`` upload is under. Raises :class:`UploadRefused` naming the
-    problem; nothing is kept then.
+    context a ``values`` upload is under. ``quota`` is the most bytes the enterprise's
+    kept uploads may hold together. Raises :class:`UploadRefused` naming the problem, or
+    :class:`gateway.UploadQuotaExceeded`; nothing is kept then. Storing an upload that
+    is already kept refreshes its time (:mod:`indomain.uploads` prunes by it).
     """
     cap = upload_limit(kind)
     size = source.stat().st_size
@@ -108,15 +147,23 @@ def store_upload(
         raise UploadRefused("the body's SHA-256 is not the digest in the path; upload again")
     path = upload_path(sandbox, enterprise, kind, digest)
     found: dict[str, Any] = {}
-    if not path.exists():
-        folder = _folder(sandbox, enterprise)
+    with UPLOADS_LOCK:
+        kept = path.exists()
+        if kept:
+            os.utime(path)  # used again: not old, and newer than any job that finished
+    if not kept:
+        folder = upload_folder(sandbox, enterprise)
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".upload-")
         os.close(fd)
         try:
             shutil.move(source, tmp)  # a rename on one file system, else a streamed copy
             found = _check(sandbox, enterprise, kind, Path(tmp), context)
-            os.replace(tmp, path)
+            with UPLOADS_LOCK:
+                room = None if quota is None else quota - used_bytes(folder)
+                if room is not None and not path.exists() and size > room:
+                    raise quota_exceeded(quota=quota or 0, room=max(0, room), size=size)
+                os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

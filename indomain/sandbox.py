@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from gateway import (
     create_app,
     load_private_key,
 )
-from indomain import admission, budgets, encrypted_jobs, execution
+from indomain import admission, budgets, encrypted_jobs, execution, uploads
 from indomain.admission import digest
 from indomain.approvals import ProposalDesk
 from indomain.catalogue import catalogue_for
@@ -69,6 +69,8 @@ class Sandbox:
     _reviews: ReviewStore | None = field(default=None, repr=False)
     _accountant: budgets.Accountant | None = field(default=None, repr=False)
     _run_journal: RunJournal | None = field(default=None, repr=False)
+    #: Bytes one enterprise's stored uploads may hold together (:mod:`indomain.uploads`).
+    upload_quota: int = uploads.DEFAULT_UPLOAD_QUOTA
 
     @property
     def reviews(self) -> ReviewStore:
@@ -298,6 +300,10 @@ class Sandbox:
 
     def admit(self, job: JobDocument, *, job_id: str, signature: str) -> Admission:
         """Decide on a signed job and record the outcome (:mod:`indomain.admission`)."""
+        if job.computation in encrypted_jobs.RESOLVED_COMPUTATIONS:
+            # Its uploads cannot be pruned while it is admitted (indomain.uploads).
+            with encrypted_jobs.UPLOADS_LOCK:
+                return admission.admit(self, job, job_id=job_id, signature=signature)
         return admission.admit(self, job, job_id=job_id, signature=signature)
 
     def execute(self, job: JobDocument, *, job_id: str, admission: Admission) -> Execution:
@@ -324,12 +330,23 @@ class Sandbox:
             source=source,
             sha256=sha256,
             context=context,
+            quota=self.upload_quota,
         )
 
     def upload_limit(self, kind: str) -> int:
         """The most bytes an upload of ``kind`` may hold; the gateway refuses a larger one
         before reading it."""
         return encrypted_jobs.upload_limit(kind)
+
+    def upload_room(self, enterprise: str, kind: str = "", digest: str = "") -> int:
+        """Bytes ``enterprise`` may still upload before its quota is full (an upload of
+        ``kind`` and ``digest`` that is already kept takes no more room); the gateway
+        refuses a longer body before reading it."""
+        return uploads.upload_room(self, enterprise, kind=kind, digest=digest)
+
+    def prune_uploads(self, *, max_age: timedelta = uploads.DEFAULT_MAX_AGE) -> uploads.PruneReport:
+        """Remove the uploads no unfinished job needs (:mod:`indomain.uploads`)."""
+        return uploads.prune_uploads(self, max_age=max_age)
 
     # privacy budget -------------------------------------------------------------------
 

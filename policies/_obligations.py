@@ -9,6 +9,8 @@ A grant (a ``permit`` policy) may carry, beside its ``@id``::
     @review("two-person")      distinct reviewers a new computation  strictest: most reviewers
                                needs (none, one-person, two-person, three-person)
     @allowed_columns("a,b")    the only columns the job may use      strictest: intersection
+    @psi_max_set_size("1000")  most identifiers one PSI request may   strictest: smallest
+                               hold (psi, encrypted_group_sum)
 
 When several permits match, each obligation is merged strictest-first, so adding a grant
 can never loosen what another grant requires. Any other annotation is an error, not
@@ -37,6 +39,12 @@ _COLUMN = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 def _int_at_least_2(value: str) -> str:
     if not value.isdigit() or int(value) < 2 or value != str(int(value)):
         raise ValueError("must be a whole number of at least 2, written plainly (e.g. 10)")
+    return value
+
+
+def _whole_at_least_1(value: str) -> str:
+    if not value.isdigit() or int(value) < 1 or value != str(int(value)):
+        raise ValueError("must be a whole number of at least 1, written plainly (e.g. 100000)")
     return value
 
 
@@ -91,6 +99,7 @@ _OBLIGATIONS: dict[str, tuple[Callable[[str], str], Callable[[list[str]], str]]]
     "budget": (_budget, lambda vs: min(vs, key=_budget_key)),
     "review": (_review, lambda vs: max(vs, key=REVIEW_LEVELS.__getitem__)),
     "allowed_columns": (_columns, _merge_columns),
+    "psi_max_set_size": (_whole_at_least_1, lambda vs: min(vs, key=int)),
 }
 
 KNOWN_OBLIGATIONS = tuple(sorted(_OBLIGATIONS))

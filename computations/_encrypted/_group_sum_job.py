@@ -34,6 +34,7 @@ import base64
 import copy
 import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import Any, Final
@@ -54,10 +55,16 @@ from computations._encrypted._group_sum import (
     count_estimates,
     packed_group_sums,
     randomise,
+    warm_up,
 )
 from computations._encrypted._keys import unwrap_session_key
 from computations._encrypted._reply import proof_bytes, proved_reply
-from computations._encrypted._session import PRIVACY_METADATA, session_binding
+from computations._encrypted._session import (
+    DEFAULT_MAX_SET_SIZE,
+    PRIVACY_METADATA,
+    max_set_size,
+    session_binding,
+)
 from computations._encrypted._sources import he_code_hash
 from computations._errors import ComputationError, QueryRefused
 from computations._he import HeError, PublicContext, load_ckks_vector, load_public_context
@@ -76,8 +83,6 @@ PARAM_KEYS: Final = frozenset({"session", "request", "reply", "proof", "context"
 RESOLVED_KEYS: Final = frozenset({"resolved_session", "resolved_blobs"})
 #: Standard deviations below the estimate the minimum intersection is judged at.
 CONFIDENCE_SDS: Final = 3.0
-#: Most enterprise identifiers in one job unless the policy sets fewer.
-DEFAULT_MAX_SET_SIZE: Final = 1_000_000
 _JOB_ID_LENGTH: Final = 36
 
 _PARAMS_SCHEMA: Final[dict[str, Any]] = {
@@ -123,6 +128,10 @@ class EncryptedGroupSum:
     @cached_property
     def code_hash(self) -> str:
         return he_code_hash()
+
+    def warm_up(self) -> None:
+        """Import TenSEAL and OpenDP before a job arrives (the enclave's workers call it)."""
+        warm_up()
 
     @property
     def params_schema(self) -> dict[str, Any]:
@@ -175,6 +184,11 @@ class EncryptedGroupSum:
                     str(own[name]),
                 )
         obligations = obligations or {}
+        max_set = min(
+            max_set_size(obligations, default=DEFAULT_MAX_SET_SIZE),
+            int(session.get("max_set_size", DEFAULT_MAX_SET_SIZE)),
+        )
+        _check_set_size(str(blobs["request"]), max_set)
         minimum = dataset.min_group_size
         if "min_group_size" in obligations:
             minimum = max(minimum, int(str(obligations["min_group_size"])))
@@ -190,7 +204,7 @@ class EncryptedGroupSum:
                 },
                 "epsilon": local_epsilon(dataset, obligations),
                 "min_intersection": minimum,
-                "max_set_size": DEFAULT_MAX_SET_SIZE,
+                "max_set_size": max_set,
                 "max_poly_modulus_degree": DEFAULT_MAX_POLY_MODULUS_DEGREE,
                 "group_by": [str(session.get("dimension", ""))],
                 "outputs": [{"column": str(session.get("identifier", ""))}],
@@ -339,6 +353,23 @@ def _outcomes(key: bytes, request: tuple[bytes, ...], reply: PsiReblinded) -> li
     # Compare blinded values, not bytes: two encodings of one point would otherwise each
     # be matched, and the row reported twice (the reviewer's bit-255 twins).
     return [where.get(point, 0) for point in blind_distinct(key, request)]
+
+
+def _check_set_size(request_path: str, max_set: int) -> None:
+    """Refuse, before any budget is charged, a request upload of more than ``max_set``
+    points (32 bytes each); the worker counts the points again."""
+    try:
+        items = os.path.getsize(request_path) // 32
+    except OSError:
+        raise QueryRefused(
+            "upload-missing", "upload request first; it is not among your checked uploads"
+        ) from None
+    if items > max_set:
+        raise QueryRefused(
+            "psi-set-size",
+            f"the PSI request holds {items} identifiers; the policy allows at most {max_set} "
+            "in one job (@psi_max_set_size): split your list or ask the bureau",
+        )
 
 
 def job_epsilon(epsilon: float, groups: int) -> float:

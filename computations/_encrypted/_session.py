@@ -50,6 +50,10 @@ _NONCE: Final = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 OTHER_GROUP: Final = "(other)"
 #: Most rows a dataset may offer in one session (each costs a scalar multiplication).
 MAX_OFFER_ROWS: Final = 2_000_000
+#: Most identifiers one PSI request may hold when no policy sets fewer
+#: (``@psi_max_set_size``). A policy can only lower it: the request upload's size cap and
+#: the worker's memory are sized for this many points.
+DEFAULT_MAX_SET_SIZE: Final = 1_000_000
 
 _PARAMS_SCHEMA: Final[dict[str, Any]] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -113,6 +117,18 @@ def offered_groups(
         for g in small:
             where[g] = len(labels) - 1 if pooled >= minimum else None
     return labels, [keys[g] for g in small], [where[g] for g in group_of]
+
+
+def max_set_size(obligations: Mapping[str, str] | None, *, default: int) -> int:
+    """The set-size cap: ``default``, lowered by the policy's ``psi_max_set_size``
+    obligation (merged strictest-first, so the smallest grant's value); raises
+    :class:`ComputationError` for a malformed obligation."""
+    if not obligations or "psi_max_set_size" not in obligations:
+        return default
+    raw = str(obligations["psi_max_set_size"]).strip()
+    if not raw.isdigit() or int(raw) < 1:
+        raise ComputationError("policy obligation psi_max_set_size is not a whole number >= 1")
+    return min(default, int(raw))
 
 
 def session_binding(description: Mapping[str, Any]) -> bytes:
@@ -210,6 +226,7 @@ class PsiOffer:
                 "keys": list(column.keys),
                 "nonce": nonce,
                 "min_group_size": minimum,
+                "max_set_size": max_set_size(obligations, default=DEFAULT_MAX_SET_SIZE),
                 # What the policies read: the columns this plan uses.
                 "group_by": [column.name],
                 "outputs": [{"column": unit.name}],
@@ -281,6 +298,10 @@ class PsiOffer:
             # The enterprise's shuffle proofs are over these lists: the worker checks the
             # lists it is given against this digest (bound to the wrapped key below).
             "offer_digest": digest_of(join_points(point_col)),
+            # The policy's set-size cap when the session opened: the enterprise's client
+            # checks it before uploading; the group sum enforces the stricter of this
+            # and its own grant's.
+            "max_set_size": int(body.get("max_set_size", DEFAULT_MAX_SET_SIZE)),
         }
         session["wrapped_key"] = base64.b64encode(
             wrap_session_key(key, binding=session_binding(session))

@@ -270,3 +270,20 @@ def test_vectors_framing_round_trips(secret: Any) -> None:
 
     vectors = _encrypt(secret, [1.0, 2.0])
     assert list(unframe_vectors(frame_vectors(vectors))) == vectors
+
+
+def test_warming_up_loads_tenseal_and_opendp_before_a_job() -> None:
+    """The enclave's pre-started workers call ``warm_up``: the libraries a group sum needs
+    are loaded then, not on the clock of the job."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from computations import warm_up; "
+        "assert 'tenseal' not in sys.modules; warm_up(); "
+        "print('tenseal' in sys.modules, 'opendp' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["True", "True"]

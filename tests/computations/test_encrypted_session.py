@@ -33,7 +33,7 @@ from computations import (
     set_enclave_secret,
 )
 from computations._encrypted import padded_length
-from computations._encrypted._session import OTHER_GROUP, offered_groups
+from computations._encrypted._session import DEFAULT_MAX_SET_SIZE, OTHER_GROUP, offered_groups
 
 MANIFEST_KEYS = ["north", "south", "east", "west", "harbour"]
 
@@ -298,8 +298,83 @@ def test_a_request_over_the_set_size_cap_is_refused(
     monkeypatch.setattr(job_module, "DEFAULT_MAX_SET_SIZE", 2)
     offer = _offer(spec, con)
     prepared = prepare_group_sum(offer, [1, 2, 3], [1.0, 2.0, 3.0], secret_context)
-    with pytest.raises(ComputationError, match="larger than 64 bytes"):
+    with pytest.raises(QueryRefused) as refused:
         _run(spec, offer, prepared.uploads, prepared.params("job_" + "0" * 32), tmp_path, con)
+    assert refused.value.rule == "psi-set-size"
+    assert "holds 3 identifiers" in str(refused.value) and "at most 2" in str(refused.value)
+
+
+def _resolved(offer: pa.Table, prepared: Any, tmp_path: Path) -> dict[str, Any]:
+    return {
+        **prepared.params("job_" + "0" * 32),
+        "resolved_session": session_of(offer),
+        "resolved_blobs": _write(tmp_path, prepared.uploads),
+    }
+
+
+def test_the_policy_lowers_the_set_size_cap_and_never_raises_it(
+    enclave_secret: None,
+    spec: DatasetSpec,
+    con: duckdb.DuckDBPyConnection,
+    secret_context: Any,
+    tmp_path: Path,
+) -> None:
+    job = get_computation("encrypted_group_sum")
+    offer = _offer(spec, con)
+    assert session_of(offer)["max_set_size"] == DEFAULT_MAX_SET_SIZE
+    prepared = prepare_group_sum(offer, list(range(5)), [1.0] * 5, secret_context)
+    resolved = _resolved(offer, prepared, tmp_path)
+    with pytest.raises(QueryRefused) as refused:
+        job.check(resolved, spec, obligations={"psi_max_set_size": "4"})
+    assert refused.value.rule == "psi-set-size"
+    assert (
+        job.check(resolved, spec, obligations={"psi_max_set_size": "5"}).body["max_set_size"] == 5
+    )
+    huge = str(DEFAULT_MAX_SET_SIZE * 10)
+    plan = job.check(resolved, spec, obligations={"psi_max_set_size": huge})
+    assert plan.body["max_set_size"] == DEFAULT_MAX_SET_SIZE
+    with pytest.raises(ComputationError, match="psi_max_set_size"):
+        job.check(resolved, spec, obligations={"psi_max_set_size": "many"})
+
+
+def test_the_session_carries_its_policys_cap_and_the_group_sum_keeps_the_stricter(
+    enclave_secret: None,
+    spec: DatasetSpec,
+    con: duckdb.DuckDBPyConnection,
+    secret_context: Any,
+    tmp_path: Path,
+) -> None:
+    psi = get_computation("psi")
+    plan = psi.check(
+        {"dimension": "district", "nonce": "n" * 22}, spec, obligations={"psi_max_set_size": "4"}
+    )
+    offer = psi.execute(plan, con, table="residents", dataset=spec).table
+    assert session_of(offer)["max_set_size"] == 4
+    prepared = prepare_group_sum(offer, list(range(5)), [1.0] * 5, secret_context)
+    job = get_computation("encrypted_group_sum")
+    with pytest.raises(QueryRefused) as refused:
+        # The group sum's own grant is looser: the session's cap still holds.
+        job.check(_resolved(offer, prepared, tmp_path), spec, obligations={})
+    assert refused.value.rule == "psi-set-size"
+
+
+def test_the_worker_counts_the_request_again(
+    enclave_secret: None,
+    spec: DatasetSpec,
+    con: duckdb.DuckDBPyConnection,
+    secret_context: Any,
+    tmp_path: Path,
+) -> None:
+    """A request swapped for a larger one between the check and the run is refused."""
+    job = get_computation("encrypted_group_sum")
+    offer = _offer(spec, con)
+    prepared = prepare_group_sum(offer, [1, 2], [1.0, 2.0], secret_context)
+    resolved = _resolved(offer, prepared, tmp_path)
+    plan = job.check(resolved, spec, obligations={"psi_max_set_size": "2"})
+    bigger = prepare_group_sum(offer, [1, 2, 3], [1.0, 2.0, 3.0], secret_context)
+    Path(resolved["resolved_blobs"]["request"]).write_bytes(bigger.uploads["request"])
+    with pytest.raises(ComputationError, match="larger than 64 bytes"):
+        job.execute(plan, con, table="residents", dataset=spec)
 
 
 def test_top_bit_twins_of_a_request_cannot_get_two_reports_per_row(

@@ -16,7 +16,7 @@ import tenseal as ts
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from computations import digest_of
+from computations import digest_of, prepare_group_sum
 from gateway import Client, Refused
 from indomain.demo_data import write_residents
 from indomain.sandbox import Sandbox
@@ -24,6 +24,7 @@ from indomain.server import serve_in_thread
 
 ACME = "Acme Credit"
 BETA = "Beta Analytics"
+GAMMA = "Gamma Lending"
 DEMO_SCHEMA = Path(__file__).resolve().parents[2] / "indomain/demo/policies/schema.cedarschema"
 POLICY = """\
 @id("acme-encrypted")
@@ -41,6 +42,18 @@ permit (
   resource == Dataset::"residents"
 )
 when { context.purpose == "credit_risk_model" };
+
+@id("gamma-psi")
+@psi_max_set_size("120")
+permit (principal == Enterprise::"Gamma Lending", action == Action::"psi",
+        resource == Dataset::"residents")
+when { context.purpose == "credit_risk_model" };
+
+@id("gamma-group-sum")
+@psi_max_set_size("100")
+permit (principal == Enterprise::"Gamma Lending", action == Action::"encrypted_group_sum",
+        resource == Dataset::"residents")
+when { context.purpose == "credit_risk_model" };
 """
 
 
@@ -49,6 +62,8 @@ GROUPS = 11
 
 
 class Encrypted:
+    gamma: Client
+
     def __init__(self, sandbox: Any, url: str, acme: Any, beta: Any, source: Path) -> None:
         self.sandbox, self.url, self.source = sandbox, url, source
         self.acme = Client(url, enterprise=ACME, private_key=acme)
@@ -64,7 +79,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Encrypted]:
     sandbox = Sandbox.init(base / "home", origin="test.indomain.example/ledger")
     sandbox.import_dataset(data, name="residents", manifest=manifest)
     acme, beta = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
-    for name, key in ((ACME, acme), (BETA, beta)):
+    gamma = Ed25519PrivateKey.generate()
+    for name, key in ((ACME, acme), (BETA, beta), (GAMMA, gamma)):
         pem = base / f"{name}.pub"
         pem.write_bytes(
             key.public_key().public_bytes(
@@ -79,9 +95,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Encrypted]:
     sandbox.apply_policies(policies)
     with serve_in_thread(sandbox.app()) as url:
         world = Encrypted(sandbox, url, acme, beta, base / "source")
+        world.gamma = Client(url, enterprise=GAMMA, private_key=gamma)
         yield world
         world.acme.close()
         world.beta.close()
+        world.gamma.close()
     sandbox.close()
 
 
@@ -287,6 +305,55 @@ def test_a_job_naming_a_refused_upload_is_refused_and_charges_nothing(
     assert refused.value.code == "query_refused"
     assert "upload" in refused.value.message
     assert _spent(world) == before
+    job_id = refused.value.extra["job_id"]
+    assert not [e for e in _entries(world, "run.completed") if e.fields["job_id"] == job_id]
+
+
+def test_a_list_over_the_policys_set_size_cap_is_refused_and_charges_nothing(
+    world: Encrypted, secret_context: Any
+) -> None:
+    """Gamma's psi grant caps a request at 120 identifiers, its group-sum grant at 100."""
+    session_id, offer = world.gamma.open_psi_session(
+        dataset="residents", purpose="credit_risk_model", dimension="district"
+    )
+    residents = list(_residents(world))
+
+    def spent() -> float:
+        (view,) = [v for v in world.sandbox.budgets(GAMMA) if v["dataset"] == "residents"]
+        return float(view["epsilon_spent"])
+
+    # Over the session's cap: the client refuses before a byte is uploaded.
+    size = world.sandbox.ledger.size
+    with pytest.raises(Refused) as refused:
+        world.gamma.encrypted_group_sum(
+            dataset="residents",
+            purpose="credit_risk_model",
+            session=session_id,
+            offer=offer,
+            identifiers=residents[:121],
+            values=[1.0] * 121,
+            context=secret_context,
+        )
+    assert refused.value.code == "set_too_large" and "at most 120" in refused.value.message
+    assert world.sandbox.ledger.size == size
+    # Under the session's cap but over the group sum's: a client that skips its check
+    # uploads, and the job is refused at admission, before any budget is charged.
+    prepared = prepare_group_sum(offer, residents[:101], [1.0] * 101, secret_context)
+    params = prepared.params(session_id)
+    for kind in ("request", "reply", "context"):
+        world.gamma.upload(kind, prepared.uploads[kind])
+    world.gamma.upload("values", prepared.uploads["values"], context=params["context"])
+    before = spent()
+    with pytest.raises(Refused) as refused:
+        world.gamma.submit(
+            computation="encrypted_group_sum",
+            dataset="residents",
+            purpose="credit_risk_model",
+            params=params,
+        )
+    assert refused.value.status == 422 and refused.value.extra["rule"] == "psi-set-size"
+    assert "101 identifiers" in refused.value.message and "at most 100" in refused.value.message
+    assert spent() == before
     job_id = refused.value.extra["job_id"]
     assert not [e for e in _entries(world, "run.completed") if e.fields["job_id"] == job_id]
 

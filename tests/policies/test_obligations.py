@@ -86,6 +86,19 @@ def test_adding_a_looser_grant_never_loosens_obligations() -> None:
     assert decide(policy_set(strict, attack), req()).obligations["min_group_size"] == "25"
 
 
+def test_the_psi_set_size_cap_merges_to_the_smallest() -> None:
+    psi = SCOPE.replace('Action::"aggregate"', 'Action::"psi"')
+    grants = [
+        f'@id("wide") @psi_max_set_size("1000000")\n{psi};',
+        f'@id("narrow") @psi_max_set_size("5000")\n{psi};',
+        f'@id("none")\n{psi};',
+    ]
+    for ps in (policy_set(*grants), policy_set(*reversed(grants))):
+        decision = decide(ps, req(computation="psi"))
+        assert decision.allowed
+        assert decision.obligations["psi_max_set_size"] == "5000"
+
+
 def test_same_budget_amount_longer_period_is_stricter() -> None:
     a = f'@id("a") @budget("5/month")\n{SCOPE};'
     b = f'@id("b") @budget("5/year")\n{SCOPE};'
@@ -112,6 +125,13 @@ def test_same_budget_amount_longer_period_is_stricter() -> None:
         '@allowed_columns("")',
         '@allowed_columns("a; DROP")',
         "@review",
+        '@psi_max_set_size("0")',
+        '@psi_max_set_size("-5")',
+        '@psi_max_set_size("1e5")',
+        '@psi_max_set_size("100000.0")',
+        '@psi_max_set_size("0100")',
+        '@psi_max_set_size("lots")',
+        "@psi_max_set_size",
     ],
 )
 def test_unknown_or_malformed_annotations_are_refused(annotation: str) -> None:
