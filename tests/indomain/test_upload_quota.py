@@ -105,7 +105,13 @@ def _raw_put(world: World, declared: int) -> tuple[bytes, float]:
     not answer before the timeout."""
     digest = "sha256:" + "3" * 64
     path = f"/v1/uploads/request/{digest}"
-    headers = sign_request(enterprise=ACME, key=world.key, method="PUT", path=path)
+    headers = sign_request(
+        enterprise=ACME,
+        key=world.key,
+        method="PUT",
+        path=path,
+        audience="test.indomain.example/uploads",
+    )
     where = urlsplit(world.url)
     lines = [f"PUT {path} HTTP/1.1", f"Host: {where.netloc}", f"Content-Length: {declared}"]
     lines += [f"{k}: {v}" for k, v in headers.items()]
@@ -142,7 +148,13 @@ def test_filling_the_quota_then_one_more_upload_is_refused(world: World, quota: 
         yield _points(2, "chunked")
 
     path = f"/v1/uploads/request/{digest}"
-    headers = sign_request(enterprise=ACME, key=world.key, method="PUT", path=path)
+    headers = sign_request(
+        enterprise=ACME,
+        key=world.key,
+        method="PUT",
+        path=path,
+        audience="test.indomain.example/uploads",
+    )
     answer = httpx.put(world.url + path, content=body(), headers=headers)
     assert answer.status_code == 507
     assert answer.json()["error"]["code"] == "upload_quota_exceeded"
