@@ -165,13 +165,14 @@ def _proved(world: World, key: bytes, lists: list[tuple[bytes, ...]]) -> tuple[l
 
 
 def test_an_honest_reply_is_matched_and_charged_epsilon_once(
-    world: World, matched: list[list[int]]
+    world: World, matched: list[list[int]], tmp_path: Path
 ) -> None:
     ids = [*range(1, 41), *range(5000, 5010)]
     result = world.run(world.honest(ids))
     assert len(matched) == 1 and sum(1 for o in matched[0] if o) == 40
     plan_epsilon = world.spec.privacy.epsilon_per_job
     assert len(world.groups) > 1
+    (tmp_path / "request").write_bytes(bytes(32 * len(ids)))  # the check counts its points
     cost = job_module.plan_cost(
         get_computation("encrypted_group_sum").check(
             {
@@ -182,7 +183,7 @@ def test_an_honest_reply_is_matched_and_charged_epsilon_once(
                 },
                 "resolved_session": world.session,
                 "resolved_blobs": {
-                    k: "x" for k in ("request", "reply", "proof", "context", "values")
+                    k: str(tmp_path / k) for k in ("request", "reply", "proof", "context", "values")
                 },
             },
             world.spec,

@@ -340,7 +340,7 @@ def test_a_list_over_the_policys_set_size_cap_is_refused_and_charges_nothing(
     # uploads, and the job is refused at admission, before any budget is charged.
     prepared = prepare_group_sum(offer, residents[:101], [1.0] * 101, secret_context)
     params = prepared.params(session_id)
-    for kind in ("request", "reply", "context"):
+    for kind in ("request", "reply", "proof", "context"):
         world.gamma.upload(kind, prepared.uploads[kind])
     world.gamma.upload("values", prepared.uploads["values"], context=params["context"])
     before = spent()

@@ -223,9 +223,9 @@ def test_inputs_of_a_finished_job_are_removed_and_its_result_still_verifies(
     )
     assert len(answers) == 11
     job_id = world.sandbox.store.jobs_of("encrypted_group_sum")[-1].id
-    assert len(world.kept()) == 4
+    assert len(world.kept()) == 5  # request, reply, proof, context, values
     report = world.sandbox.prune_uploads()
-    assert (report.used, report.expired, report.kept) == (4, 0, 0)
+    assert (report.used, report.expired, report.kept) == (5, 0, 0)
     assert world.kept() == set()
     # Nothing later needed them: the result and its receipt verify, and so does the ledger.
     result = world.client.result(job_id, ledger_key=world.sandbox.verifier_key)
@@ -277,6 +277,7 @@ def test_old_unused_uploads_go_and_uploads_of_unfinished_jobs_stay(world: World)
         dataset="residents",
         purpose=PURPOSE,
         params={"session": "x" * 36, "request": waiting},
+        audience=world.sandbox.home.origin,
     )
     world.sandbox.store.insert_job(
         job_id="job_" + "7" * 32,
