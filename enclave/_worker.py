@@ -43,6 +43,7 @@ from enclave._keys import (
     unwrap_dataset_key,
     wrap_dataset_key,
 )
+from enclave._pool import set_normal_scheduling
 from enclave._records import DatasetRecord, RunAttestation, sha256_digest
 from indomain.errors import IndomainError
 
@@ -303,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     raw = sys.stdin.buffer.read()
     if not raw.strip():
         return 0  # the parent went away (or closed its pool) before sending a request
+    set_normal_scheduling(0)  # pre-started under SCHED_IDLE (_pool.py): now it has work
     request: dict[str, Any] = {}
     try:
         request = json.loads(raw)
@@ -318,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
                 "dumpable": _dumpable(),
                 "core_limit": resource.getrlimit(resource.RLIMIT_CORE)[1],
                 "reached": _try_connect(request.get("connect_to")),
+                "scheduling": _scheduling(),
             }
         else:
             answer = {"ok": False, "error": {"kind": "EnclaveError", "message": "unknown op"}}
@@ -337,6 +340,17 @@ def _warm_for(warm: Any, request: dict[str, Any]) -> Any:
     if warm is not None:
         warm.close()
     return _engine.connect(wanted)
+
+
+def _scheduling() -> list[int]:
+    """The scheduling policies of this process's threads (diagnostics and tests)."""
+    found = set()
+    for task in os.listdir("/proc/self/task") if sys.platform == "linux" else ():
+        try:
+            found.add(os.sched_getscheduler(int(task)))
+        except OSError:
+            continue  # the thread ended meanwhile
+    return sorted(found)
 
 
 def _dumpable() -> int:

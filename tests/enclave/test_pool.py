@@ -34,16 +34,39 @@ def _gone(pid: int) -> bool:
 
 def test_the_next_operation_runs_in_the_worker_started_ahead(enclave: Enclave) -> None:
     first = enclave.probe()
-    (waiting,) = enclave.pool.idle_pids()
+    waiting, _ = enclave.pool.idle_pids()
     assert waiting != first["pid"]
     second = enclave.probe()
     assert second["pid"] == waiting
     assert _gone(first["pid"]) and _gone(second["pid"])  # each served once, then exited
 
 
+def test_two_operations_back_to_back_both_find_a_worker_started_ahead(enclave: Enclave) -> None:
+    assert enclave.warm() == 2
+    ahead = enclave.pool.idle_pids()
+    served = [enclave.probe()["pid"], enclave.probe()["pid"]]
+    assert served == ahead  # the second did not wait for a worker to start
+    assert len(enclave.pool.idle_pids()) == 2  # both replaced
+
+
+@linux_only
+def test_workers_start_at_idle_priority_and_serve_at_normal_priority(enclave: Enclave) -> None:
+    """A worker starting ahead takes only CPU time nothing else wants; the one that serves
+    a request runs all its threads at normal priority (or the job would crawl)."""
+    assert enclave.warm() == 2
+    for pid in enclave.pool.idle_pids():
+        tasks = os.listdir(f"/proc/{pid}/task")
+        assert {os.sched_getscheduler(int(t)) for t in tasks} == {os.SCHED_IDLE}
+    answer = enclave.probe()
+    assert answer["scheduling"] == [os.SCHED_OTHER]
+    # On demand (nothing waiting), a worker never starts at idle priority.
+    on_demand = Enclave(keys_dir=enclave.keys_dir, datasets_dir=enclave.datasets_dir, pool_size=0)
+    assert on_demand.probe()["scheduling"] == [os.SCHED_OTHER]
+
+
 def test_a_pooled_worker_is_hardened_before_it_reads_anything(enclave: Enclave) -> None:
     enclave.probe()
-    (waiting,) = enclave.pool.idle_pids()
+    waiting, _ = enclave.pool.idle_pids()
     # Inside, it reports no core dumps and not dumpable (as the worker saw itself).
     answer = enclave.probe()
     assert answer["pid"] == waiting
@@ -58,7 +81,7 @@ def test_an_idle_worker_is_in_its_own_network_namespace_before_any_request(
     enclave: Enclave,
 ) -> None:
     enclave.probe()
-    (waiting,) = enclave.pool.idle_pids()
+    waiting, _ = enclave.pool.idle_pids()
     ours = os.readlink("/proc/self/ns/net")
     deadline = time.monotonic() + 60
     while os.readlink(f"/proc/{waiting}/ns/net") == ours:  # it hardens first thing
@@ -71,7 +94,7 @@ def test_an_idle_worker_is_in_its_own_network_namespace_before_any_request(
 
 def test_a_killed_idle_worker_is_replaced(enclave: Enclave) -> None:
     enclave.probe()
-    (waiting,) = enclave.pool.idle_pids()
+    waiting, _ = enclave.pool.idle_pids()
     os.kill(waiting, signal.SIGKILL)
     deadline = time.monotonic() + 30
     while waiting in enclave.pool.idle_pids():  # all its threads must end before it is reaped
@@ -79,7 +102,7 @@ def test_a_killed_idle_worker_is_replaced(enclave: Enclave) -> None:
         time.sleep(0.01)
     answer = enclave.probe()
     assert answer["ok"] and answer["pid"] != waiting
-    assert len(enclave.pool.idle_pids()) == 1  # and a new one waits again
+    assert len(enclave.pool.idle_pids()) == 2  # and the pool is full again
 
 
 def test_a_worker_that_dies_mid_request_fails_that_request_only(tmp_path: Path) -> None:
@@ -150,10 +173,10 @@ def test_a_worker_out_of_time_is_killed(tmp_path: Path) -> None:
 
 def test_closing_stops_the_waiting_workers(enclave: Enclave) -> None:
     enclave.probe()
-    (waiting,) = enclave.pool.idle_pids()
+    waiting = enclave.pool.idle_pids()
     enclave.close()
     assert enclave.pool.idle_pids() == []
-    assert _gone(waiting)
+    assert all(_gone(pid) for pid in waiting)
     assert enclave.probe()["ok"]  # still usable: workers start on demand
     assert enclave.pool.idle_pids() == []
 
@@ -161,9 +184,9 @@ def test_closing_stops_the_waiting_workers(enclave: Enclave) -> None:
 def test_warming_waits_for_a_ready_worker_which_then_serves_the_next_operation(
     enclave: Enclave,
 ) -> None:
-    assert enclave.warm() == 1
-    (waiting,) = enclave.pool.idle_pids()
-    assert enclave.warm() == 1  # idempotent: the same worker, not another
-    assert enclave.pool.idle_pids() == [waiting]
+    assert enclave.warm() == 2
+    waiting, _ = enclave.pool.idle_pids()
+    assert enclave.warm() == 2  # idempotent: the same workers, not others
+    assert enclave.pool.idle_pids()[0] == waiting
     answer = enclave.probe()
     assert answer["pid"] == waiting and answer["dumpable"] == 0
