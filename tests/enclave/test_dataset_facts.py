@@ -47,3 +47,38 @@ def test_import_records_whether_each_unit_has_one_row(
     stored = dict(con.execute(f"SELECT key, value FROM ds.{_engine.META_TABLE}").fetchall())
     con.close()
     assert stored["unit_unique"] == ("true" if unique else "false")
+
+
+def test_one_person_with_many_rows_is_still_bounded_by_the_enclave(tmp_path: Path) -> None:
+    """The attack the fast path must not open: one person holds 200 rows at the income
+    bound. The import measures that units repeat, so the run pre-aggregates per person and
+    the group's sum moves by one row's bound, not 200 (the noise, Laplace scale 150,000 at
+    epsilon 10 over three measures, cannot hide a 99.5 million difference)."""
+    from computations import get_computation, table_from_ipc
+
+    manifest = {
+        "privacy_unit": "person_id",
+        "min_group_size": 3,
+        "columns": {
+            "person_id": {"class": "identifier"},
+            "town": {"class": "quasi_identifier", "dimension": True, "keys": ["north"]},
+            "income": {"class": "sensitive", "bounds": [0, 500000]},
+        },
+        "privacy": {"epsilon_per_job": 10.0, "max_rows_per_unit": 1},
+    }
+    enclave = Enclave.initialise(keys_dir=tmp_path / "keys", datasets_dir=tmp_path / "datasets")
+    source = tmp_path / "people.csv"
+    honest = [f"{i},north,1000" for i in range(1, 101)]
+    attacker = ["999,north,500000"] * 200
+    source.write_text("\n".join(["person_id,town,income", *honest, *attacker]) + "\n")
+    spec = DatasetSpec.from_manifest(manifest, name="people")
+    enclave.import_dataset(source, spec)
+    plan = get_computation("aggregate").check(
+        {"sql": "SELECT town, COUNT(*) AS n, SUM(income) AS s FROM people GROUP BY town"}, spec
+    )
+    output = enclave.run(plan, job_id="job_attack", policy_version="v")
+    (row,) = table_from_ipc(output.result_ipc).to_pylist()
+    bounded = 100 * 1000 + 500000  # each person one row; unbounded would be 100.1 million
+    assert abs(row["s"] - bounded) < 5_000_000  # over 30 noise scales
+    assert abs(row["n"] - 101) < 50
+    enclave.close()
