@@ -152,6 +152,7 @@ class Aggregate:
         table: str,
         dataset: DatasetSpec,
         unit_unique: bool = False,
+        unit_complete: bool = False,
         partner: DatasetSpec | None = None,
         partner_table: str | None = None,
     ) -> ComputationResult:
@@ -160,6 +161,9 @@ class Aggregate:
         ``unit_unique`` is for the enclave only: it says the table holds at most one row per
         privacy unit (measured at import), which lets bounding skip a per-unit aggregation.
         Passing it for a table where that is false would break the privacy guarantee.
+        ``unit_complete`` (enclave only, measured at import): no row lacks a privacy unit, so
+        the filter that drops such rows is left out (with ``unit_unique``, the unit column
+        is then not read at all). Passing it where rows lack a unit would count them.
         A plan that joins needs ``partner`` (its spec) and ``partner_table``; the join is
         made on keys that occur once in the partner (``_join.py``), and the notes say how
         many keys were left out as duplicates.
@@ -175,7 +179,14 @@ class Aggregate:
         body = AggregateBody.from_json(plan.body)
         if body.join is None:
             body.validate(dataset)
-            return run(body, con, table=table, dataset=dataset, unit_unique=unit_unique)
+            return run(
+                body,
+                con,
+                table=table,
+                dataset=dataset,
+                unit_unique=unit_unique,
+                unit_complete=unit_complete,
+            )
         if partner is None or partner_table is None or partner.name != body.join.dataset:
             raise ComputationError(f"the plan joins {body.join.dataset!r}: give its table")
         if dataset.join(partner.name) != body.join:

@@ -76,6 +76,7 @@ def run(
     table: str | exp.Expr,
     dataset: DatasetSpec,
     unit_unique: bool = False,
+    unit_complete: bool = False,
 ) -> ComputationResult:
     """Run ``body`` on ``con`` and release it under ``body.privacy``.
 
@@ -84,7 +85,14 @@ def run(
     """
     if body.privacy.mode == "threshold_only":
         return _threshold_only(body, con, table=table, dataset=dataset)
-    return _dp(body, con, table=table, dataset=dataset, unit_unique=unit_unique)
+    return _dp(
+        body,
+        con,
+        table=table,
+        dataset=dataset,
+        unit_unique=unit_unique,
+        unit_complete=unit_complete,
+    )
 
 
 def _query(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
@@ -106,6 +114,7 @@ def _dp(
     table: str | exp.Expr,
     dataset: DatasetSpec,
     unit_unique: bool,
+    unit_complete: bool,
 ) -> ComputationResult:
     rules, privacy = dataset.privacy, body.privacy
     sql = bounded_sql(
@@ -113,6 +122,7 @@ def _dp(
         table=table,
         dataset=dataset,
         unit_unique=unit_unique,
+        unit_complete=unit_complete,
         integer_columns=_integer_columns(con, table),
     )
     raw = _query(con, sql)

@@ -78,6 +78,7 @@ def bounded_sql(
     table: str | exp.Expr,
     dataset: DatasetSpec,
     unit_unique: bool = False,
+    unit_complete: bool = False,
     integer_columns: frozenset[str] = frozenset(),
 ) -> str:
     """Per-unit bounded exact sums: columns ``g<i>``, then each measure's alias.
@@ -88,6 +89,10 @@ def bounded_sql(
     filter on public keys: a row outside them forms a group of its own, which the release
     drops before noise (``_execute._all_public_keys``), and with one row and one group per
     unit no other group's contribution depends on it.
+    ``unit_complete`` (measured at import: no row lacks a privacy unit) leaves out the
+    filter on a missing unit, which would drop nothing; with ``unit_unique`` the unit
+    column is then not read at all (about 45% of the blocks a 10M-row GROUP BY of the
+    demo data reads).
     ``integer_columns`` are stored as integers (the table's own types): those with integer
     bounds and no decimals are clamped as integers, without a round trip through DOUBLE.
     """
@@ -105,9 +110,12 @@ def bounded_sql(
     where = [*_predicates(body.where)]
     if not unit_unique:
         where += _public_keys(body, dataset)
-    where.append(exp.Not(this=exp.Is(this=_column(dataset.privacy_unit), expression=exp.Null())))
+    if not unit_complete:
+        unit_known = exp.Is(this=_column(dataset.privacy_unit), expression=exp.Null())
+        where.append(exp.Not(this=unit_known))
     filtered = exp.Select(expressions=[unit, *groups, *values]).from_(_source(table))
-    filtered = filtered.where(exp.and_(*where))
+    if where:
+        filtered = filtered.where(exp.and_(*where))
     if unit_unique:
         return _one_row_per_unit(body, wanted, filtered, keys)
 

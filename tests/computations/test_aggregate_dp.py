@@ -396,14 +396,23 @@ def test_one_row_per_unit_fast_path_bounds_exactly_like_the_general_one(
     con = connect({"residents": first})
     body = AggregateBody.from_json(AGGREGATE.check({"sql": sql}, dp_residents).body)
 
-    def rows(unique: bool) -> list[Any]:
-        query = bounded_sql(body, table="residents", dataset=dp_residents, unit_unique=unique)
+    def rows(unique: bool, complete: bool = False) -> list[Any]:
+        query = bounded_sql(
+            body,
+            table="residents",
+            dataset=dp_residents,
+            unit_unique=unique,
+            unit_complete=complete,
+        )
         return [
             tuple(sorted(v) if isinstance(v, list) else v for v in row)
             for row in con.execute(query).fetchall()
         ]
 
     assert rows(True) == rows(False)
+    # Every row with a unit (as the import measures): the filter on it can go.
+    assert first.column("resident_id").null_count == 0
+    assert rows(True, complete=True) == rows(False) == rows(False, complete=True)
 
 
 def test_the_fast_path_drops_groups_outside_public_keys_before_noise(

@@ -19,9 +19,12 @@ MANIFEST = {
 }
 
 
-@pytest.mark.parametrize(("ids", "unique"), [([1, 2, 3, None], True), ([1, 2, 2, 3], False)])
+@pytest.mark.parametrize(
+    ("ids", "unique", "complete"),
+    [([1, 2, 3, None], True, False), ([1, 2, 2, 3], False, True), ([1, 2, 3], True, True)],
+)
 def test_import_records_whether_each_unit_has_one_row(
-    ids: list[int | None], unique: bool, tmp_path: Path
+    ids: list[int | None], unique: bool, complete: bool, tmp_path: Path
 ) -> None:
     enclave = Enclave.initialise(keys_dir=tmp_path / "keys", datasets_dir=tmp_path / "datasets")
     source = tmp_path / "people.csv"
@@ -47,13 +50,19 @@ def test_import_records_whether_each_unit_has_one_row(
     stored = dict(con.execute(f"SELECT key, value FROM ds.{_engine.META_TABLE}").fetchall())
     con.close()
     assert stored["unit_unique"] == ("true" if unique else "false")
+    assert stored["unit_complete"] == ("true" if complete else "false")
 
 
-def test_one_person_with_many_rows_is_still_bounded_by_the_enclave(tmp_path: Path) -> None:
+@pytest.mark.parametrize("attacker_id", ["999", ""])
+def test_one_person_with_many_rows_is_still_bounded_by_the_enclave(
+    attacker_id: str, tmp_path: Path
+) -> None:
     """The attack the fast path must not open: one person holds 200 rows at the income
     bound. The import measures that units repeat, so the run pre-aggregates per person and
     the group's sum moves by one row's bound, not 200 (the noise, Laplace scale 150,000 at
-    epsilon 10 over three measures, cannot hide a 99.5 million difference)."""
+    epsilon 10 over three measures, cannot hide a 99.5 million difference). With the 200
+    rows' unit left empty, the import measures that rows lack a unit and the run drops
+    them (they could all be one person's)."""
     from computations import get_computation, table_from_ipc
 
     manifest = {
@@ -69,7 +78,7 @@ def test_one_person_with_many_rows_is_still_bounded_by_the_enclave(tmp_path: Pat
     enclave = Enclave.initialise(keys_dir=tmp_path / "keys", datasets_dir=tmp_path / "datasets")
     source = tmp_path / "people.csv"
     honest = [f"{i},north,1000" for i in range(1, 101)]
-    attacker = ["999,north,500000"] * 200
+    attacker = [f"{attacker_id},north,500000"] * 200
     source.write_text("\n".join(["person_id,town,income", *honest, *attacker]) + "\n")
     spec = DatasetSpec.from_manifest(manifest, name="people")
     enclave.import_dataset(source, spec)
@@ -78,7 +87,8 @@ def test_one_person_with_many_rows_is_still_bounded_by_the_enclave(tmp_path: Pat
     )
     output = enclave.run(plan, job_id="job_attack", policy_version="v")
     (row,) = table_from_ipc(output.result_ipc).to_pylist()
-    bounded = 100 * 1000 + 500000  # each person one row; unbounded would be 100.1 million
+    persons = 101 if attacker_id else 100  # rows without a unit count for nobody
+    bounded = 100 * 1000 + (persons - 100) * 500000  # unbounded: 100.1 million
     assert abs(row["s"] - bounded) < 5_000_000  # over 30 noise scales
-    assert abs(row["n"] - 101) < 50
+    assert abs(row["n"] - persons) < 50
     enclave.close()
