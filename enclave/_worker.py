@@ -124,8 +124,14 @@ def _import(request: dict[str, Any], con: Any) -> dict[str, Any]:
         ).fetchone()
         con.execute(
             f"INSERT INTO {_ALIAS}.{_engine.META_TABLE} VALUES ('dataset', ?), ('content_hash', ?),"
-            " ('unit_unique', ?), ('unit_complete', ?)",
-            [spec.name, digest, _flag(unique), _flag(complete)],
+            " ('unit_unique', ?), ('unit_complete', ?), ('value_ranges', ?)",
+            [
+                spec.name,
+                digest,
+                _flag(unique),
+                _flag(complete),
+                json.dumps(_value_ranges(con, table, spec)),
+            ],
         )
         types = {row[0]: row[1] for row in con.execute(f"DESCRIBE {table}").fetchall()}
         con.execute(f"CHECKPOINT {_ALIAS}")
@@ -155,6 +161,38 @@ def _import(request: dict[str, Any], con: Any) -> dict[str, Any]:
 
 def _flag(value: object) -> str:
     return "true" if value else "false"
+
+
+def _value_ranges(con: Any, table: str, spec: DatasetSpec) -> dict[str, list[int]]:
+    """The smallest and largest value of each integer column with declared bounds: a run
+    need not clamp a column that lies within its bounds (clamping is then the identity)."""
+    bounded = [c.name for c in spec.columns if c.bounds is not None]
+    if not bounded:
+        return {}
+    parts = ", ".join(
+        f"MIN({_engine.quote_ident(c)}), MAX({_engine.quote_ident(c)})" for c in bounded
+    )
+    found = con.execute(f"SELECT {parts} FROM {table}").fetchone()
+    ranges = {}
+    for i, column in enumerate(bounded):
+        low, high = found[2 * i], found[2 * i + 1]
+        # Integers only (bool is an int in Python, but not a number to clamp).
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high)):
+            ranges[column] = [low, high]
+    return ranges
+
+
+def _stored_ranges(raw: str | None) -> dict[str, tuple[int, int]]:
+    """``value_ranges`` from the meta table; absent or unreadable reads as none measured."""
+    try:
+        data = json.loads(raw) if raw else {}
+        return {
+            str(column): (int(pair[0]), int(pair[1]))
+            for column, pair in data.items()
+            if len(pair) == 2 and all(type(v) is int for v in pair)
+        }
+    except (ValueError, TypeError, AttributeError):
+        return {}
 
 
 def _run(request: dict[str, Any], network_isolated: bool, con: Any) -> dict[str, Any]:
@@ -201,7 +239,10 @@ def _run(request: dict[str, Any], network_isolated: bool, con: Any) -> dict[str,
             extra = {"partner": partner.spec, "partner_table": f"{_PARTNER}.{partner.name}"}
         elif computation.name == "aggregate":
             # Datasets imported before this fact was measured lack it: they keep the filter.
-            extra = {"unit_complete": stored.get("unit_complete") == "true"}
+            extra = {
+                "unit_complete": stored.get("unit_complete") == "true",
+                "value_ranges": _stored_ranges(stored.get("value_ranges")),
+            }
         _engine.lock_down(con)
         result = computation.execute(
             plan,

@@ -153,6 +153,7 @@ class Aggregate:
         dataset: DatasetSpec,
         unit_unique: bool = False,
         unit_complete: bool = False,
+        value_ranges: Mapping[str, tuple[int, int]] | None = None,
         partner: DatasetSpec | None = None,
         partner_table: str | None = None,
     ) -> ComputationResult:
@@ -164,6 +165,9 @@ class Aggregate:
         ``unit_complete`` (enclave only, measured at import): no row lacks a privacy unit, so
         the filter that drops such rows is left out (with ``unit_unique``, the unit column
         is then not read at all). Passing it where rows lack a unit would count them.
+        ``value_ranges`` (enclave only, measured at import): each integer column's smallest
+        and largest value; a column within its declared bounds is not clamped row by row
+        (the identity there). A range narrower than the data would leave values unclamped.
         A plan that joins needs ``partner`` (its spec) and ``partner_table``; the join is
         made on keys that occur once in the partner (``_join.py``), and the notes say how
         many keys were left out as duplicates.
@@ -186,6 +190,7 @@ class Aggregate:
                 dataset=dataset,
                 unit_unique=unit_unique,
                 unit_complete=unit_complete,
+                value_ranges=value_ranges or {},
             )
         if partner is None or partner_table is None or partner.name != body.join.dataset:
             raise ComputationError(f"the plan joins {body.join.dataset!r}: give its table")

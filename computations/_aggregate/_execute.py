@@ -14,6 +14,7 @@ import decimal
 import itertools
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import duckdb
@@ -77,6 +78,7 @@ def run(
     dataset: DatasetSpec,
     unit_unique: bool = False,
     unit_complete: bool = False,
+    value_ranges: Mapping[str, tuple[int, int]] | None = None,
 ) -> ComputationResult:
     """Run ``body`` on ``con`` and release it under ``body.privacy``.
 
@@ -92,6 +94,7 @@ def run(
         dataset=dataset,
         unit_unique=unit_unique,
         unit_complete=unit_complete,
+        value_ranges=value_ranges or {},
     )
 
 
@@ -115,6 +118,7 @@ def _dp(
     dataset: DatasetSpec,
     unit_unique: bool,
     unit_complete: bool,
+    value_ranges: Mapping[str, tuple[int, int]],
 ) -> ComputationResult:
     rules, privacy = dataset.privacy, body.privacy
     sql = bounded_sql(
@@ -123,6 +127,7 @@ def _dp(
         dataset=dataset,
         unit_unique=unit_unique,
         unit_complete=unit_complete,
+        value_ranges=value_ranges,
         integer_columns=_integer_columns(con, table),
     )
     raw = _query(con, sql)

@@ -21,6 +21,7 @@ not convert). An error that depended on a row would be a side channel.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlglot import exp
@@ -80,6 +81,7 @@ def bounded_sql(
     unit_unique: bool = False,
     unit_complete: bool = False,
     integer_columns: frozenset[str] = frozenset(),
+    value_ranges: Mapping[str, tuple[int, int]] | None = None,
 ) -> str:
     """Per-unit bounded exact sums: columns ``g<i>``, then each measure's alias.
 
@@ -94,7 +96,10 @@ def bounded_sql(
     column is then not read at all (about 45% of the blocks a 10M-row GROUP BY of the
     demo data reads).
     ``integer_columns`` are stored as integers (the table's own types): those with integer
-    bounds and no decimals are clamped as integers, without a round trip through DOUBLE.
+    bounds and no decimals are clamped as integers, without a round trip through DOUBLE;
+    and not at all when ``value_ranges`` (each column's smallest and largest value,
+    measured at import) shows the column within its bounds, where the clamp is the
+    identity (it was about 15% of the query's CPU time on the 10M-row bench).
     """
     rules = dataset.privacy
     rows_cap, groups_cap = rules.max_rows_per_unit, rules.max_groups_per_unit
@@ -105,7 +110,12 @@ def bounded_sql(
     values: list[exp.Expr] = []
     numeric = {m.column for m in wanted if m.kind in ("sum", "count", "values") and m.column}
     for column in sorted(numeric):
-        scaled = _scaled(column, dataset, integer=column in integer_columns)
+        scaled = _scaled(
+            column,
+            dataset,
+            integer=column in integer_columns,
+            measured=(value_ranges or {}).get(column),
+        )
         values.append(exp.alias_(scaled, f"v_{column}", quoted=True))
     where = [*_predicates(body.where)]
     if not unit_unique:
@@ -366,12 +376,19 @@ def _public_keys(body: AggregateBody, dataset: DatasetSpec) -> list[exp.Expr]:
     return out
 
 
-def _scaled(column: str, dataset: DatasetSpec, *, integer: bool = False) -> exp.Expr:
+def _scaled(
+    column: str,
+    dataset: DatasetSpec,
+    *,
+    integer: bool = False,
+    measured: tuple[int, int] | None = None,
+) -> exp.Expr:
     """The column as an integer of ``10**-decimals``, clamped to its bounds (never raises).
 
     ``integer``: the column is stored as an integer type, so with integer bounds and no
     decimals a CASE clamps it exactly as the DOUBLE path would (rounding is the identity),
-    NULL stays NULL, and nothing converts.
+    NULL stays NULL, and nothing converts. If then ``measured`` (the column's smallest and
+    largest value) lies within the bounds, the clamp would change nothing and is left out.
     """
     spec = dataset.column(column)
     if (
@@ -383,6 +400,8 @@ def _scaled(column: str, dataset: DatasetSpec, *, integer: bool = False) -> exp.
     ):
         low_i, high_i = (int(b) for b in spec.bounds)
         raw = _column(column)
+        if measured is not None and low_i <= measured[0] <= measured[1] <= high_i:
+            return exp.Cast(this=raw, to=exp.DataType.build("BIGINT"))
         return exp.Case(
             ifs=[
                 exp.If(this=exp.GT(this=raw, expression=_n(high_i)), true=_n(high_i)),

@@ -467,3 +467,36 @@ def test_integer_clamping_equals_the_double_path(
         as_doubles = bounded_sql(body, table="residents", dataset=dp_residents, unit_unique=unique)
         assert "DOUBLE" not in as_integers
         assert con.execute(as_integers).fetchall() == con.execute(as_doubles).fetchall()
+
+
+@pytest.mark.parametrize("unique", [True, False])
+def test_a_column_measured_within_its_bounds_is_not_clamped_and_gives_the_same_sums(
+    unique: bool, connect: Connect, dp_residents: DatasetSpec
+) -> None:
+    """The import's measured range decides: within the bounds the clamp (the identity) is
+    left out; a range that reaches outside keeps it, and so does a range not measured."""
+    from computations._aggregate._body import AggregateBody
+    from computations._aggregate._sql import bounded_sql
+
+    inside = [{"resident_id": i, "sex": "f", "income": 7 * i} for i in range(1, 40)]
+    sql = "SELECT sex, COUNT(income) AS c, SUM(income) AS s FROM residents GROUP BY sex"
+    body = AggregateBody.from_json(AGGREGATE.check({"sql": sql}, dp_residents).body)
+    con = connect({"residents": pa.Table.from_pylist(inside)})
+
+    def query(ranges: dict[str, tuple[int, int]] | None) -> str:
+        return bounded_sql(
+            body,
+            table="residents",
+            dataset=dp_residents,
+            unit_unique=unique,
+            integer_columns=frozenset({"income"}),
+            value_ranges=ranges,
+        )
+
+    low, high = (int(b) for b in dp_residents.column("income").bounds)  # type: ignore[union-attr]
+    within = query({"income": (7, 7 * 39)})
+    assert "CASE" not in within
+    assert con.execute(within).fetchall() == con.execute(query(None)).fetchall()
+    for outside in ((low - 1, 10), (0, high + 1)):
+        assert "CASE" in query({"income": outside})
+    assert "CASE" in query(None)

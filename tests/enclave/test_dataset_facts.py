@@ -92,3 +92,52 @@ def test_one_person_with_many_rows_is_still_bounded_by_the_enclave(
     assert abs(row["s"] - bounded) < 5_000_000  # over 30 noise scales
     assert abs(row["n"] - persons) < 50
     enclave.close()
+
+
+def test_an_outlier_is_clamped_although_the_other_values_need_no_clamp(tmp_path: Path) -> None:
+    """The import measures each bounded integer column's range; a run clamps only when the
+    data can leave the bounds. One person's income of 10**12 (bound 500,000) must still be
+    clamped to the bound, however the other 100 rows lie."""
+    import base64
+
+    from computations import get_computation, table_from_ipc
+    from enclave import _engine
+    from enclave._keys import load_master_key, unwrap_dataset_key
+
+    manifest = {
+        "privacy_unit": "person_id",
+        "min_group_size": 3,
+        "columns": {
+            "person_id": {"class": "identifier"},
+            "town": {"class": "quasi_identifier", "dimension": True, "keys": ["north"]},
+            "income": {"class": "sensitive", "bounds": [0, 500000]},
+        },
+        "privacy": {"epsilon_per_job": 10.0},
+    }
+    enclave = Enclave.initialise(keys_dir=tmp_path / "keys", datasets_dir=tmp_path / "datasets")
+    source = tmp_path / "people.csv"
+    rows = [f"{i},north,1000" for i in range(1, 101)] + ["999,north,1000000000000"]
+    source.write_text("\n".join(["person_id,town,income", *rows]) + "\n")
+    spec = DatasetSpec.from_manifest(manifest, name="people")
+    record = enclave.import_dataset(source, spec)
+    key = unwrap_dataset_key(
+        load_master_key(enclave.keys_dir / "master.key"),
+        base64.b64decode(record.wrapped_key),
+        record.name,
+    )
+    con = _engine.connect(enclave.datasets_dir / ".extensions")
+    _engine.attach_encrypted(
+        con, enclave.datasets_dir / record.file, key, alias="ds", read_only=True
+    )
+    stored = dict(con.execute(f"SELECT key, value FROM ds.{_engine.META_TABLE}").fetchall())
+    con.close()
+
+    plan = get_computation("aggregate").check(
+        {"sql": "SELECT town, SUM(income) AS s FROM people GROUP BY town"}, spec
+    )
+    output = enclave.run(plan, job_id="j", policy_version="v")
+    (row,) = table_from_ipc(output.result_ipc).to_pylist()
+    bounded = 100 * 1000 + 500000  # unclamped: 10**12
+    assert abs(row["s"] - bounded) < 5_000_000  # the noise scale is 100,000
+    assert stored["value_ranges"] == '{"income": [1000, 1000000000000]}'
+    enclave.close()
