@@ -474,7 +474,7 @@ def test_a_column_measured_within_its_bounds_is_not_clamped_and_gives_the_same_s
     unique: bool, connect: Connect, dp_residents: DatasetSpec
 ) -> None:
     """The import's measured range decides: within the bounds the clamp (the identity) is
-    left out; a range that reaches outside keeps it, and so does a range not measured."""
+    left out; a side the range crosses keeps its clamp, and a range not measured both."""
     from computations._aggregate._body import AggregateBody
     from computations._aggregate._sql import bounded_sql
 
@@ -497,6 +497,10 @@ def test_a_column_measured_within_its_bounds_is_not_clamped_and_gives_the_same_s
     within = query({"income": (7, 7 * 39)})
     assert "CASE" not in within
     assert con.execute(within).fetchall() == con.execute(query(None)).fetchall()
-    for outside in ((low - 1, 10), (0, high + 1)):
-        assert "CASE" in query({"income": outside})
-    assert "CASE" in query(None)
+    assert "CASE" in query(None) and f"< {low}" in query(None) and f"> {high}" in query(None)
+    below, above = query({"income": (low - 1, 10)}), query({"income": (0, high + 1)})
+    assert f"< {low}" in below and f"> {high}" not in below
+    assert f"> {high}" in above and f"< {low}" not in above
+    people = [*inside, {"resident_id": 99, "sex": "f", "income": high + 10**9}]
+    con = connect({"residents": pa.Table.from_pylist(people)})
+    assert con.execute(above).fetchall() == con.execute(query(None)).fetchall()
