@@ -14,16 +14,20 @@ request once on a fresh worker (it crashed or was killed while it started). A wo
 said ready and then died without an answer may have read its request and touched data, so
 that request fails (one fixed message, budget kept) rather than being run again.
 
-Scheduling: a worker started ahead of use runs its imports under ``SCHED_IDLE`` (Linux),
-so it only takes CPU time nothing else wants and never slows the job running meanwhile
-(measured: a worker's start is about 1.5 s of CPU, on a machine of two cores). The worker
-a request is given to is moved back to normal scheduling, every thread of it, first by
-the pool when it takes it, then by the worker itself when it reads the request (which
-also covers a thread started in between).
+Scheduling: a worker started ahead of use runs its first :data:`IDLE_START_S` seconds
+under ``SCHED_IDLE`` (Linux), so its imports (about 1.5 s of CPU, on a machine of two
+cores) do not slow the job that just finished its run and is recording it; then, or as
+soon as a request is given to it, every thread of it moves back to normal scheduling
+(by the pool, then by the worker itself on reading the request, which covers a thread
+started in between). Bounded, so on a machine that is never idle a waiting worker still
+gets ready. Leaving ``SCHED_IDLE`` needs ``RLIMIT_NICE`` of 20 or ``CAP_SYS_NICE``: the
+pool tries it once on a thread of its own, and starts workers at normal priority if
+that fails (a worker stuck at idle priority would run its job there).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import select
@@ -35,6 +39,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from enclave._errors import WorkerError
+
+#: How long a pre-started worker runs at idle priority before it is moved back.
+IDLE_START_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -170,9 +177,40 @@ class WorkerPool:
             )
         except OSError as exc:
             raise WorkerError(f"the enclave worker could not be started: {exc}") from None
-        if idle:
+        if idle and _can_leave_idle():
             _set_policy(proc.pid, getattr(os, "SCHED_IDLE", None))
+            timer = threading.Timer(IDLE_START_S, _promote_if_alive, (proc,))
+            timer.daemon = True
+            timer.start()
         return proc
+
+
+def _promote_if_alive(proc: subprocess.Popen[bytes]) -> None:
+    # Not reaped while poll() says it runs, so the pid is still this worker's.
+    if proc.poll() is None:
+        set_normal_scheduling(proc.pid)
+
+
+@functools.cache
+def _can_leave_idle() -> bool:
+    """Whether a thread of this process may move from ``SCHED_IDLE`` back to normal."""
+    idle, normal = getattr(os, "SCHED_IDLE", None), getattr(os, "SCHED_OTHER", None)
+    if idle is None or normal is None or not hasattr(os, "sched_setscheduler"):
+        return False
+    outcome: list[bool] = []
+
+    def attempt() -> None:  # on a thread of its own: only that thread changes policy
+        try:
+            os.sched_setscheduler(0, idle, os.sched_param(0))
+            os.sched_setscheduler(0, normal, os.sched_param(0))
+            outcome.append(True)
+        except OSError:
+            outcome.append(False)
+
+    probe = threading.Thread(target=attempt, name="indomain-sched-probe")
+    probe.start()
+    probe.join()
+    return outcome == [True]
 
 
 def set_normal_scheduling(pid: int) -> None:

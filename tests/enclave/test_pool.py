@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from enclave import Enclave, WorkerError
-from enclave._pool import WorkerPool
+from enclave._pool import IDLE_START_S, WorkerPool, _can_leave_idle
 
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 
@@ -49,16 +49,33 @@ def test_two_operations_back_to_back_both_find_a_worker_started_ahead(enclave: E
     assert len(enclave.pool.idle_pids()) == 2  # both replaced
 
 
+def _policies(pid: int) -> set[int]:
+    found = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            found.add(os.sched_getscheduler(int(task)))
+        except OSError:
+            continue  # ended meanwhile
+    return found
+
+
 @linux_only
+@pytest.mark.skipif(not _can_leave_idle(), reason="SCHED_IDLE cannot be left here")
 def test_workers_start_at_idle_priority_and_serve_at_normal_priority(enclave: Enclave) -> None:
-    """A worker starting ahead takes only CPU time nothing else wants; the one that serves
-    a request runs all its threads at normal priority (or the job would crawl)."""
-    assert enclave.warm() == 2
-    for pid in enclave.pool.idle_pids():
-        tasks = os.listdir(f"/proc/{pid}/task")
-        assert {os.sched_getscheduler(int(t)) for t in tasks} == {os.SCHED_IDLE}
-    answer = enclave.probe()
+    """A worker starting ahead first takes only CPU time nothing else wants, then (after
+    IDLE_START_S) normal time; the one that serves a request runs all its threads at
+    normal priority (or the job would crawl)."""
+    enclave.probe()  # the pool starts two workers after it
+    starting = enclave.pool.idle_pids()
+    assert len(starting) == 2
+    assert all(_policies(pid) == {os.SCHED_IDLE} for pid in starting)
+    answer = enclave.probe()  # given a request while still at idle priority: moved back
+    assert answer["pid"] == starting[0]
     assert answer["scheduling"] == [os.SCHED_OTHER]
+    deadline = time.monotonic() + IDLE_START_S + 30
+    while _policies(starting[1]) != {os.SCHED_OTHER}:  # the other one, after IDLE_START_S
+        assert time.monotonic() < deadline, "a waiting worker stayed at idle priority"
+        time.sleep(0.05)
     # On demand (nothing waiting), a worker never starts at idle priority.
     on_demand = Enclave(keys_dir=enclave.keys_dir, datasets_dir=enclave.datasets_dir, pool_size=0)
     assert on_demand.probe()["scheduling"] == [os.SCHED_OTHER]
