@@ -5,7 +5,8 @@
 1. Import (encryption into the enclave) and the end-to-end aggregate job
    (bench/aggregate_bench.py): signed HTTP submit on loopback → policy → pre-started worker
    (key unwrap, encrypted DuckDB) → ledger → result with receipt, against the same GROUP BY
-   in DuckDB on an unencrypted copy and on Parquet; ``--big`` adds 10M rows.
+   in DuckDB on an unencrypted copy and on Parquet, at ``--rows`` and 10M rows (the goal's
+   size); ``--big`` adds the time breakdown at 10M rows.
 2. The ledger (bench/ledger_bench.py): durable appends with 1 and 16 appenders against
    one fsync per insert, full verification against bare SHA-256, proof times, bytes per
    entry. ``--ledger-entries 1000000`` for the issue's size.

@@ -38,7 +38,7 @@ class Enclave:
         keys_dir: Path,
         datasets_dir: Path,
         timeout_s: float = 900.0,
-        pool_size: int = 1,
+        pool_size: int = 2,
         cpu_seconds: int = 600,
     ) -> None:
         self.keys_dir = keys_dir
@@ -47,6 +47,8 @@ class Enclave:
         env = {k: os.environ[k] for k in ("PATH", "HOME", "PYTHONPATH") if k in os.environ}
         env["LANG"] = "C.UTF-8"
         # Workers are started ahead of use (enclave/_pool.py) but each serves one operation.
+        # Two wait, so a job that follows another does not wait for a worker to start
+        # (about 200 MB each while they wait).
         self.pool = WorkerPool(
             [
                 sys.executable,

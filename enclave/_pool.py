@@ -13,11 +13,23 @@ that line. A worker that never said ready never read a request, so it is safe to
 request once on a fresh worker (it crashed or was killed while it started). A worker that
 said ready and then died without an answer may have read its request and touched data, so
 that request fails (one fixed message, budget kept) rather than being run again.
+
+Scheduling: a worker started ahead of use runs its first :data:`IDLE_START_S` seconds
+under ``SCHED_IDLE`` (Linux), so its imports (about 1.5 s of CPU, on a machine of two
+cores) do not slow the job that just finished its run and is recording it; then, or as
+soon as a request is given to it, every thread of it moves back to normal scheduling
+(by the pool, then by the worker itself on reading the request, which covers a thread
+started in between). Bounded, so on a machine that is never idle a waiting worker still
+gets ready. Leaving ``SCHED_IDLE`` needs ``RLIMIT_NICE`` of 20 or ``CAP_SYS_NICE``: the
+pool tries it once on a thread of its own, and starts workers at normal priority if
+that fails (a worker stuck at idle priority would run its job there).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import select
 import subprocess
 import threading
@@ -27,6 +39,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from enclave._errors import WorkerError
+
+#: How long a pre-started worker runs at idle priority before it is moved back.
+IDLE_START_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -135,7 +150,8 @@ class WorkerPool:
                     self._idle.append(self._spawn())
 
     def _take(self) -> subprocess.Popen[bytes]:
-        """An unused live worker: a pre-started one if there is one, else a new one."""
+        """An unused live worker, at normal scheduling: a pre-started one if there is one,
+        else a new one."""
         with self._lock:
             chosen = None
             while self._idle and chosen is None:
@@ -145,11 +161,14 @@ class WorkerPool:
                 else:
                     self._ready.pop(proc.pid, None)
                     _stop(proc)  # died while waiting: _refill replaces it after this call
-        return chosen if chosen is not None else self._spawn()
+        if chosen is None:
+            return self._spawn(idle=False)
+        set_normal_scheduling(chosen.pid)
+        return chosen
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
+    def _spawn(self, *, idle: bool = True) -> subprocess.Popen[bytes]:
         try:
-            return subprocess.Popen(
+            proc = subprocess.Popen(
                 self._command,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -158,6 +177,61 @@ class WorkerPool:
             )
         except OSError as exc:
             raise WorkerError(f"the enclave worker could not be started: {exc}") from None
+        if idle and _can_leave_idle():
+            _set_policy(proc.pid, getattr(os, "SCHED_IDLE", None))
+            timer = threading.Timer(IDLE_START_S, _promote_if_alive, (proc,))
+            timer.daemon = True
+            timer.start()
+        return proc
+
+
+def _promote_if_alive(proc: subprocess.Popen[bytes]) -> None:
+    # Not reaped while poll() says it runs, so the pid is still this worker's.
+    if proc.poll() is None:
+        set_normal_scheduling(proc.pid)
+
+
+@functools.cache
+def _can_leave_idle() -> bool:
+    """Whether a thread of this process may move from ``SCHED_IDLE`` back to normal."""
+    idle, normal = getattr(os, "SCHED_IDLE", None), getattr(os, "SCHED_OTHER", None)
+    if idle is None or normal is None or not hasattr(os, "sched_setscheduler"):
+        return False
+    outcome: list[bool] = []
+
+    def attempt() -> None:  # on a thread of its own: only that thread changes policy
+        try:
+            os.sched_setscheduler(0, idle, os.sched_param(0))
+            os.sched_setscheduler(0, normal, os.sched_param(0))
+            outcome.append(True)
+        except OSError:
+            outcome.append(False)
+
+    probe = threading.Thread(target=attempt, name="indomain-sched-probe")
+    probe.start()
+    probe.join()
+    return outcome == [True]
+
+
+def set_normal_scheduling(pid: int) -> None:
+    """Move every thread of process ``pid`` (``0``: this one) to normal scheduling
+    (``SCHED_OTHER``), where it can; a no-op off Linux."""
+    try:
+        tasks = [int(t) for t in os.listdir(f"/proc/{pid or 'self'}/task")]
+    except (OSError, ValueError):
+        tasks = [pid]
+    for task in tasks:
+        _set_policy(task, getattr(os, "SCHED_OTHER", None))
+
+
+def _set_policy(task: int, policy: int | None) -> None:
+    """Best effort: a scheduling policy only changes how fast a worker gets CPU time."""
+    if policy is None or not hasattr(os, "sched_setscheduler"):
+        return
+    try:
+        os.sched_setscheduler(task, policy, os.sched_param(0))
+    except OSError:
+        pass  # the task has exited, or the system does not allow it
 
 
 def _json_object(raw: bytes) -> dict[str, Any] | None:

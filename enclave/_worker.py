@@ -43,6 +43,7 @@ from enclave._keys import (
     unwrap_dataset_key,
     wrap_dataset_key,
 )
+from enclave._pool import set_normal_scheduling
 from enclave._records import DatasetRecord, RunAttestation, sha256_digest
 from indomain.errors import IndomainError
 
@@ -118,14 +119,22 @@ def _import(request: dict[str, Any], con: Any) -> dict[str, Any]:
         con.execute(f"CREATE TABLE {_ALIAS}.{_engine.META_TABLE} (key VARCHAR, value VARCHAR)")
         # Measured here, from the data, so a run can trust it: with at most one row per
         # privacy unit, contribution bounding needs no per-unit aggregation (much faster).
+        # With no row lacking a unit, the run needs no filter on it, and a query whose
+        # units are unique then need not read the unit column at all.
         unit = _engine.quote_ident(spec.privacy_unit)
-        (unique,) = con.execute(
-            f"SELECT COUNT({unit}) = COUNT(DISTINCT {unit}) FROM {table}"
+        unique, complete = con.execute(
+            f"SELECT COUNT({unit}) = COUNT(DISTINCT {unit}), COUNT(*) = COUNT({unit}) FROM {table}"
         ).fetchone()
         con.execute(
             f"INSERT INTO {_ALIAS}.{_engine.META_TABLE} VALUES ('dataset', ?), ('content_hash', ?),"
-            " ('unit_unique', ?)",
-            [spec.name, digest, "true" if unique else "false"],
+            " ('unit_unique', ?), ('unit_complete', ?), ('value_ranges', ?)",
+            [
+                spec.name,
+                digest,
+                _flag(unique),
+                _flag(complete),
+                json.dumps(_value_ranges(con, table, spec)),
+            ],
         )
         types = {row[0]: row[1] for row in con.execute(f"DESCRIBE {table}").fetchall()}
         con.execute(f"CHECKPOINT {_ALIAS}")
@@ -151,6 +160,42 @@ def _import(request: dict[str, Any], con: Any) -> dict[str, Any]:
         "row_count": int(row_count),
         "column_types": types,
     }
+
+
+def _flag(value: object) -> str:
+    return "true" if value else "false"
+
+
+def _value_ranges(con: Any, table: str, spec: DatasetSpec) -> dict[str, list[int]]:
+    """The smallest and largest value of each integer column with declared bounds: a run
+    need not clamp a column that lies within its bounds (clamping is then the identity)."""
+    bounded = [c.name for c in spec.columns if c.bounds is not None]
+    if not bounded:
+        return {}
+    parts = ", ".join(
+        f"MIN({_engine.quote_ident(c)}), MAX({_engine.quote_ident(c)})" for c in bounded
+    )
+    found = con.execute(f"SELECT {parts} FROM {table}").fetchone()
+    ranges = {}
+    for i, column in enumerate(bounded):
+        low, high = found[2 * i], found[2 * i + 1]
+        # Integers only (bool is an int in Python, but not a number to clamp).
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high)):
+            ranges[column] = [low, high]
+    return ranges
+
+
+def _stored_ranges(raw: str | None) -> dict[str, tuple[int, int]]:
+    """``value_ranges`` from the meta table; absent or unreadable reads as none measured."""
+    try:
+        data = json.loads(raw) if raw else {}
+        return {
+            str(column): (int(pair[0]), int(pair[1]))
+            for column, pair in data.items()
+            if len(pair) == 2 and all(type(v) is int for v in pair)
+        }
+    except (ValueError, TypeError, AttributeError):
+        return {}
 
 
 def _run(request: dict[str, Any], network_isolated: bool, con: Any) -> dict[str, Any]:
@@ -195,6 +240,12 @@ def _run(request: dict[str, Any], network_isolated: bool, con: Any) -> dict[str,
                     f"the encrypted file of dataset {partner.name!r} does not match its record"
                 )
             extra = {"partner": partner.spec, "partner_table": f"{_PARTNER}.{partner.name}"}
+        elif computation.name == "aggregate":
+            # Datasets imported before this fact was measured lack it: they keep the filter.
+            extra = {
+                "unit_complete": stored.get("unit_complete") == "true",
+                "value_ranges": _stored_ranges(stored.get("value_ranges")),
+            }
         _engine.lock_down(con)
         result = computation.execute(
             plan,
@@ -306,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     raw = sys.stdin.buffer.read()
     if not raw.strip():
         return 0  # the parent went away (or closed its pool) before sending a request
+    set_normal_scheduling(0)  # pre-started under SCHED_IDLE (_pool.py): now it has work
     request: dict[str, Any] = {}
     try:
         request = json.loads(raw)
@@ -321,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
                 "dumpable": _dumpable(),
                 "core_limit": resource.getrlimit(resource.RLIMIT_CORE)[1],
                 "reached": _try_connect(request.get("connect_to")),
+                "scheduling": _scheduling(),
             }
         else:
             answer = {"ok": False, "error": {"kind": "EnclaveError", "message": "unknown op"}}
@@ -340,6 +393,17 @@ def _warm_for(warm: Any, request: dict[str, Any]) -> Any:
     if warm is not None:
         warm.close()
     return _engine.connect(wanted)
+
+
+def _scheduling() -> list[int]:
+    """The scheduling policies of this process's threads (diagnostics and tests)."""
+    found = set()
+    for task in os.listdir("/proc/self/task") if sys.platform == "linux" else ():
+        try:
+            found.add(os.sched_getscheduler(int(task)))
+        except OSError:
+            continue  # the thread ended meanwhile
+    return sorted(found)
 
 
 def _dumpable() -> int:

@@ -6,11 +6,13 @@ status; a request refused before it was authenticated leaves nothing behind.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
 import secrets
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
@@ -52,6 +54,8 @@ from ledger import Ledger
 log = logging.getLogger("indomain.gateway")
 
 DEFAULT_MAX_BODY = 1 << 20
+#: Longest a status request may wait for its job to end (``GET /v1/jobs/{id}?wait=``).
+MAX_STATUS_WAIT_S = 30.0
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
 
@@ -82,6 +86,7 @@ def create_app(
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="indomain-job")
     running: set[str] = set()
     running_lock = threading.Lock()
+    job_ended = _Signal()
 
     def run_job(job_id: str) -> None:
         with running_lock:
@@ -93,6 +98,7 @@ def create_app(
         finally:
             with running_lock:
                 running.discard(job_id)
+            job_ended.fire()
 
     def admit_and_store(job_id: str, job: JobDocument, signature: str) -> Admission:
         admission = processor.admit(job, job_id=job_id, signature=signature)
@@ -238,8 +244,27 @@ def create_app(
         )
 
     @app.get("/v1/jobs/{job_id}")
-    def status(request: Request, job_id: str) -> dict[str, Any]:
-        return own_job(request, job_id).public_view()
+    async def status(request: Request, job_id: str, wait: float = 0.0) -> dict[str, Any]:
+        """The job's status; with ``wait`` (seconds, at most :data:`MAX_STATUS_WAIT_S`) the
+        answer comes as soon as the job has ended, or when the time is up: a long poll, so a
+        client learns of the end at once without polling (which also took CPU time from
+        the run)."""
+        if not 0.0 <= wait <= MAX_STATUS_WAIT_S:
+            raise GatewayError(
+                f"wait must be between 0 and {MAX_STATUS_WAIT_S:g} seconds",
+                code="invalid_request",
+            )
+        ended = job_ended.event()  # taken before the read: an end after it still wakes us
+        job = await run_in_threadpool(own_job, request, job_id)
+        deadline = time.monotonic() + wait
+        while job.status not in FINAL_STATUSES and (left := deadline - time.monotonic()) > 0:
+            try:
+                await asyncio.wait_for(ended.wait(), timeout=left)
+            except TimeoutError:
+                break
+            ended = job_ended.event()
+            job = await run_in_threadpool(store.job, job_id)
+        return job.public_view()
 
     @app.get("/v1/jobs/{job_id}/result")
     def result(request: Request, job_id: str, format: str = "arrow") -> Response:
@@ -315,6 +340,39 @@ def create_app(
             upload_room=getattr(processor, "upload_room", None),
         )
     return app
+
+
+class _Signal:
+    """Wakes the status requests waiting on the event loop whenever a job ends; fired from
+    the job threads. Each end sets the current event and puts a fresh one in its place."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._event: asyncio.Event | None = None
+
+    def event(self) -> asyncio.Event:
+        """The event the next job end sets (called on the event loop)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._loop is not loop or self._event is None:
+                self._loop, self._event = loop, asyncio.Event()
+            return self._event
+
+    def fire(self) -> None:
+        with self._lock:
+            loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._swap)
+            except RuntimeError:  # the loop closed meanwhile: nobody is waiting
+                pass
+
+    def _swap(self) -> None:
+        with self._lock:
+            ended, self._event = self._event, asyncio.Event()
+        if ended is not None:
+            ended.set()
 
 
 def _refusal_status(code: str) -> int:

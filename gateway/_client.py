@@ -29,6 +29,9 @@ from gateway._errors import GatewayError, Refused, TransportError, error_from_js
 from gateway._jobs import new_job, sign_job, sign_request
 from gateway._store import FINAL_STATUSES
 
+#: Longest one status request of :meth:`Client.wait` asks the gateway to hold (seconds).
+LONG_POLL_S = 10.0
+
 
 @dataclass(frozen=True)
 class JobResult:
@@ -86,6 +89,7 @@ class Client:
         self._key = private_key
         self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
         self._audience = audience
+        self._long_poll = min(LONG_POLL_S, timeout / 2)  # well inside the HTTP timeout
 
     @classmethod
     def from_key_file(cls, base_url: str, *, enterprise: str, key_file: Path) -> Client:
@@ -134,10 +138,17 @@ class Client:
         return self._get(f"/v1/jobs/{job_id}")
 
     def wait(self, job_id: str, *, timeout: float = 300.0, poll: float = 0.1) -> dict[str, Any]:
-        """Poll until the job is final; returns its last status document."""
+        """Wait until the job is final; returns its last status document.
+
+        Each request is a long poll (``?wait=``): the gateway answers as soon as the job
+        ends, or after at most :data:`LONG_POLL_S` (half the HTTP timeout if that is
+        less). ``poll`` is the pause between requests to a gateway that answers at once
+        (one without long polls), growing each time.
+        """
         deadline = time.monotonic() + timeout
         while True:
-            state = self.status(job_id)
+            hold = max(0.0, min(deadline - time.monotonic(), self._long_poll))
+            state = self._get(f"/v1/jobs/{job_id}?wait={hold:.3f}")
             if state["status"] in FINAL_STATUSES:
                 return state
             if time.monotonic() > deadline:

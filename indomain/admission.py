@@ -73,7 +73,7 @@ def admit(sandbox: Sandbox, job: JobDocument, *, job_id: str, signature: str) ->
     computation = computation_for(sandbox, job, computation)  # an approved module's runner
     now = datetime.now(UTC)
     try:
-        partner, partners, columns, size, decisions = _decide(
+        partner, partners, columns, size, decisions, theirs = _decide(
             sandbox, job, computation, record.spec, params, now
         )
     except _NotDecidable as exc:
@@ -87,6 +87,7 @@ def admit(sandbox: Sandbox, job: JobDocument, *, job_id: str, signature: str) ->
         "columns": list(columns),
         "result_size": size,
         "time": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        **({"partner_columns": list(theirs)} if partner is not None else {}),
     }
     decision = decisions[0][1]
     decided = {
@@ -323,10 +324,12 @@ def _decide(
     tuple[str, ...],
     int | None,
     list[tuple[str, policies.Decision]],
+    tuple[str, ...],
 ]:
     """The policy decisions for ``job``: one per dataset it reads (its own, and a declared
     join partner, each for its own columns), with what they were made with:
-    ``(partner, partner specs, columns, result size, [(dataset, decision)])``."""
+    ``(partner, partner specs, columns, result size, [(dataset, decision)], partner's
+    columns)``."""
     partners = joinable(sandbox, spec)
     partner: str | None = None
     shape: Any = None
@@ -356,7 +359,7 @@ def _decide(
             recorded = {"partner_dataset": partner} if partner is not None else {}
             raise _NotDecidable(f"denied{where}: {exc}", recorded) from None
         decisions.append((dataset, policies.decide(sandbox.policy_set, access)))
-    return partner, partners, columns, size, decisions
+    return partner, partners, columns, size, decisions, theirs
 
 
 def recheck(sandbox: Sandbox, job: JobDocument) -> None:
@@ -370,7 +373,7 @@ def recheck(sandbox: Sandbox, job: JobDocument) -> None:
     params = resolve_params(sandbox, job)
     computation = computation_for(sandbox, job, get_computation(job.computation))
     try:
-        _, _, _, _, decisions = _decide(
+        _, _, _, _, decisions, _ = _decide(
             sandbox, job, computation, record.spec, params, datetime.now(UTC)
         )
     except _NotDecidable as exc:

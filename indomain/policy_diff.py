@@ -9,6 +9,10 @@ the ledger records every registry change (``enterprise.registered``,
 licences, grants and dataset classes in force just before its entry. Only the policies
 differ between the two decisions, so every change shown is the policy change: a licence
 suspended since cannot hide one, nor invent one.
+
+A job that joined a partner dataset was decided on both datasets, each for its own
+columns (:func:`indomain.admission._decide`), and allowed only if both allowed; it is
+replayed the same way, so a policy change on the partner alone shows up too.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from datetime import datetime
 from typing import Any
 
 import policies
-from computations import ComputationError, get_computation
+from computations import ComputationError, get_computation, join_partner
 from enclave import DatasetError
 from gateway import JobDocument
+from indomain.admission import partners_arg
 from indomain.errors import IndomainError
 from indomain.policy_requests import build_request, columns_of, result_size_of
 from indomain.registry import (
@@ -104,32 +109,64 @@ def _outcome(decision: policies.Decision) -> str:
 
 def _decided_with(
     sandbox: Any, job: JobDocument, fields: Any
-) -> tuple[tuple[str, ...], int | None, datetime]:
-    """The columns, result size and time a recorded decision was made with.
+) -> tuple[tuple[str, ...], int | None, datetime, tuple[str, ...]]:
+    """The columns, result size and time a recorded decision was made with, and the
+    columns it read from its join partner (empty without one).
 
-    Entries since admission records them (``decided_with``); for older entries they are
-    recomputed from the job's parameters and its own issue time, as before.
+    Entries since admission records them (``decided_with``, with ``partner_columns`` for
+    a join); what an older entry lacks is recomputed from the job's parameters (and its
+    own issue time), as before.
     """
     recorded = fields.get("decided_with")
     if recorded is not None:
         try:
             size = recorded["result_size"]
-            return (
-                tuple(str(c) for c in recorded["columns"]),
-                None if size is None else int(size),
-                datetime.fromisoformat(str(recorded["time"]).replace("Z", "+00:00")),
-            )
+            columns = tuple(str(c) for c in recorded["columns"])
+            when = datetime.fromisoformat(str(recorded["time"]).replace("Z", "+00:00"))
+            result_size = None if size is None else int(size)
         except (KeyError, TypeError, ValueError):
-            pass
-    columns: tuple[str, ...] = ()
-    result_size: int | None = None
+            recorded = None
+    if recorded is not None and "partner_columns" in recorded:
+        return columns, result_size, when, tuple(str(c) for c in recorded["partner_columns"])
+    found, found_size, theirs = _recompute(sandbox, job)
+    if recorded is not None:
+        return columns, result_size, when, theirs
+    return found, found_size, job.issued, theirs
+
+
+def _recompute(
+    sandbox: Any, job: JobDocument
+) -> tuple[tuple[str, ...], int | None, tuple[str, ...]]:
+    """Columns, result size and partner columns from the job's parameters, as admission
+    derived them (``(), None, ()`` if the query does not check)."""
     try:
         spec = sandbox.enclave.dataset(job.dataset).spec
-        plan = get_computation(job.computation).check(job.params, spec)
-        columns, result_size = columns_of(plan), result_size_of(plan, spec)
+        computation = get_computation(job.computation)
+        plan = computation.check(job.params, spec, **partners_arg(sandbox, computation, spec, {}))
+        columns, size = columns_of(plan), result_size_of(plan, spec)
     except (ComputationError, DatasetError):
-        pass
-    return columns, result_size, job.issued
+        return (), None, ()
+    partner = join_partner(plan)
+    if partner is None:
+        return columns, size, ()
+    mine, theirs = (
+        tuple(c.removeprefix(prefix) for c in columns if c.startswith(prefix))
+        for prefix in (f"{job.dataset}.", f"{partner}.")
+    )
+    return mine, size, theirs
+
+
+def _joint_outcome(
+    policy_set: policies.PolicySet | None, requests: list[tuple[str, policies.AccessRequest]]
+) -> str:
+    """The outcome of deciding every dataset a job read, as admission did: allowed only
+    if each is; the first denial (its own dataset before the partner) is the one shown."""
+    for dataset, request in requests:
+        decision = policies.decide(policy_set, request)
+        if not decision.allowed:
+            where = f" on {dataset}" if len(requests) > 1 else ""
+            return _outcome(decision) + where
+    return "allow"
 
 
 def replay(
@@ -150,16 +187,26 @@ def replay(
                 job = JobDocument.model_validate(dict(_thaw(entry.fields["request"])))
             except ValueError:  # pydantic's ValidationError: not a job we can rebuild
                 continue
-            columns, result_size, when = _decided_with(sandbox, job, entry.fields)
+            columns, result_size, when, theirs = _decided_with(sandbox, job, entry.fields)
+            reads = [(job.dataset, job, columns)]
+            partner = entry.fields.get("partner_dataset")
+            if isinstance(partner, str) and partner:
+                reads.append((partner, job.model_copy(update={"dataset": partner}), theirs))
             try:
-                request = build_request(
-                    registry, job, columns=columns, result_size=result_size, when=when
-                )
+                requests = [
+                    (
+                        dataset,
+                        build_request(
+                            registry, read, columns=used, result_size=result_size, when=when
+                        ),
+                    )
+                    for dataset, read, used in reads
+                ]
             except policies.PolicyError:
                 continue
             replayed += 1
-            before = _outcome(policies.decide(old, request))
-            after = _outcome(policies.decide(new, request))
+            before = _joint_outcome(old, requests)
+            after = _joint_outcome(new, requests)
             if before != after:
                 changed.append(
                     ChangedDecision(

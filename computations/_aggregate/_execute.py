@@ -14,6 +14,7 @@ import decimal
 import itertools
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import duckdb
@@ -76,6 +77,8 @@ def run(
     table: str | exp.Expr,
     dataset: DatasetSpec,
     unit_unique: bool = False,
+    unit_complete: bool = False,
+    value_ranges: Mapping[str, tuple[int, int]] | None = None,
 ) -> ComputationResult:
     """Run ``body`` on ``con`` and release it under ``body.privacy``.
 
@@ -84,7 +87,15 @@ def run(
     """
     if body.privacy.mode == "threshold_only":
         return _threshold_only(body, con, table=table, dataset=dataset)
-    return _dp(body, con, table=table, dataset=dataset, unit_unique=unit_unique)
+    return _dp(
+        body,
+        con,
+        table=table,
+        dataset=dataset,
+        unit_unique=unit_unique,
+        unit_complete=unit_complete,
+        value_ranges=value_ranges or {},
+    )
 
 
 def _query(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
@@ -106,6 +117,8 @@ def _dp(
     table: str | exp.Expr,
     dataset: DatasetSpec,
     unit_unique: bool,
+    unit_complete: bool,
+    value_ranges: Mapping[str, tuple[int, int]],
 ) -> ComputationResult:
     rules, privacy = dataset.privacy, body.privacy
     sql = bounded_sql(
@@ -113,6 +126,8 @@ def _dp(
         table=table,
         dataset=dataset,
         unit_unique=unit_unique,
+        unit_complete=unit_complete,
+        value_ranges=value_ranges,
         integer_columns=_integer_columns(con, table),
     )
     raw = _query(con, sql)

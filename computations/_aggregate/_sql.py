@@ -21,6 +21,7 @@ not convert). An error that depended on a row would be a side channel.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlglot import exp
@@ -78,7 +79,9 @@ def bounded_sql(
     table: str | exp.Expr,
     dataset: DatasetSpec,
     unit_unique: bool = False,
+    unit_complete: bool = False,
     integer_columns: frozenset[str] = frozenset(),
+    value_ranges: Mapping[str, tuple[int, int]] | None = None,
 ) -> str:
     """Per-unit bounded exact sums: columns ``g<i>``, then each measure's alias.
 
@@ -88,8 +91,15 @@ def bounded_sql(
     filter on public keys: a row outside them forms a group of its own, which the release
     drops before noise (``_execute._all_public_keys``), and with one row and one group per
     unit no other group's contribution depends on it.
+    ``unit_complete`` (measured at import: no row lacks a privacy unit) leaves out the
+    filter on a missing unit, which would drop nothing; with ``unit_unique`` the unit
+    column is then not read at all (about 45% of the blocks a 10M-row GROUP BY of the
+    demo data reads).
     ``integer_columns`` are stored as integers (the table's own types): those with integer
-    bounds and no decimals are clamped as integers, without a round trip through DOUBLE.
+    bounds and no decimals are clamped as integers, without a round trip through DOUBLE;
+    and only on the sides ``value_ranges`` (each column's smallest and largest value,
+    measured at import) shows some value crossing: elsewhere the clamp is the identity
+    (the whole clamp was about 15% of the query's CPU time on the 10M-row bench).
     """
     rules = dataset.privacy
     rows_cap, groups_cap = rules.max_rows_per_unit, rules.max_groups_per_unit
@@ -100,14 +110,22 @@ def bounded_sql(
     values: list[exp.Expr] = []
     numeric = {m.column for m in wanted if m.kind in ("sum", "count", "values") and m.column}
     for column in sorted(numeric):
-        scaled = _scaled(column, dataset, integer=column in integer_columns)
+        scaled = _scaled(
+            column,
+            dataset,
+            integer=column in integer_columns,
+            measured=(value_ranges or {}).get(column),
+        )
         values.append(exp.alias_(scaled, f"v_{column}", quoted=True))
     where = [*_predicates(body.where)]
     if not unit_unique:
         where += _public_keys(body, dataset)
-    where.append(exp.Not(this=exp.Is(this=_column(dataset.privacy_unit), expression=exp.Null())))
+    if not unit_complete:
+        unit_known = exp.Is(this=_column(dataset.privacy_unit), expression=exp.Null())
+        where.append(exp.Not(this=unit_known))
     filtered = exp.Select(expressions=[unit, *groups, *values]).from_(_source(table))
-    filtered = filtered.where(exp.and_(*where))
+    if where:
+        filtered = filtered.where(exp.and_(*where))
     if unit_unique:
         return _one_row_per_unit(body, wanted, filtered, keys)
 
@@ -366,12 +384,20 @@ def _public_keys(body: AggregateBody, dataset: DatasetSpec) -> list[exp.Expr]:
     return out
 
 
-def _scaled(column: str, dataset: DatasetSpec, *, integer: bool = False) -> exp.Expr:
+def _scaled(
+    column: str,
+    dataset: DatasetSpec,
+    *,
+    integer: bool = False,
+    measured: tuple[int, int] | None = None,
+) -> exp.Expr:
     """The column as an integer of ``10**-decimals``, clamped to its bounds (never raises).
 
     ``integer``: the column is stored as an integer type, so with integer bounds and no
     decimals a CASE clamps it exactly as the DOUBLE path would (rounding is the identity),
-    NULL stays NULL, and nothing converts.
+    NULL stays NULL, and nothing converts. Each side of the clamp that ``measured`` (the
+    column's smallest and largest value) shows no value crosses would change nothing and
+    is left out.
     """
     spec = dataset.column(column)
     if (
@@ -383,13 +409,13 @@ def _scaled(column: str, dataset: DatasetSpec, *, integer: bool = False) -> exp.
     ):
         low_i, high_i = (int(b) for b in spec.bounds)
         raw = _column(column)
-        return exp.Case(
-            ifs=[
-                exp.If(this=exp.GT(this=raw, expression=_n(high_i)), true=_n(high_i)),
-                exp.If(this=exp.LT(this=raw.copy(), expression=_n(low_i)), true=_n(low_i)),
-            ],
-            default=exp.Cast(this=raw.copy(), to=exp.DataType.build("BIGINT")),
-        )
+        as_is = exp.Cast(this=raw.copy(), to=exp.DataType.build("BIGINT"))
+        ifs = []
+        if measured is None or measured[1] > high_i:
+            ifs.append(exp.If(this=exp.GT(this=raw.copy(), expression=_n(high_i)), true=_n(high_i)))
+        if measured is None or measured[0] < low_i:
+            ifs.append(exp.If(this=exp.LT(this=raw.copy(), expression=_n(low_i)), true=_n(low_i)))
+        return exp.Case(ifs=ifs, default=as_is) if ifs else as_is
     value = exp.TryCast(this=_column(column), to=exp.DataType.build("DOUBLE"))
     if spec is None or spec.bounds is None:
         return exp.TryCast(this=value, to=exp.DataType.build("BIGINT"))

@@ -396,14 +396,23 @@ def test_one_row_per_unit_fast_path_bounds_exactly_like_the_general_one(
     con = connect({"residents": first})
     body = AggregateBody.from_json(AGGREGATE.check({"sql": sql}, dp_residents).body)
 
-    def rows(unique: bool) -> list[Any]:
-        query = bounded_sql(body, table="residents", dataset=dp_residents, unit_unique=unique)
+    def rows(unique: bool, complete: bool = False) -> list[Any]:
+        query = bounded_sql(
+            body,
+            table="residents",
+            dataset=dp_residents,
+            unit_unique=unique,
+            unit_complete=complete,
+        )
         return [
             tuple(sorted(v) if isinstance(v, list) else v for v in row)
             for row in con.execute(query).fetchall()
         ]
 
     assert rows(True) == rows(False)
+    # Every row with a unit (as the import measures): the filter on it can go.
+    assert first.column("resident_id").null_count == 0
+    assert rows(True, complete=True) == rows(False) == rows(False, complete=True)
 
 
 def test_the_fast_path_drops_groups_outside_public_keys_before_noise(
@@ -458,3 +467,40 @@ def test_integer_clamping_equals_the_double_path(
         as_doubles = bounded_sql(body, table="residents", dataset=dp_residents, unit_unique=unique)
         assert "DOUBLE" not in as_integers
         assert con.execute(as_integers).fetchall() == con.execute(as_doubles).fetchall()
+
+
+@pytest.mark.parametrize("unique", [True, False])
+def test_a_column_measured_within_its_bounds_is_not_clamped_and_gives_the_same_sums(
+    unique: bool, connect: Connect, dp_residents: DatasetSpec
+) -> None:
+    """The import's measured range decides: within the bounds the clamp (the identity) is
+    left out; a side the range crosses keeps its clamp, and a range not measured both."""
+    from computations._aggregate._body import AggregateBody
+    from computations._aggregate._sql import bounded_sql
+
+    inside = [{"resident_id": i, "sex": "f", "income": 7 * i} for i in range(1, 40)]
+    sql = "SELECT sex, COUNT(income) AS c, SUM(income) AS s FROM residents GROUP BY sex"
+    body = AggregateBody.from_json(AGGREGATE.check({"sql": sql}, dp_residents).body)
+    con = connect({"residents": pa.Table.from_pylist(inside)})
+
+    def query(ranges: dict[str, tuple[int, int]] | None) -> str:
+        return bounded_sql(
+            body,
+            table="residents",
+            dataset=dp_residents,
+            unit_unique=unique,
+            integer_columns=frozenset({"income"}),
+            value_ranges=ranges,
+        )
+
+    low, high = (int(b) for b in dp_residents.column("income").bounds)  # type: ignore[union-attr]
+    within = query({"income": (7, 7 * 39)})
+    assert "CASE" not in within
+    assert con.execute(within).fetchall() == con.execute(query(None)).fetchall()
+    assert "CASE" in query(None) and f"< {low}" in query(None) and f"> {high}" in query(None)
+    below, above = query({"income": (low - 1, 10)}), query({"income": (0, high + 1)})
+    assert f"< {low}" in below and f"> {high}" not in below
+    assert f"> {high}" in above and f"< {low}" not in above
+    people = [*inside, {"resident_id": 99, "sex": "f", "income": high + 10**9}]
+    con = connect({"residents": pa.Table.from_pylist(people)})
+    assert con.execute(above).fetchall() == con.execute(query(None)).fetchall()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from enclave import Enclave, WorkerError
-from enclave._pool import WorkerPool
+from enclave._pool import IDLE_START_S, WorkerPool, _can_leave_idle
 
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 
@@ -34,16 +34,56 @@ def _gone(pid: int) -> bool:
 
 def test_the_next_operation_runs_in_the_worker_started_ahead(enclave: Enclave) -> None:
     first = enclave.probe()
-    (waiting,) = enclave.pool.idle_pids()
+    waiting, _ = enclave.pool.idle_pids()
     assert waiting != first["pid"]
     second = enclave.probe()
     assert second["pid"] == waiting
     assert _gone(first["pid"]) and _gone(second["pid"])  # each served once, then exited
 
 
+def test_two_operations_back_to_back_both_find_a_worker_started_ahead(enclave: Enclave) -> None:
+    assert enclave.warm() == 2
+    ahead = enclave.pool.idle_pids()
+    served = [enclave.probe()["pid"], enclave.probe()["pid"]]
+    assert served == ahead  # the second did not wait for a worker to start
+    assert len(enclave.pool.idle_pids()) == 2  # both replaced
+
+
+def _policies(pid: int) -> set[int]:
+    found = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            found.add(os.sched_getscheduler(int(task)))
+        except OSError:
+            continue  # ended meanwhile
+    return found
+
+
+@linux_only
+@pytest.mark.skipif(not _can_leave_idle(), reason="SCHED_IDLE cannot be left here")
+def test_workers_start_at_idle_priority_and_serve_at_normal_priority(enclave: Enclave) -> None:
+    """A worker starting ahead first takes only CPU time nothing else wants, then (after
+    IDLE_START_S) normal time; the one that serves a request runs all its threads at
+    normal priority (or the job would crawl)."""
+    enclave.probe()  # the pool starts two workers after it
+    starting = enclave.pool.idle_pids()
+    assert len(starting) == 2
+    assert all(_policies(pid) == {os.SCHED_IDLE} for pid in starting)
+    answer = enclave.probe()  # given a request while still at idle priority: moved back
+    assert answer["pid"] == starting[0]
+    assert answer["scheduling"] == [os.SCHED_OTHER]
+    deadline = time.monotonic() + IDLE_START_S + 30
+    while _policies(starting[1]) != {os.SCHED_OTHER}:  # the other one, after IDLE_START_S
+        assert time.monotonic() < deadline, "a waiting worker stayed at idle priority"
+        time.sleep(0.05)
+    # On demand (nothing waiting), a worker never starts at idle priority.
+    on_demand = Enclave(keys_dir=enclave.keys_dir, datasets_dir=enclave.datasets_dir, pool_size=0)
+    assert on_demand.probe()["scheduling"] == [os.SCHED_OTHER]
+
+
 def test_a_pooled_worker_is_hardened_before_it_reads_anything(enclave: Enclave) -> None:
     enclave.probe()
-    (waiting,) = enclave.pool.idle_pids()
+    waiting, _ = enclave.pool.idle_pids()
     # Inside, it reports no core dumps and not dumpable (as the worker saw itself).
     answer = enclave.probe()
     assert answer["pid"] == waiting
@@ -58,7 +98,7 @@ def test_an_idle_worker_is_in_its_own_network_namespace_before_any_request(
     enclave: Enclave,
 ) -> None:
     enclave.probe()
-    (waiting,) = enclave.pool.idle_pids()
+    waiting, _ = enclave.pool.idle_pids()
     ours = os.readlink("/proc/self/ns/net")
     deadline = time.monotonic() + 60
     while os.readlink(f"/proc/{waiting}/ns/net") == ours:  # it hardens first thing
@@ -71,7 +111,7 @@ def test_an_idle_worker_is_in_its_own_network_namespace_before_any_request(
 
 def test_a_killed_idle_worker_is_replaced(enclave: Enclave) -> None:
     enclave.probe()
-    (waiting,) = enclave.pool.idle_pids()
+    waiting, _ = enclave.pool.idle_pids()
     os.kill(waiting, signal.SIGKILL)
     deadline = time.monotonic() + 30
     while waiting in enclave.pool.idle_pids():  # all its threads must end before it is reaped
@@ -79,7 +119,7 @@ def test_a_killed_idle_worker_is_replaced(enclave: Enclave) -> None:
         time.sleep(0.01)
     answer = enclave.probe()
     assert answer["ok"] and answer["pid"] != waiting
-    assert len(enclave.pool.idle_pids()) == 1  # and a new one waits again
+    assert len(enclave.pool.idle_pids()) == 2  # and the pool is full again
 
 
 def test_a_worker_that_dies_mid_request_fails_that_request_only(tmp_path: Path) -> None:
@@ -150,10 +190,10 @@ def test_a_worker_out_of_time_is_killed(tmp_path: Path) -> None:
 
 def test_closing_stops_the_waiting_workers(enclave: Enclave) -> None:
     enclave.probe()
-    (waiting,) = enclave.pool.idle_pids()
+    waiting = enclave.pool.idle_pids()
     enclave.close()
     assert enclave.pool.idle_pids() == []
-    assert _gone(waiting)
+    assert all(_gone(pid) for pid in waiting)
     assert enclave.probe()["ok"]  # still usable: workers start on demand
     assert enclave.pool.idle_pids() == []
 
@@ -161,9 +201,9 @@ def test_closing_stops_the_waiting_workers(enclave: Enclave) -> None:
 def test_warming_waits_for_a_ready_worker_which_then_serves_the_next_operation(
     enclave: Enclave,
 ) -> None:
-    assert enclave.warm() == 1
-    (waiting,) = enclave.pool.idle_pids()
-    assert enclave.warm() == 1  # idempotent: the same worker, not another
-    assert enclave.pool.idle_pids() == [waiting]
+    assert enclave.warm() == 2
+    waiting, _ = enclave.pool.idle_pids()
+    assert enclave.warm() == 2  # idempotent: the same workers, not others
+    assert enclave.pool.idle_pids()[0] == waiting
     answer = enclave.probe()
     assert answer["pid"] == waiting and answer["dumpable"] == 0

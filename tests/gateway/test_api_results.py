@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -86,3 +87,30 @@ def test_a_denied_job_has_no_result(world: Any) -> None:
         assert client.status(job_id)["status"] == "denied"
         with pytest.raises(NotReady):
             client.result(job_id)
+
+
+def test_one_status_request_can_wait_for_its_job_to_end(world: Any) -> None:
+    """A long poll (``?wait=``) answers when the job has ended, so a client needs no
+    polling; another enterprise's job still answers 404 at once, as a missing one does."""
+    from gateway import InvalidJob, NotFound
+    from tests.conftest import BETA
+
+    client = Client(world.url, enterprise="Acme Credit", private_key=world.acme_key)
+    other = Client(world.url, enterprise=BETA, private_key=world.beta_key)
+    job_id = client.submit(
+        computation="aggregate",
+        dataset="residents",
+        purpose="credit_risk_model",
+        params={"sql": SQL.replace("AS n,", "AS n_waited,")},  # not a stored release
+    )["job_id"]
+    started = time.monotonic()
+    with pytest.raises(NotFound):
+        other._get(f"/v1/jobs/{job_id}?wait=20")
+    assert time.monotonic() - started < 5  # it did not wait for a job that is not its own
+    state = client._get(f"/v1/jobs/{job_id}?wait=30")  # the run takes a worker: not done yet
+    assert state["status"] == "succeeded"
+    for bad in ("-1", "31", "nan"):
+        with pytest.raises(InvalidJob, match="wait must be between"):
+            client._get(f"/v1/jobs/{job_id}?wait={bad}")
+    client.close()
+    other.close()

@@ -214,3 +214,39 @@ def test_the_policy_sees_each_datasets_columns_and_the_joined_result_size(tmp_pa
     plan = get_computation("aggregate").check({"sql": by_district}, people, partners=partners)
     assert _joined_result_size(plan, {"people": people, **partners}) == 4
     sandbox.close()
+
+
+def test_policy_diff_replays_a_join_on_its_partner_too(tmp_path: Path) -> None:
+    """Only the partner's policy changes: the join was allowed because both datasets
+    allowed it, so a set that now denies the partner changes that decision."""
+    import policies as cedar
+    from indomain.policy_diff import replay
+
+    sandbox, acme = _home(tmp_path, clinic_allowed=True)
+    _, admission = _submit(sandbox, acme, "job_join")
+    assert admission.outcome == "accepted", admission.reason
+    decided_with = sandbox.ledger.entry(admission.ledger_index).fields["decided_with"]
+    assert list(decided_with["partner_columns"]) == ["flag"]
+    applied = sandbox.policy_set
+    assert applied is not None
+    same = cedar.PolicySet.from_files(dict(applied.files))
+    assert replay(sandbox, applied, same) == (1, [])
+
+    # The people dataset's policy is untouched; the clinic loses its permit.
+    files = dict(applied.files)
+    files["acme_credit.cedar"] = files["acme_credit.cedar"].replace(CLINIC_POLICY, "")
+    without_clinic = cedar.PolicySet.from_files(files)
+    replayed, changed = replay(sandbox, applied, without_clinic)
+    assert replayed == 1 and len(changed) == 1
+    assert changed[0].old == "allow"
+    assert changed[0].new.startswith("deny (") and changed[0].new.endswith(" on clinic")
+
+    # A forbid that names only the clinic's columns (the partner's own) changes it too.
+    forbid_flag = (
+        '@id("no-flag") forbid (principal, action == Action::"aggregate", '
+        'resource == Dataset::"clinic") when { context.job.columns.contains("flag") };'
+    )
+    files = {**dict(applied.files), "no_flag.cedar": forbid_flag}
+    replayed, changed = replay(sandbox, applied, cedar.PolicySet.from_files(files))
+    assert replayed == 1 and [c.new for c in changed] == ["deny (forbidden) on clinic"]
+    sandbox.close()
