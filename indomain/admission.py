@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import policies
@@ -21,6 +23,7 @@ from computations import (
     code_hash_of,
     get_computation,
     join_partner,
+    plan_cost,
 )
 from enclave import DatasetError
 from gateway import Admission, JobDocument
@@ -73,12 +76,12 @@ def admit(sandbox: Sandbox, job: JobDocument, *, job_id: str, signature: str) ->
     computation = computation_for(sandbox, job, computation)  # an approved module's runner
     now = datetime.now(UTC)
     try:
-        partner, partners, columns, size, decisions, theirs = _decide(
-            sandbox, job, computation, record.spec, params, now
-        )
+        decided_on = _decide(sandbox, job, computation, record.spec, params, now)
     except _NotDecidable as exc:
         request.update(exc.recorded)
         return refuse(sandbox, request, "policy_denied", exc.reason)
+    partner, partners, decisions = decided_on.partner, decided_on.partners, decided_on.decisions
+    columns, size, theirs = decided_on.columns, decided_on.result_size, decided_on.partner_columns
     if partner is not None:
         request["partner_dataset"] = partner
     # What the decision was made with, so `policy diff` can replay it exactly later (the
@@ -88,6 +91,7 @@ def admit(sandbox: Sandbox, job: JobDocument, *, job_id: str, signature: str) ->
         "result_size": size,
         "time": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         **({"partner_columns": list(theirs)} if partner is not None else {}),
+        **({"epsilon": str(decided_on.epsilon)} if decided_on.epsilon is not None else {}),
     }
     decision = decisions[0][1]
     decided = {
@@ -311,6 +315,19 @@ class _NotDecidable(Exception):
         self.recorded = recorded
 
 
+@dataclass(frozen=True)
+class _Decided:
+    """The policy decisions for one job and what they were made with."""
+
+    partner: str | None
+    partners: dict[str, DatasetSpec]
+    columns: tuple[str, ...]
+    result_size: int | None
+    epsilon: Decimal | None
+    decisions: list[tuple[str, policies.Decision]]
+    partner_columns: tuple[str, ...]
+
+
 def _decide(
     sandbox: Sandbox,
     job: JobDocument,
@@ -318,25 +335,25 @@ def _decide(
     spec: DatasetSpec,
     params: dict[str, Any],
     now: datetime,
-) -> tuple[
-    str | None,
-    dict[str, DatasetSpec],
-    tuple[str, ...],
-    int | None,
-    list[tuple[str, policies.Decision]],
-    tuple[str, ...],
-]:
+) -> _Decided:
     """The policy decisions for ``job``: one per dataset it reads (its own, and a declared
-    join partner, each for its own columns), with what they were made with:
-    ``(partner, partner specs, columns, result size, [(dataset, decision)], partner's
-    columns)``."""
+    join partner, each for its own columns), with what they were made with.
+
+    ``context.job.epsilon`` is what the checked plan spends (the plan's ``plan_cost``):
+    a job names no epsilon of its own, so a policy condition on it must see the cost the
+    job will be charged, before any obligation lowers it (so a condition can only deny
+    more, never less). A plan that does not check decides with none (and is refused
+    right after the decision).
+    """
     partners = joinable(sandbox, spec)
     partner: str | None = None
     shape: Any = None
+    epsilon: Decimal | None = None
     try:
         shape = computation.check(params, spec, **_partners_arg(computation, partners))
         columns, size = columns_of(shape), result_size_of(shape, spec)
         partner = join_partner(shape)
+        epsilon = Decimal(repr(plan_cost(shape)[0]))
     except ComputationError:
         columns, size = (), None  # refused after the policy decision
     theirs: tuple[str, ...] = ()
@@ -353,13 +370,14 @@ def _decide(
                 columns=used,
                 result_size=size,
                 when=now,
+                epsilon=epsilon,
             )
         except policies.PolicyError as exc:
             where = f" on dataset {dataset}" if partner is not None else ""
             recorded = {"partner_dataset": partner} if partner is not None else {}
             raise _NotDecidable(f"denied{where}: {exc}", recorded) from None
         decisions.append((dataset, policies.decide(sandbox.policy_set, access)))
-    return partner, partners, columns, size, decisions, theirs
+    return _Decided(partner, partners, columns, size, epsilon, decisions, theirs)
 
 
 def recheck(sandbox: Sandbox, job: JobDocument) -> None:
@@ -373,9 +391,9 @@ def recheck(sandbox: Sandbox, job: JobDocument) -> None:
     params = resolve_params(sandbox, job)
     computation = computation_for(sandbox, job, get_computation(job.computation))
     try:
-        _, _, _, _, decisions, _ = _decide(
+        decisions = _decide(
             sandbox, job, computation, record.spec, params, datetime.now(UTC)
-        )
+        ).decisions
     except _NotDecidable as exc:
         raise NoLongerAllowed(f"no longer allowed at run time: {exc.reason}") from None
     for _, decision in decisions:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import policies
@@ -134,6 +135,20 @@ def _decided_with(
     return found, found_size, job.issued, theirs
 
 
+def _recorded_epsilon(fields: Any) -> Decimal | None:
+    """The epsilon a recorded decision was made with (``decided_with.epsilon``: what the
+    checked plan spent), or ``None`` for entries from before it was recorded, which were
+    decided with none."""
+    recorded = fields.get("decided_with")
+    value = recorded.get("epsilon") if isinstance(recorded, Mapping) else None
+    if not isinstance(value, str):
+        return None
+    try:
+        return Decimal(value)
+    except InvalidOperation:
+        return None
+
+
 def _recompute(
     sandbox: Any, job: JobDocument
 ) -> tuple[tuple[str, ...], int | None, tuple[str, ...]]:
@@ -188,6 +203,7 @@ def replay(
             except ValueError:  # pydantic's ValidationError: not a job we can rebuild
                 continue
             columns, result_size, when, theirs = _decided_with(sandbox, job, entry.fields)
+            epsilon = _recorded_epsilon(entry.fields)
             reads = [(job.dataset, job, columns)]
             partner = entry.fields.get("partner_dataset")
             if isinstance(partner, str) and partner:
@@ -197,7 +213,12 @@ def replay(
                     (
                         dataset,
                         build_request(
-                            registry, read, columns=used, result_size=result_size, when=when
+                            registry,
+                            read,
+                            columns=used,
+                            result_size=result_size,
+                            when=when,
+                            epsilon=epsilon,
                         ),
                     )
                     for dataset, read, used in reads

@@ -90,8 +90,12 @@ def build_request(
     columns: tuple[str, ...],
     when: datetime,
     result_size: int | None = None,
+    epsilon: Decimal | None = None,
 ) -> policies.AccessRequest:
-    """The access request for ``job`` at ``when``; raises :class:`policies.PolicyError`."""
+    """The access request for ``job`` at ``when``; raises :class:`policies.PolicyError`.
+
+    ``epsilon``: what the job's checked plan spends; without it, the job's own
+    ``params["epsilon"]`` if it names one (no computation accepts one today)."""
     return registry_request(
         registry,
         enterprise=job.enterprise,
@@ -99,7 +103,7 @@ def build_request(
         dataset=job.dataset,
         purpose=job.purpose,
         when=when,
-        epsilon=epsilon_of(job.params),
+        epsilon=epsilon if epsilon is not None else epsilon_of(job.params),
         columns=columns,
         result_size=result_size,
     )

@@ -13,6 +13,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -246,14 +247,17 @@ class Sandbox:
         columns: tuple[str, ...] = (),
         result_size: int | None = None,
         when: datetime | None = None,
+        epsilon: Decimal | None = None,
     ) -> policies.AccessRequest:
-        """The policy request for ``job``, with licence and dataset class from the registry."""
+        """The policy request for ``job``, with licence and dataset class from the registry
+        (``epsilon``: what the checked plan spends, see :mod:`indomain.admission`)."""
         return build_request(
             self.registry,
             job,
             columns=columns,
             result_size=result_size,
             when=when or datetime.now(UTC),
+            epsilon=epsilon,
         )
 
     @property
