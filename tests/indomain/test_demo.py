@@ -57,4 +57,4 @@ def test_the_demo_runs_every_step_and_its_encrypted_answers_hold(tmp_path: Path)
     }
     completed = [accepted.get(e.fields["job_id"]) for e in entries if e.type == "run.completed"]
     assert "psi" in completed and "encrypted_group_sum" in completed
-    assert sum(e.type == "upload.stored" for e in entries) == 4
+    assert sum(e.type == "upload.stored" for e in entries) == 5  # with the shuffle proofs
