@@ -17,6 +17,7 @@ from ledger._batch import (
     MAX_BATCH,
     Append,
     SigningKeys,
+    Tip,
     applicable,
     apply_change,
     signers_for,
@@ -63,6 +64,8 @@ class Ledger:
         # (size, note, root) of the last checkpoint this object committed: the next commit
         # finds exactly this note on top unless another process appended meanwhile.
         self._head: tuple[int, str, bytes] | None = None
+        # What the last commit left on top, kept while no other connection commits.
+        self._tip: Tip | None = None
         self._group: GroupCommit[Append, LedgerEntry] = GroupCommit(
             self._commit_batch, max_batch=MAX_BATCH
         )
@@ -242,13 +245,21 @@ class Ledger:
         signers = dict(self._signers)  # verifier key -> (name, private key), in order
         signed_by = dict(signers)  # every key active at any point of this batch signs
         head: list[tuple[int, str, bytes]] = []
+        tips: list[Tip] = []
 
         def write(connection: sqlite3.Connection) -> list[LedgerEntry | BaseException]:
-            n = _store.size(connection)
-            reader = _store.SqliteHashReader(connection)
-            stack = self._checked_frontier(connection, n, reader)
+            version = _store.data_version(connection)
+            tip = self._tip
+            if tip is not None and tip.version == version:
+                # Nobody else committed since our last commit: storage holds exactly what
+                # that commit wrote, so its frontier and last leaf need no reading back.
+                n, stack, prev = tip.size, list(tip.frontier), tip.prev
+            else:
+                n = _store.size(connection)
+                reader = _store.SqliteHashReader(connection)
+                stack = self._checked_frontier(connection, n, reader)
+                prev = GENESIS_PREV if n == 0 else self._previous_leaf(connection, n - 1, reader)
             first_hash = _merkle.stored_hash_count(n)
-            prev = GENESIS_PREV if n == 0 else self._previous_leaf(connection, n - 1, reader)
             now = format_time(datetime.now(UTC))
             outcomes: list[LedgerEntry | BaseException] = []
             rows: list[tuple[int, bytes]] = []
@@ -272,6 +283,7 @@ class Ledger:
                 if change is not None:
                     apply_change(change, signers)
                     signed_by.update(signers)
+            tips.append(Tip(version, n, list(stack), prev))
             if not rows:
                 return outcomes
             with _store.sql_errors("appending"):
@@ -288,7 +300,12 @@ class Ledger:
                     _store.write_active_keys(connection, list(signers))
             return outcomes
 
-        outcomes = self._run(write, write=True)
+        try:
+            outcomes = self._run(write, write=True)
+        except BaseException:
+            self._tip = None  # a failed COMMIT may or may not have landed: read it back
+            raise
+        self._tip = tips[-1] if tips else None
         # Committed: from now on sign with the keys active after this batch.
         self._active = list(signers)
         self._signers = list(signers.items())

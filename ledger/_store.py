@@ -171,6 +171,13 @@ def size(connection: sqlite3.Connection) -> int:
     return int(value)
 
 
+def data_version(connection: sqlite3.Connection) -> int:
+    """Return ``PRAGMA data_version``: it changes when *another* connection commits."""
+    with sql_errors("reading the data version"):
+        (value,) = connection.execute("PRAGMA data_version").fetchone()
+    return int(value)
+
+
 def hash_count(connection: sqlite3.Connection) -> int:
     """Return one past the highest stored hash index."""
     with sql_errors("reading the stored hash count"):
