@@ -466,6 +466,23 @@ class Ledger:
 
         return self._run(read)
 
+    def checkpoint_covering(self, index: int) -> str:
+        """Return the signed checkpoint of the commit that wrote entry ``index``.
+
+        A verifier following a key rotation needs it for each ``ledger.key_added`` entry:
+        that commit is signed by the keys active before it. Raises :class:`LedgerError`
+        when no checkpoint covers ``index``.
+        """
+        _check_index("index", index)
+
+        def read(connection: sqlite3.Connection) -> str:
+            note = _store.covering_checkpoint(connection, index, _store.size(connection))
+            if note is None:
+                raise LedgerError(f"no signed checkpoint covers entry {index}")
+            return note
+
+        return self._run(read)
+
     def add_cosignature(self, size: int, witness_key: str, line: str) -> None:
         """Store a witness's cosignature of the checkpoint for ``size`` (C2SP tlog-cosignature).
 

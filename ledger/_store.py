@@ -217,6 +217,17 @@ def checkpoint_note(connection: sqlite3.Connection, size: int) -> str | None:
     return None if row is None else str(row[0])
 
 
+def covering_checkpoint(connection: sqlite3.Connection, index: int, limit: int) -> str | None:
+    """The signed note of the first checkpoint covering entry ``index`` (the commit that
+    wrote it), among sizes up to ``limit``; ``None`` when there is none."""
+    with sql_errors("reading a checkpoint"):
+        row = connection.execute(
+            "SELECT note FROM checkpoints WHERE size > ? AND size <= ? ORDER BY size LIMIT 1",
+            (index, limit),
+        ).fetchone()
+    return None if row is None else str(row[0])
+
+
 def _has_cosignatures(connection: sqlite3.Connection) -> bool:
     row = connection.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cosignatures'"
