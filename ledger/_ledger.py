@@ -6,6 +6,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from hashlib import sha256
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -26,6 +27,7 @@ from ledger._cosign import parse_witness_key, verify_cosignature
 from ledger._entry import GENESIS_PREV, LedgerEntry, format_time, prepare_event, splice_entry
 from ledger._errors import LedgerError, WitnessNotAccepted
 from ledger._group import GroupCommit
+from ledger._merkle import LEAF_PREFIX
 from ledger._note import (
     Checkpoint,
     open_checkpoint,
@@ -274,7 +276,7 @@ class Ledger:
                     outcomes.append(exc)
                     continue
                 data = entry.canonical()
-                leaf = _merkle.leaf_hash(data)
+                leaf = sha256(LEAF_PREFIX + data).digest()  # RFC 9162 §2.1.1, no copy
                 _merkle.extend_frontier(stack, n, leaf, hashes)
                 rows.append((n, data))
                 outcomes.append(entry)
