@@ -139,7 +139,7 @@ class GroupCommit(Generic[R, T]):
         return batch
 
     def _gather(self) -> None:
-        """Wait (lock held) until as many requests are queued as the last batch held, or
+        """Wait (lock held) until the requests the last commit expects back are queued, or
         the last commit's duration (at most ``max_wait``) has passed; see the module doc."""
         wanted = self._wanted
         deadline = time.perf_counter() + min(self._last_seconds, self._max_wait)
@@ -178,10 +178,11 @@ class GroupCommit(Generic[R, T]):
             slot.done = True
         successor: _Slot[R, T] | None = None
         with self._lock:
-            # Who the next leader waits for: this batch's appenders (about to come back)
-            # and whoever queued meanwhile.
+            # Who the next leader waits for: this batch's appenders (about to come back,
+            # unless it was a bulk batch of its own) and whoever queued meanwhile.
             queued = sum(len(slot.requests) for slot in self._queue if not slot.alone)
-            self._wanted = min(len(requests) + queued, self._max_batch)
+            returning = 0 if batch and batch[0].alone else len(requests)
+            self._wanted = max(1, min(returning + queued, self._max_batch))
             if self._queue:
                 successor = self._queue[0]
                 successor.lead = True
