@@ -32,7 +32,7 @@ from ledger._note import (
     Checkpoint,
     open_checkpoint,
     sign_checkpoint,
-    sign_checkpoint_by,
+    sign_checkpoint_as,
     verifier_key,
 )
 from ledger._receipt import Receipt
@@ -295,7 +295,9 @@ class Ledger:
                     enumerate(hashes, start=first_hash),
                 )
                 checkpoint = Checkpoint(self._origin, n, _merkle.frontier_root(stack))
-                note = sign_checkpoint_by(checkpoint, list(signed_by.values()))
+                note = sign_checkpoint_as(
+                    checkpoint, [(vkey, private) for vkey, (_, private) in signed_by.items()]
+                )
                 connection.execute("INSERT INTO checkpoints (size, note) VALUES (?, ?)", (n, note))
                 head.append((n, note, checkpoint.root_hash))
                 if list(signers) != self._active:
