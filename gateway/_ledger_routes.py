@@ -10,6 +10,9 @@ decisions and signatures, never rows. Entries are served as the exact canonical 
                                                   leaf_hash, proof, checkpoint for size
 ``GET /v1/ledger/proof/inclusion?...&format=tlog-proof``  the same as C2SP tlog-proof
 ``GET /v1/ledger/proof/consistency?old=&new=``    {"old", "new", "proof": [base64]}
+``GET /v1/ledger/checkpoint/covering?index=``       the signed checkpoint of the commit
+                                                  that wrote entry ``index`` (for
+                                                  verifiers following a key rotation)
 ``GET /v1/ledger/checkpoint/cosigned``             the largest checkpoint witnesses cosigned,
                                                   with their cosignature lines (404: none)
 ``POST /v1/ledger/cosignatures``                  {"size", "witness_key", "cosignature"}:
@@ -86,6 +89,14 @@ def register_ledger_routes(app: FastAPI, log: ledger.Ledger) -> None:
         if format != "json":
             raise GatewayError("format must be json or tlog-proof", code="invalid_request")
         return receipt.to_json()
+
+    @app.get("/v1/ledger/checkpoint/covering", response_class=PlainTextResponse)
+    def covering(index: int) -> str:
+        within(index=index)
+        try:
+            return log.checkpoint_covering(index)
+        except ledger.LedgerError as exc:
+            raise NotFound(str(exc)) from None
 
     @app.get("/v1/ledger/checkpoint/cosigned", response_class=PlainTextResponse)
     def cosigned() -> str:
@@ -170,6 +181,19 @@ class LedgerFeed:
             return None
         if answer.status_code != 200:
             raise TransportError(f"the cosigned checkpoint answered {answer.status_code}")
+        return answer.text
+
+    def covering_checkpoint(self, index: int) -> str | None:
+        """Return the checkpoint of the commit that wrote entry ``index`` (not yet
+        verified), or ``None`` when the gateway has none (or predates this endpoint)."""
+        try:
+            answer = self._http.get("/v1/ledger/checkpoint/covering", params={"index": index})
+        except httpx.HTTPError as exc:
+            raise TransportError(f"cannot reach the gateway: {exc}") from exc
+        if answer.status_code == 404:
+            return None
+        if answer.status_code != 200:
+            raise TransportError(f"the covering checkpoint answered {answer.status_code}")
         return answer.text
 
     def consistency_proof(self, old: int, new: int) -> list[bytes]:

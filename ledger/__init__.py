@@ -39,7 +39,7 @@ from ledger._merkle import (
 from ledger._note import Checkpoint, open_checkpoint, sign_checkpoint, verifier_key
 from ledger._proofs import verify_consistency, verify_inclusion
 from ledger._receipt import Receipt, verify_receipt
-from ledger._scan import VerificationReport, verify_entries
+from ledger._scan import VerificationReport, claimed_size, verify_entries
 from ledger._tlogproof import TlogProof, tlog_proof, verify_tlog_proof
 from ledger._verify import verify_ledger
 from ledger._witnesses import accept_witness, accepted_witnesses, remove_witness
@@ -58,6 +58,7 @@ __all__ = [
     "WitnessNotAccepted",
     "accept_witness",
     "accepted_witnesses",
+    "claimed_size",
     "consistency_proof",
     "cosign",
     "export_ledger",

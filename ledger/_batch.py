@@ -7,6 +7,7 @@ public behaviour; everything here is private to the package.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -58,3 +59,22 @@ def apply_change(change: KeyChange, signers: dict[str, Signer]) -> None:
 
 
 MAX_BATCH = 4096  # appends per group commit: bounds one transaction's size and latency
+
+
+@dataclass(frozen=True, slots=True)
+class Tip:
+    """The top of the tree as this process's last commit left it.
+
+    Valid while SQLite's ``PRAGMA data_version`` is unchanged: it changes exactly when
+    another connection (another process, or another :class:`~ledger.Ledger` on the same
+    folder) commits, and never for this connection's own commits. While it holds, the
+    next commit extends ``frontier`` and ``prev`` directly instead of reading the size,
+    the frontier hashes, the last entry and the latest checkpoint back from storage and
+    re-checking them (five queries and a root, most of a lone append's CPU); when it
+    changes, the commit re-reads and re-checks everything as before.
+    """
+
+    version: int  # PRAGMA data_version read inside that commit's transaction
+    size: int
+    frontier: list[bytes]  # perfect-subtree roots, largest first (:func:`_merkle.frontier`)
+    prev: str  # hex leaf hash of entry size - 1 (GENESIS_PREV when empty)

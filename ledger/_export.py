@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sqlite3
 from collections.abc import Generator
 from pathlib import Path
 
@@ -69,7 +68,7 @@ def export_ledger(directory: Path, out: Path) -> int:
                     os.fsync(f.fileno())
                 (out / CHECKPOINT_FILE).write_text(note, encoding="utf-8", newline="")
                 (out / KEY_FILE).write_text(meta["verifier_key"] + "\n", encoding="utf-8")
-                rotation = [_covering(connection, index, size) for index in announced]
+                rotation = [_store.covering_checkpoint(connection, i, size) for i in announced]
                 if rotation:
                     (out / ROTATION_FILE).write_text(
                         "".join(json.dumps({"checkpoint": n}) + "\n" for n in rotation if n),
@@ -86,15 +85,6 @@ def export_ledger(directory: Path, out: Path) -> int:
     finally:
         connection.close()
     return size
-
-
-def _covering(connection: sqlite3.Connection, index: int, size: int) -> str | None:
-    """The first checkpoint covering entry ``index``: the commit that wrote it."""
-    row = connection.execute(
-        "SELECT note FROM checkpoints WHERE size > ? AND size <= ? ORDER BY size LIMIT 1",
-        (index, size),
-    ).fetchone()
-    return None if row is None else str(row[0])
 
 
 def _rotation_checkpoints(out: Path) -> list[str]:

@@ -10,6 +10,18 @@ whatever queued up meanwhile. Under load batches grow by themselves; a lone appe
 pays exactly one fsync, as before. (This is the leader/follower scheme of database group
 commit, e.g. MySQL's binlog group commit and Tessera's batched integration.)
 
+A leader that finds fewer requests queued than the last commit acknowledged (plus those
+that queued during it) waits a moment for the rest: the appenders the last commit just
+acknowledged are preparing their next request, and without the wait the first of them
+commits alone, the others queue behind it, and batches alternate 1, n-1, 1, ...
+(measured with 16 appenders: half the commits held one entry, each paying a whole
+fsync). The wait ends as soon as that many are queued, and lasts at most the previous
+commit's duration (capped by ``max_wait``), so it at most doubles one commit's latency;
+a lone appender (the last batch: itself) never waits. This is the
+``binlog_group_commit_sync_delay`` / ``sync_no_delay_count`` pair of MySQL and the
+``commit_delay`` / ``commit_siblings`` pair of PostgreSQL, with both set from what the
+last commit saw instead of by hand.
+
 Indexes stay contiguous and unique: only the leader writes, inside ``BEGIN IMMEDIATE``,
 which also excludes other processes. No request is acknowledged before its commit returns:
 if the commit fails (disk full, EIO on fsync), every request of the batch gets the error
@@ -19,6 +31,7 @@ and the transaction is rolled back.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -29,7 +42,14 @@ T = TypeVar("T")
 
 
 class _Slot(Generic[R, T]):
-    """One caller's requests, and the one event that wakes that caller (no thundering herd)."""
+    """One caller's requests, and the lock that wakes that caller (no thundering herd).
+
+    ``wake`` is a lock created held: the caller blocks acquiring it, and waking it is one
+    release (a bare futex). A :class:`threading.Event` would do, but it is a condition
+    variable with a lock of its own: 17 µs per set/wait/clear here against 0.6 µs, paid
+    once per append. A slot is woken exactly once per wait (when its commit returned, or
+    when it is handed the leadership), so the release never meets an unheld lock.
+    """
 
     __slots__ = ("alone", "done", "lead", "outcomes", "requests", "wake")
 
@@ -39,7 +59,8 @@ class _Slot(Generic[R, T]):
         self.done = False
         self.lead = False  # handed the leadership: commit the queue
         self.outcomes: Sequence[T | BaseException] = ()
-        self.wake = threading.Event()
+        self.wake = threading.Lock()
+        self.wake.acquire()
 
 
 class GroupCommit(Generic[R, T]):
@@ -52,15 +73,26 @@ class GroupCommit(Generic[R, T]):
     """
 
     def __init__(
-        self, commit: Callable[[Sequence[R]], Sequence[T | BaseException]], *, max_batch: int
+        self,
+        commit: Callable[[Sequence[R]], Sequence[T | BaseException]],
+        *,
+        max_batch: int,
+        max_wait: float = 0.002,
     ) -> None:
         if max_batch < 1:
             raise InternalError("max_batch must be at least 1")
+        if max_wait < 0:
+            raise InternalError("max_wait must not be negative")
         self._commit = commit
         self._max_batch = max_batch
+        self._max_wait = max_wait
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # notified while a leader waits
+        self._waiting = False
         self._queue: list[_Slot[R, T]] = []
         self._committing = False
+        self._wanted = 1  # requests the next leader waits for (see _gather)
+        self._last_seconds = 0.0  # how long the previous commit took
 
     def submit(self, request: R) -> T:
         """Queue ``request``, wait until a commit covering it returns; return its result."""
@@ -81,10 +113,11 @@ class GroupCommit(Generic[R, T]):
             self._queue.append(slot)
             slot.lead = not self._committing
             self._committing = True
+            if self._waiting:
+                self._arrived.notify()
         while True:
             if not slot.lead:
-                slot.wake.wait()
-                slot.wake.clear()
+                slot.wake.acquire()
             if slot.done:
                 return slot.outcomes
             slot.lead = False
@@ -105,18 +138,39 @@ class GroupCommit(Generic[R, T]):
         del self._queue[: len(batch)]
         return batch
 
+    def _gather(self) -> None:
+        """Wait (lock held) until the requests the last commit expects back are queued, or
+        the last commit's duration (at most ``max_wait``) has passed; see the module doc."""
+        wanted = self._wanted
+        deadline = time.perf_counter() + min(self._last_seconds, self._max_wait)
+        self._waiting = True
+        try:
+            while True:
+                if not self._queue or self._queue[0].alone:
+                    return
+                queued = sum(len(slot.requests) for slot in self._queue if not slot.alone)
+                left = deadline - time.perf_counter()
+                if queued >= wanted or left <= 0:
+                    return
+                self._arrived.wait(left)
+        finally:
+            self._waiting = False
+
     def _lead(self) -> None:
         """Commit one batch, acknowledge it, and hand the leadership on (or give it up)."""
         with self._lock:
+            self._gather()
             batch = self._take()
         requests = [request for slot in batch for request in slot.requests]
         outcomes: Sequence[T | BaseException]
+        started = time.perf_counter()
         try:
             outcomes = self._commit(requests)
             if len(outcomes) != len(requests):
                 raise InternalError("a group commit returned the wrong number of outcomes")
         except BaseException as exc:  # every waiter must hear of it
             outcomes = [exc] * len(requests)
+        self._last_seconds = time.perf_counter() - started
         position = 0
         for slot in batch:
             slot.outcomes = outcomes[position : position + len(slot.requests)]
@@ -124,12 +178,17 @@ class GroupCommit(Generic[R, T]):
             slot.done = True
         successor: _Slot[R, T] | None = None
         with self._lock:
+            # Who the next leader waits for: this batch's appenders (about to come back,
+            # unless it was a bulk batch of its own) and whoever queued meanwhile.
+            queued = sum(len(slot.requests) for slot in self._queue if not slot.alone)
+            returning = 0 if batch and batch[0].alone else len(requests)
+            self._wanted = max(1, min(returning + queued, self._max_batch))
             if self._queue:
                 successor = self._queue[0]
                 successor.lead = True
             else:
                 self._committing = False
         for slot in batch:
-            slot.wake.set()
+            slot.wake.release()
         if successor is not None:
-            successor.wake.set()
+            successor.wake.release()

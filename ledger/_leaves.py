@@ -12,6 +12,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 from indomain.errors import InternalError
@@ -42,6 +43,49 @@ def chunk_stored_hashes(leaves: list[bytes]) -> tuple[list[bytes], list[bytes]]:
             count >>= 1
         stack.append(current)
     return stored, stack
+
+
+def perfect_stored_hashes(leaves: list[bytes]) -> tuple[bytes, bytes]:
+    """Return (stored hashes joined, root) for ``2**k`` leaves starting at an aligned index.
+
+    The same hashes, in the same order, as :func:`chunk_stored_hashes` for a whole chunk,
+    computed a level at a time (one comprehension per level, no per-leaf Python loop: a
+    third of a chunk's verification time went to that loop) and then put in stored-hash
+    order by a permutation that depends only on the size.
+    """
+    count = len(leaves)
+    if count == 0 or count & (count - 1):
+        raise InternalError("perfect_stored_hashes needs a power-of-two number of leaves")
+    sha256 = hashlib.sha256
+    flat = list(leaves)
+    level = leaves
+    while len(level) > 1:
+        level = [
+            sha256(NODE_PREFIX + a + b).digest()
+            for a, b in zip(level[::2], level[1::2], strict=True)
+        ]
+        flat += level
+    return b"".join(map(flat.__getitem__, _stored_order(count))), level[0]
+
+
+@functools.lru_cache(maxsize=4)
+def _stored_order(count: int) -> tuple[int, ...]:
+    """Positions in ``leaves + level 1 + level 2 + ...`` of a perfect tree, in stored-hash
+    order (Go tlog: leaf i, then the root of each subtree it completes, lowest first)."""
+    offsets = [0]
+    size = count
+    while size:
+        offsets.append(offsets[-1] + size)
+        size //= 2
+    order = []
+    for i in range(count):
+        order.append(i)
+        done, height = i + 1, 1
+        while not done & 1:  # leaf i completes a subtree per trailing zero bit of i + 1
+            order.append(offsets[height] + ((i + 1) >> height) - 1)
+            done >>= 1
+            height += 1
+    return tuple(order)
 
 
 def leaf_hash_fast(data: bytes) -> bytes:
@@ -91,9 +135,12 @@ class LeafHashes:
         count = len(joined) // HASH_SIZE
         if count > self._chunk or (root is not None and count != self._chunk):
             raise InternalError("a chunk root needs exactly one whole chunk")
+        if count == self._chunk and root is not None:  # the usual case: nothing to split
+            self._seal(joined, root)
+            return
         leaves = [joined[i : i + HASH_SIZE] for i in range(0, len(joined), HASH_SIZE)]
         if count == self._chunk:
-            self._seal(joined, root if root is not None else root_from_leaf_hashes(leaves))
+            self._seal(joined, root_from_leaf_hashes(leaves))
         else:
             self._tail = leaves
 

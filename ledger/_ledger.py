@@ -6,6 +6,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from hashlib import sha256
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -17,6 +18,7 @@ from ledger._batch import (
     MAX_BATCH,
     Append,
     SigningKeys,
+    Tip,
     applicable,
     apply_change,
     signers_for,
@@ -25,11 +27,12 @@ from ledger._cosign import parse_witness_key, verify_cosignature
 from ledger._entry import GENESIS_PREV, LedgerEntry, format_time, prepare_event, splice_entry
 from ledger._errors import LedgerError, WitnessNotAccepted
 from ledger._group import GroupCommit
+from ledger._merkle import LEAF_PREFIX
 from ledger._note import (
     Checkpoint,
     open_checkpoint,
     sign_checkpoint,
-    sign_checkpoint_by,
+    sign_checkpoint_as,
     verifier_key,
 )
 from ledger._receipt import Receipt
@@ -63,6 +66,8 @@ class Ledger:
         # (size, note, root) of the last checkpoint this object committed: the next commit
         # finds exactly this note on top unless another process appended meanwhile.
         self._head: tuple[int, str, bytes] | None = None
+        # What the last commit left on top, kept while no other connection commits.
+        self._tip: Tip | None = None
         self._group: GroupCommit[Append, LedgerEntry] = GroupCommit(
             self._commit_batch, max_batch=MAX_BATCH
         )
@@ -242,13 +247,21 @@ class Ledger:
         signers = dict(self._signers)  # verifier key -> (name, private key), in order
         signed_by = dict(signers)  # every key active at any point of this batch signs
         head: list[tuple[int, str, bytes]] = []
+        tips: list[Tip] = []
 
         def write(connection: sqlite3.Connection) -> list[LedgerEntry | BaseException]:
-            n = _store.size(connection)
-            reader = _store.SqliteHashReader(connection)
-            stack = self._checked_frontier(connection, n, reader)
+            version = _store.data_version(connection)
+            tip = self._tip
+            if tip is not None and tip.version == version:
+                # Nobody else committed since our last commit: storage holds exactly what
+                # that commit wrote, so its frontier and last leaf need no reading back.
+                n, stack, prev = tip.size, list(tip.frontier), tip.prev
+            else:
+                n = _store.size(connection)
+                reader = _store.SqliteHashReader(connection)
+                stack = self._checked_frontier(connection, n, reader)
+                prev = GENESIS_PREV if n == 0 else self._previous_leaf(connection, n - 1, reader)
             first_hash = _merkle.stored_hash_count(n)
-            prev = GENESIS_PREV if n == 0 else self._previous_leaf(connection, n - 1, reader)
             now = format_time(datetime.now(UTC))
             outcomes: list[LedgerEntry | BaseException] = []
             rows: list[tuple[int, bytes]] = []
@@ -263,7 +276,7 @@ class Ledger:
                     outcomes.append(exc)
                     continue
                 data = entry.canonical()
-                leaf = _merkle.leaf_hash(data)
+                leaf = sha256(LEAF_PREFIX + data).digest()  # RFC 9162 §2.1.1, no copy
                 _merkle.extend_frontier(stack, n, leaf, hashes)
                 rows.append((n, data))
                 outcomes.append(entry)
@@ -272,6 +285,7 @@ class Ledger:
                 if change is not None:
                     apply_change(change, signers)
                     signed_by.update(signers)
+            tips.append(Tip(version, n, list(stack), prev))
             if not rows:
                 return outcomes
             with _store.sql_errors("appending"):
@@ -281,14 +295,21 @@ class Ledger:
                     enumerate(hashes, start=first_hash),
                 )
                 checkpoint = Checkpoint(self._origin, n, _merkle.frontier_root(stack))
-                note = sign_checkpoint_by(checkpoint, list(signed_by.values()))
+                note = sign_checkpoint_as(
+                    checkpoint, [(vkey, private) for vkey, (_, private) in signed_by.items()]
+                )
                 connection.execute("INSERT INTO checkpoints (size, note) VALUES (?, ?)", (n, note))
                 head.append((n, note, checkpoint.root_hash))
                 if list(signers) != self._active:
                     _store.write_active_keys(connection, list(signers))
             return outcomes
 
-        outcomes = self._run(write, write=True)
+        try:
+            outcomes = self._run(write, write=True)
+        except BaseException:
+            self._tip = None  # a failed COMMIT may or may not have landed: read it back
+            raise
+        self._tip = tips[-1] if tips else None
         # Committed: from now on sign with the keys active after this batch.
         self._active = list(signers)
         self._signers = list(signers.items())
@@ -445,6 +466,23 @@ class Ledger:
             note = _store.checkpoint_note(connection, size)
             if note is None:
                 raise LedgerError(f"there is no signed checkpoint for size {size}")
+            return note
+
+        return self._run(read)
+
+    def checkpoint_covering(self, index: int) -> str:
+        """Return the signed checkpoint of the commit that wrote entry ``index``.
+
+        A verifier following a key rotation needs it for each ``ledger.key_added`` entry:
+        that commit is signed by the keys active before it. Raises :class:`LedgerError`
+        when no checkpoint covers ``index``.
+        """
+        _check_index("index", index)
+
+        def read(connection: sqlite3.Connection) -> str:
+            note = _store.covering_checkpoint(connection, index, _store.size(connection))
+            if note is None:
+                raise LedgerError(f"no signed checkpoint covers entry {index}")
             return note
 
         return self._run(read)

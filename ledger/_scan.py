@@ -144,6 +144,7 @@ def verify_entries(
     trusted_checkpoint: Trusted = None,
     progress: Progress | None = None,
     checkpoints: Sequence[str] = (),
+    covering: Callable[[int], str | None] | None = None,
 ) -> VerificationReport:
     """Verify ``entries`` (canonical bytes, from index 0, in order) against a signed checkpoint.
 
@@ -151,8 +152,9 @@ def verify_entries(
     checkpoint (signed by a trusted key) covers, with the same root; the ledger must
     extend ``trusted_checkpoint`` (one note or several) when given. The trusted keys are
     ``verifier_key`` and the keys the ledger announced under a checkpoint a trusted key
-    signed (``checkpoints``: earlier signed notes covering those announcements), less
-    those it retired (see :mod:`ledger._rotation`).
+    signed (``checkpoints``: earlier signed notes covering those announcements, or
+    ``covering(index)``, which fetches the note of the commit that wrote entry ``index``
+    on demand, e.g. from a gateway), less those it retired (see :mod:`ledger._rotation`).
     ``progress(done, total)`` is called as entries are checked.
 
     Returns a :class:`VerificationReport`. Raises :class:`LedgerVerificationError` naming
@@ -181,15 +183,18 @@ def verify_entries(
         progress(len(leaves), total)
     available = [checkpoint, *checkpoints, *(note for _, note in trusted)]
 
+    def covers(note: str, index: int, keys: list[str]) -> bool:
+        try:
+            cp = open_checkpoint(note, keys)
+        except LedgerError:
+            return False
+        return index < cp.size <= len(leaves) and leaves.root(cp.size) == cp.root_hash
+
     def covered(index: int, keys: list[str]) -> bool:
-        for note in available:
-            try:
-                cp = open_checkpoint(note, keys)
-            except LedgerError:
-                continue
-            if index < cp.size <= len(leaves) and leaves.root(cp.size) == cp.root_hash:
-                return True
-        return False
+        if any(covers(note, index, keys) for note in available):
+            return True
+        fetched = None if covering is None else covering(index)
+        return fetched is not None and covers(fetched, index, keys)
 
     keys, _ = follow_rotations(configured, scanner.key_changes, covered)
     if not keys:
@@ -212,6 +217,24 @@ def verify_entries(
         raise LedgerVerificationError("recomputed root does not match the signed checkpoint")
     check_all_trusted(trusted, leaves, checkpoint)
     return VerificationReport(size=len(leaves), root_hash=root, checkpoint=signed)
+
+
+def claimed_size(note: str) -> int:
+    """The tree size a checkpoint note states, its signature not yet checked.
+
+    For fetching that many entries to verify (:func:`verify_entries` then checks the
+    signature, following key rotations). Raises :class:`LedgerVerificationError` for a
+    malformed note.
+    """
+    if not isinstance(note, str):
+        raise LedgerVerificationError("malformed checkpoint note: not text")
+    text, separator, _ = note.partition("\n\n")
+    if not separator:
+        raise LedgerVerificationError("malformed checkpoint note: no signature lines")
+    try:
+        return parse_checkpoint_body(text + "\n").size
+    except LedgerVerificationError as exc:
+        raise LedgerVerificationError(f"latest checkpoint: {exc.reason}") from None
 
 
 def _claimed_size(note: str, keys: list[str]) -> int:

@@ -171,6 +171,13 @@ def size(connection: sqlite3.Connection) -> int:
     return int(value)
 
 
+def data_version(connection: sqlite3.Connection) -> int:
+    """Return ``PRAGMA data_version``: it changes when *another* connection commits."""
+    with sql_errors("reading the data version"):
+        (value,) = connection.execute("PRAGMA data_version").fetchone()
+    return int(value)
+
+
 def hash_count(connection: sqlite3.Connection) -> int:
     """Return one past the highest stored hash index."""
     with sql_errors("reading the stored hash count"):
@@ -207,6 +214,17 @@ def checkpoint_note(connection: sqlite3.Connection, size: int) -> str | None:
     """Return the signed note for tree ``size``, or ``None`` when there is none."""
     with sql_errors("reading a checkpoint"):
         row = connection.execute("SELECT note FROM checkpoints WHERE size = ?", (size,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def covering_checkpoint(connection: sqlite3.Connection, index: int, limit: int) -> str | None:
+    """The signed note of the first checkpoint covering entry ``index`` (the commit that
+    wrote it), among sizes up to ``limit``; ``None`` when there is none."""
+    with sql_errors("reading a checkpoint"):
+        row = connection.execute(
+            "SELECT note FROM checkpoints WHERE size > ? AND size <= ? ORDER BY size LIMIT 1",
+            (index, limit),
+        ).fetchone()
     return None if row is None else str(row[0])
 
 

@@ -304,3 +304,37 @@ def test_the_operator_rotates_the_ledger_key_with_an_overlap(tmp_path: Path):
         "ledger.key_retired",
         "test.after",
     ]
+
+
+def test_verify_over_http_follows_a_key_rotation_from_the_old_key(tmp_path: Path):
+    """rotate-key begin and finish, then an auditor holding only the old key verifies the
+    gateway: it fetches the checkpoint of the commit that announced the new key, which
+    the old key signed, and trusts the new key from there (as --home and --export do)."""
+    from indomain.sandbox import Sandbox
+    from indomain.server import serve_in_thread
+
+    root = tmp_path / "home"
+    Sandbox.init(root, origin="rotate-url.indomain.example/ledger").close()
+    old_key = (root / "keys" / "ledger.pub").read_text().strip()
+    assert run("ledger", "rotate-key", "begin", "--home", str(root))[0] == 0
+    with Sandbox.open(root) as sandbox:
+        sandbox.ledger.append("test.overlap", {})
+    assert run("ledger", "rotate-key", "finish", "--home", str(root))[0] == 0
+    new_key = (root / "keys" / "ledger.pub").read_text().strip()
+    assert new_key != old_key
+    with Sandbox.open(root) as sandbox:
+        sandbox.ledger.append("test.after", {})
+        with serve_in_thread(sandbox.app()) as url:
+            with LedgerFeed(url) as feed:  # the latest checkpoint: the new key's alone
+                with pytest.raises(ledger.LedgerVerificationError):
+                    ledger.open_checkpoint(feed.checkpoint(), old_key)
+            code, out, err = run("ledger", "verify", "--url", url, "--key", old_key)
+            assert code == 0, err
+            assert "ledger verified: 5 entries" in out
+            code, out, err = run("ledger", "verify", "--url", url, "--key", new_key)
+            assert code == 0, err
+            stranger = ledger.verifier_key(
+                "rotate-url.indomain.example/ledger", Ed25519PrivateKey.generate().public_key()
+            )
+            code, _, err = run("ledger", "verify", "--url", url, "--key", stranger)
+            assert code == 4, err

@@ -24,6 +24,7 @@ EXPECTED = {
     "WitnessNotAccepted",
     "accept_witness",
     "accepted_witnesses",
+    "claimed_size",
     "consistency_proof",
     "cosign",
     "export_ledger",

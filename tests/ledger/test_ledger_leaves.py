@@ -114,3 +114,13 @@ def test_a_broken_worker_pool_falls_back_to_this_process(make_ledger, monkeypatc
     monkeypatch.setattr(_verify, "ProcessPoolExecutor", BrokenPool)
     monkeypatch.setattr(_verify, "CHUNK_LEVEL", 1)
     assert verify_ledger(directory, key, workers=2).size == 9
+
+
+@pytest.mark.parametrize("level", range(0, 7))
+def test_perfect_stored_hashes_are_the_per_leaf_ones_in_stored_order(level: int):
+    from ledger._leaves import perfect_stored_hashes
+
+    leaves = LEAVES[: 1 << level]
+    stored, stack = chunk_stored_hashes(leaves)
+    joined, root = perfect_stored_hashes(leaves)
+    assert joined == b"".join(stored) and [root] == stack

@@ -297,3 +297,22 @@ def test_any_single_character_change_is_rejected(key, vkey, data):
     altered = note[:position] + replacement + note[position + 1 :]
     with pytest.raises(LedgerVerificationError):
         open_checkpoint(altered, vkey)
+
+
+def test_signing_by_verifier_key_gives_the_same_note_as_by_key_name():
+    """The ledger signs with key IDs taken from its verifier keys (no public key derived
+    per commit); Ed25519 is deterministic, so the note must be byte for byte the same."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from ledger import Checkpoint, open_checkpoint, verifier_key
+    from ledger._note import sign_checkpoint_as, sign_checkpoint_by
+
+    one = Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
+    two = Ed25519PrivateKey.from_private_bytes(bytes(range(100, 132)))
+    checkpoint = Checkpoint("note.test.example/log", 42, bytes(range(32)))
+    names = [("note.test.example/log", one), ("other.example/key", two)]
+    keys = [verifier_key(name, key.public_key()) for name, key in names]
+    by_name = sign_checkpoint_by(checkpoint, names)
+    by_key = sign_checkpoint_as(checkpoint, [(keys[0], one), (keys[1], two)])
+    assert by_key == by_name
+    assert open_checkpoint(by_key, keys[1]) == checkpoint

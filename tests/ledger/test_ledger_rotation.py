@@ -194,3 +194,35 @@ def test_an_export_carries_what_an_old_key_holder_needs_to_follow(rotated: Path,
     rotation.write_text("not json\n")
     with pytest.raises(LedgerVerificationError, match="malformed"):
         verify_export(out, K_OLD)
+
+
+def test_verify_entries_follows_a_rotation_through_fetched_covering_checkpoints(rotated: Path):
+    """What ``verify --url`` does: the entries and latest note come from a gateway, and the
+    note of the commit that wrote each ``ledger.key_added`` entry is fetched on demand."""
+    from ledger import claimed_size, verify_entries
+
+    with Ledger.open(rotated) as log:
+        entries = log.raw_entries(0, log.size)
+        latest = log.checkpoint()
+        honest = log.checkpoint_covering
+        assert claimed_size(latest) == 5
+        asked: list[int] = []
+
+        def fetch(index: int) -> str:
+            asked.append(index)
+            return honest(index)
+
+        assert verify_entries(entries, latest, K_OLD, covering=fetch).size == 5
+        assert asked == [1]  # the one ledger.key_added entry
+        # The attack: a gateway answers with a covering checkpoint the old key never
+        # signed (the new key's own, which does cover the announcement).
+        forged = sign_checkpoint(
+            open_checkpoint(honest(1), K_NEW), key_name=ORIGIN, private_key=NEW
+        )
+        with pytest.raises(LedgerVerificationError, match="retired every key you trust"):
+            verify_entries(entries, latest, K_OLD, covering=lambda _: forged)
+        with pytest.raises(LedgerVerificationError, match="retired every key you trust"):
+            verify_entries(entries, latest, K_OLD, covering=lambda _: None)
+        assert verify_entries(entries, latest, K_NEW).size == 5  # the new key needs none
+        with pytest.raises(LedgerError, match="no signed checkpoint covers entry 5"):
+            log.checkpoint_covering(5)

@@ -126,7 +126,7 @@ def test_a_failure_mid_append_rolls_everything_back(tmp_path, signing_key, monke
         def explode(*args, **kwargs):
             raise RuntimeError("power cut while signing")
 
-        monkeypatch.setattr(ledger._ledger, "sign_checkpoint_by", explode)
+        monkeypatch.setattr(ledger._ledger, "sign_checkpoint_as", explode)
         with pytest.raises(RuntimeError):
             led.append("lost", {"a": 2})
         monkeypatch.undo()
