@@ -158,10 +158,25 @@ def scan_chunk(connection: sqlite3.Connection, start: int, end: int, level: int)
 # value is a 32-byte blob, so equal bytes mean equal hashes, index by index. Anything else
 # (including an order SQLite might one day choose differently) only sends the comparison
 # to the row-by-row query below, which decides.
+#
+# SQLite does not promise group_concat's order, and the file is the untrusted party: a
+# crafted file could declare ``hashes`` with idx not the rowid, or add an index the
+# planner prefers, and so choose the order in which rows are concatenated (undoing a
+# swap of stored hashes). So the fast path runs only when ``hashes`` is exactly our
+# table, with no index or trigger of its own, and NOT INDEXED keeps it on the rowid.
 _STORED_JOINED = (
     "SELECT count(*), sum(typeof(hash) = 'blob' AND length(hash) = 32),"
-    " CAST(group_concat(hash, '') AS BLOB) FROM hashes WHERE idx >= ? AND idx < ?"
+    " CAST(group_concat(hash, '') AS BLOB) FROM hashes NOT INDEXED WHERE idx >= ? AND idx < ?"
 )
+_HASHES_SQL = next(sql for sql in _store.SCHEMA if sql.startswith("CREATE TABLE hashes "))
+
+
+def _plain_hashes_table(connection: sqlite3.Connection) -> bool:
+    """Whether ``hashes`` is exactly the table the ledger creates, with nothing on it."""
+    rows = connection.execute(
+        "SELECT type, name, sql FROM sqlite_master WHERE tbl_name = 'hashes'"
+    ).fetchall()
+    return rows == [("table", "hashes", _HASHES_SQL)]
 
 
 def _first_bad_stored(
@@ -172,9 +187,10 @@ def _first_bad_stored(
     if len(expected) != (end - first) * HASH_SIZE:
         raise LedgerError("internal: stored-hash range and expected hashes differ")
     with _store.sql_errors("verifying stored hashes"):
-        count, blobs, joined = connection.execute(_STORED_JOINED, (first, end)).fetchone()
-        if count == blobs == end - first and (joined or b"") == expected:
-            return None
+        if _plain_hashes_table(connection):
+            count, blobs, joined = connection.execute(_STORED_JOINED, (first, end)).fetchone()
+            if count == blobs == end - first and (joined or b"") == expected:
+                return None
         rows = connection.execute(
             "SELECT idx, hash FROM hashes WHERE idx >= ? AND idx < ? ORDER BY idx", (first, end)
         ).fetchall()
@@ -183,7 +199,9 @@ def _first_bad_stored(
         row = rows[position - first] if position - first < len(rows) else None
         if row is None or row[0] != position or row[1] != want:
             return position
-    return first + len(wanted)  # reached only if SQLite concatenated in another order
+    if len(rows) != len(wanted):  # more rows than indexes: idx is not unique in this file
+        return first
+    return None  # the row-by-row comparison, which decides, found every hash in place
 
 
 # -- worker processes ------------------------------------------------------------------

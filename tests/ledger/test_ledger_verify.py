@@ -275,6 +275,34 @@ def test_a_tampered_stored_hash_is_detected(good):
             verify_receipt(led.receipt(5), led.raw_entry(5), key)  # its proof holds (2, 0)
 
 
+def test_a_crafted_table_order_cannot_hide_swapped_stored_hashes(good):
+    # The verifier concatenates a range of stored hashes inside SQLite, whose order is
+    # not promised. An attacker holding the file rebuilds ``hashes`` without the rowid
+    # key, storing nodes 6 and 7 swapped but in a row order that reads back as before.
+    directory, key = good
+    rows = sql(directory, "SELECT idx, hash FROM hashes ORDER BY idx")
+    swapped = {6: rows[7][1], 7: rows[6][1]}
+    statements = [
+        "ALTER TABLE hashes RENAME TO old_hashes",
+        "CREATE TABLE hashes (idx INTEGER NOT NULL, hash BLOB NOT NULL)",
+    ]
+    with sqlite3.connect(directory / "ledger.sqlite") as db:
+        for statement in statements:
+            db.execute(statement)
+        for idx, digest in rows:
+            if idx == 6:  # row order 6, 7 carries the true hashes, under swapped indices
+                db.execute("INSERT INTO hashes VALUES (7, ?)", (swapped[7],))
+            elif idx == 7:
+                db.execute("INSERT INTO hashes VALUES (6, ?)", (swapped[6],))
+            else:
+                db.execute("INSERT INTO hashes VALUES (?, ?)", (idx, digest))
+        db.execute("DROP TABLE old_hashes")
+    db.close()
+    assert [r[1] for r in sql(directory, "SELECT idx, hash FROM hashes")] == [r[1] for r in rows]
+    error = failure(directory, key)
+    assert error.index is None and "stored hash 6" in error.reason
+
+
 def test_a_tampered_stored_hash_on_the_tree_edge_stops_appends(good, signing_key):
     directory, _ = good
     # Node (3, 0) covers leaves 0-7: the root of size 10 is read through it.
