@@ -31,7 +31,8 @@ side, and the accuracy of the debiased answers.
    for many additions, and libsodium adds only encoded points).
 3. Accuracy at ``--epsilon`` per report (the demo manifest's epsilon per job): per group,
    the debiased sum against the plaintext truth, and the standard deviation the result
-   states; and the budget a job is charged, ``groups × epsilon`` (docs/threat-model.md).
+   states; and the budget a job is charged: ``epsilon``, one report per person once the
+   reply's shuffle proofs verify (docs/threat-model.md).
 """
 
 from __future__ import annotations
