@@ -80,7 +80,7 @@ class Plan:
             "computation": self.computation,
             "dataset": self.dataset,
             "params_digest": self.params_digest,
-            "body": _thaw(self.body),
+            "body": thaw(self.body),
         }
 
     @classmethod
@@ -146,9 +146,10 @@ def _freeze(value: Any, where: str) -> Any:
     raise ComputationError(f"plan {where} holds a {type(value).__name__}, not a JSON value")
 
 
-def _thaw(value: Any) -> Any:
+def thaw(value: Any) -> Any:
+    """A frozen plan value as plain JSON data (dicts and lists)."""
     if isinstance(value, Mapping):
-        return {key: _thaw(item) for key, item in value.items()}
+        return {key: thaw(item) for key, item in value.items()}
     if isinstance(value, tuple):
-        return [_thaw(item) for item in value]
+        return [thaw(item) for item in value]
     return value

@@ -24,6 +24,7 @@ from computations._aggregate._execute import PRIVACY_METADATA
 from computations._errors import ComputationError, QueryRefused, shorten
 from computations._module._facade import Ledger, Source, Stop, make_facade
 from computations._module._source import check_source
+from computations._plan import thaw
 
 ENTRY_POINT: Final = "run"
 #: The builtins a module sees: pure functions over plain data, and exceptions to catch.
@@ -66,7 +67,7 @@ def run_module(
     tree = check_source(source_text, filename=f"<module {code_hash}>")
     code = compile(tree, f"<module {code_hash}>", "exec", dont_inherit=True)
     namespace: dict[str, Any] = {"__builtins__": {n: getattr(builtins, n) for n in SAFE_BUILTINS}}
-    params = json.loads(json.dumps(_thaw(values)))  # plain data, a copy the module may keep
+    params = json.loads(json.dumps(thaw(values)))  # plain data, a copy the module may keep
     returned: Any = None
     module_error: Exception | None = None
     limit = _CpuLimit(cpu_seconds)
@@ -174,12 +175,3 @@ def _result_table(value: Any, *, code_hash: str, spent: Ledger) -> pa.Table:
     return table.replace_schema_metadata(
         {PRIVACY_METADATA: json.dumps(statement, sort_keys=True).encode()}
     )
-
-
-def _thaw(value: Any) -> Any:
-    """``value`` with the plan's frozen mappings and tuples as plain dicts and lists."""
-    if isinstance(value, Mapping):
-        return {k: _thaw(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_thaw(v) for v in value]
-    return value
