@@ -186,24 +186,7 @@ class Client:
         path = f"/v1/uploads/{kind}/{digest}"
         if context is not None:
             path += "?" + urlencode({"context": context})
-        headers = sign_request(
-            enterprise=self.enterprise,
-            key=self._key,
-            method="PUT",
-            path=path,
-            audience=self.audience,
-        )
-        headers["Content-Type"] = "application/octet-stream"
-        try:
-            response = self._http.request("PUT", path, content=data, headers=headers)
-        except httpx.HTTPError as exc:
-            raise TransportError(f"cannot reach the gateway: {exc}") from exc
-        if response.status_code >= 400:
-            try:
-                body = response.json()
-            except ValueError:
-                body = None
-            raise error_from_json(response.status_code, body)
+        response = self._request("PUT", path, content=data, content_type="application/octet-stream")
         stored: dict[str, Any] = response.json()["upload"]
         return stored
 
@@ -309,10 +292,18 @@ class Client:
         return data
 
     def _request(
-        self, method: str, path: str, *, content: bytes | None = None, signed: bool = True
+        self,
+        method: str,
+        path: str,
+        *,
+        content: bytes | None = None,
+        signed: bool = True,
+        content_type: str = "application/json",
     ) -> httpx.Response:
-        headers = {"Content-Type": "application/json"} if content is not None else {}
-        if signed and method == "GET":
+        """Send one request; GETs and uploads (PUT) carry a read signature, jobs (POST)
+        are signed in their body. Raises the gateway's error, or :class:`TransportError`."""
+        headers = {"Content-Type": content_type} if content is not None else {}
+        if signed and method in ("GET", "PUT"):
             headers.update(
                 sign_request(
                     enterprise=self.enterprise,
