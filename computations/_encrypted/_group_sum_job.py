@@ -75,7 +75,7 @@ from computations._he._context import (
 )
 from computations._plan import ComputationResult, Plan, params_digest
 from computations._psi import PsiError, PsiReblinded, PsiRequest
-from computations._psi._protocol import blind_distinct
+from computations._psi._protocol import blind_distinct, reply_positions
 
 #: The enterprise-signed parameters.
 PARAM_KEYS: Final = frozenset({"session", "request", "reply", "proof", "context", "values"})
@@ -344,12 +344,7 @@ def answer(
 
 def _outcomes(key: bytes, request: tuple[bytes, ...], reply: PsiReblinded) -> list[int]:
     """Per request item: 0 if unmatched, else 1 + the index of the reply list holding it."""
-    where: dict[bytes, int] = {}
-    for g, group in enumerate(reply.groups):
-        for point in group:
-            if point in where:
-                raise PsiError("the PSI reply repeats a point")
-            where[point] = g + 1
+    where = reply_positions(reply)
     # Compare blinded values, not bytes: two encodings of one point would otherwise each
     # be matched, and the row reported twice (the reviewer's bit-255 twins).
     return [where.get(point, 0) for point in blind_distinct(key, request)]

@@ -79,6 +79,18 @@ def blind_distinct(key: bytes, items: Sequence[bytes]) -> tuple[bytes, ...]:
     return blinded
 
 
+def reply_positions(reply: PsiReblinded) -> dict[bytes, int]:
+    """Each reply point's group, as 1 + the index of its list; raises :class:`PsiError` if
+    a point appears twice (a person must have one reply point, in one group)."""
+    where: dict[bytes, int] = {}
+    for g, group in enumerate(reply.groups):
+        for point in group:
+            if point in where:
+                raise PsiError("the PSI reply repeats a point")
+            where[point] = g + 1
+    return where
+
+
 def _check_points(points: object, what: str) -> tuple[bytes, ...]:
     if not isinstance(points, tuple):
         raise PsiError(f"{what} must be a tuple of points")
@@ -310,12 +322,7 @@ class PsiServer:
         verify_reply(
             reply, self._offered, session=self._session, labels=group_labels(len(self._offered))
         )
-        where: dict[bytes, int] = {}
-        for g, group in enumerate(reply.groups):
-            for point in group:
-                if point in where:
-                    raise PsiError("the PSI reply repeats a point")
-                where[point] = g + 1
+        where = reply_positions(reply)
         return [where.get(point, 0) for point in self._request]
 
     def _release(self) -> None:
