@@ -31,6 +31,18 @@ encrypted_app = typer.Typer(
 _RINGS = {8192: ([60, 40, 40, 60], 2**40), 4096: ([35, 34, 40], 2**26)}
 
 
+def _secret_context(path: Path) -> Any:
+    """The enterprise's TenSEAL context (with its secret key) from ``path``."""
+    import tenseal as ts
+
+    from indomain.errors import ConfigError
+
+    try:
+        return ts.context_from(path.read_bytes())
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ConfigError(f"{path} is not a TenSEAL context file: {exc}") from None
+
+
 def _client(url: str, enterprise: str, key: Path) -> Any:
     from gateway import Client
 
@@ -103,7 +115,6 @@ def group_sum_command(
 ) -> None:
     """Per group, the debiased sum of your values over your identifiers in the dataset."""
     import pyarrow.csv as pv
-    import tenseal as ts
 
     from computations import table_from_ipc
     from indomain.errors import ConfigError
@@ -117,10 +128,7 @@ def group_sum_command(
             raise ConfigError(
                 f"{input}: need a CSV with columns {id_column} and {value_column} (numbers): {exc}"
             ) from None
-        try:
-            secret = ts.context_from(context.read_bytes())
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise ConfigError(f"{context} is not a TenSEAL context file: {exc}") from None
+        secret = _secret_context(context)
         offered = table_from_ipc(offer.read_bytes())
         with _client(url, enterprise, key) as client:
             answers = client.encrypted_group_sum(
@@ -154,7 +162,6 @@ def linear_score_command(
 ) -> None:
     """Per group, the debiased sum of your linear model's scores; the weights are sent
     encrypted."""
-    import tenseal as ts
 
     from indomain.errors import ConfigError
 
@@ -166,10 +173,7 @@ def linear_score_command(
             raise ConfigError("--weights must be numbers separated by commas") from None
         if len(values) != len(names):
             raise ConfigError("give one weight per feature")
-        try:
-            secret = ts.context_from(context.read_bytes())
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise ConfigError(f"{context} is not a TenSEAL context file: {exc}") from None
+        secret = _secret_context(context)
         with _client(url, enterprise, key) as client:
             answers = client.encrypted_linear_score(
                 dataset=dataset,
