@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 import pyarrow as pa
+import rfc8785
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -26,7 +29,7 @@ from computations import (
     table_from_ipc,
 )
 from gateway._errors import GatewayError, Refused, TransportError, error_from_json
-from gateway._jobs import new_job, sign_job, sign_request
+from gateway._jobs import format_time, new_job, sign_job, sign_request
 from gateway._store import FINAL_STATUSES
 
 #: Longest one status request of :meth:`Client.wait` asks the gateway to hold (seconds).
@@ -174,6 +177,76 @@ class Client:
 
     def checkpoint(self) -> str:
         return self._request("GET", "/v1/ledger/checkpoint", signed=False).text
+
+    # proposals for the bureau's review (gateway/_review_routes.py) --------------------
+
+    def propose(
+        self,
+        *,
+        name: str,
+        template: str,
+        parameters: dict[str, str],
+        purpose: str,
+        datasets: list[str],
+        expected_epsilon: str,
+    ) -> dict[str, Any]:
+        """Sign and submit a SQL template for review (``parameters`` maps each ``:name``
+        to its type); returns the stored proposal, ``status`` ``pending``. Raises
+        :class:`Refused` (``proposal_refused``) with the reason the sandbox gives."""
+        return self._propose(
+            {
+                "name": name,
+                "template": template,
+                "parameters": dict(parameters),
+                "purpose": purpose,
+                "datasets": list(datasets),
+                "expected_epsilon": str(expected_epsilon),
+            }
+        )
+
+    def propose_module(
+        self,
+        *,
+        name: str,
+        module: str,
+        columns: list[str],
+        purpose: str,
+        datasets: list[str],
+        expected_epsilon: str,
+    ) -> dict[str, Any]:
+        """Sign and submit a computation module (its Python source and the columns it
+        reads) for review; as :meth:`propose`."""
+        return self._propose(
+            {
+                "kind": "computation_module",
+                "name": name,
+                "module": module,
+                "columns": list(columns),
+                "purpose": purpose,
+                "datasets": list(datasets),
+                "expected_epsilon": str(expected_epsilon),
+            }
+        )
+
+    def proposals(self) -> list[dict[str, Any]]:
+        """This enterprise's proposals and their review state."""
+        found: list[dict[str, Any]] = self._get("/v1/proposals")["proposals"]
+        return found
+
+    def _propose(self, fields: dict[str, Any]) -> dict[str, Any]:
+        # Signed in the body like a job: a fresh nonce against replay, the time against
+        # late use, the audience against use at another sandbox.
+        proposal = {
+            **fields,
+            "enterprise": self.enterprise,
+            "issued_at": format_time(datetime.now(UTC)),
+            "nonce": secrets.token_urlsafe(24),
+            "audience": self.audience,
+        }
+        signature = base64.b64encode(self._key.sign(rfc8785.dumps(proposal))).decode()
+        body = json.dumps({"proposal": proposal, "signature": signature}).encode()
+        stored: dict[str, Any] = self._send("POST", "/v1/proposals", content=body)["proposal"]
+        return stored
 
     # encrypted views (docs/threat-model.md) -------------------------------------------
 

@@ -102,6 +102,8 @@ _BY_CODE: dict[str, type[GatewayError]] = {
     "refused": Refused,
     "job_failed": Refused,
     "proposal_not_approved": Refused,
+    "proposal_refused": Refused,
+    "wrong_audience": AuthenticationError,
     "review_required": Refused,
     "budget_exhausted": BudgetExhausted,
     "upload_refused": Refused,

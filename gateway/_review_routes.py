@@ -4,7 +4,10 @@
                               signature over the RFC 8785 canonical proposal, which names
                               its ``enterprise`` and carries a fresh ``issued_at`` and a
                               ``nonce`` never used before by this enterprise for a
-                              proposal (a replay answers 409 ``replayed_nonce``); 201.
+                              proposal (a replay answers 409 ``replayed_nonce``), and
+                              names its ``audience``, this sandbox's ledger origin (one
+                              signed for another sandbox answers 401 ``wrong_audience``);
+                              201.
                               A template proposal has ``template`` and ``parameters``; a
                               computation module (``indomain/modules.py``) has instead
                               ``"kind": "computation_module"``, ``module`` (the source)
@@ -62,8 +65,11 @@ PROPOSAL_FIELDS = frozenset(
         "expected_epsilon",
         "issued_at",
         "nonce",
+        "audience",
     }
 )
+# Fields that authenticate the submission; the desk stores the rest.
+_ENVELOPE = ("enterprise", "issued_at", "nonce", "audience")
 # A proposed computation module (indomain/modules.py) instead of a template.
 MODULE_KIND = "computation_module"
 MODULE_FIELDS = (PROPOSAL_FIELDS - {"template", "parameters"}) | {"kind", "module", "columns"}
@@ -103,6 +109,18 @@ class ProposalDesk(Protocol):
         signed: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Record a vote (with its signed document); raises IndomainError if refused."""
+
+
+def _check_audience(said: object, ours: str) -> None:
+    """Refuse a proposal signed for another sandbox: captured within its 5-minute window,
+    it would otherwise be accepted wherever the enterprise uses the same key."""
+    if said == ours:
+        return
+    raise AuthenticationError(
+        f"this proposal was signed for sandbox {said!r}; this sandbox is {ours!r} (the first "
+        "line of GET /v1/ledger/checkpoint): sign a new proposal naming it as the audience",
+        code="wrong_audience",
+    )
 
 
 def register_review_routes(
@@ -147,15 +165,14 @@ def register_review_routes(
         except (ValueError, rfc8785.CanonicalizationError):
             raise MalformedRequest("the proposal cannot be canonicalised") from None
         verify_signature(canonical, signature, enterprise.public_key)
+        _check_audience(proposal["audience"], audience)
         check_fresh(issued, clock())
         if not await run_in_threadpool(desk.claim_nonce, enterprise.name, proposal["nonce"]):
             raise ReplayError(
                 "this proposal's nonce was already used by this enterprise: the request is "
                 "a replay; sign a new proposal with a fresh nonce"
             )
-        fields = {
-            k: v for k, v in proposal.items() if k not in ("enterprise", "issued_at", "nonce")
-        }
+        fields = {k: v for k, v in proposal.items() if k not in _ENVELOPE}
         try:
             stored = await run_in_threadpool(desk.propose, enterprise.name, fields)
         except GatewayError:

@@ -96,6 +96,85 @@ def client_submit(
                     raise typer.Exit(EXIT_FAILED)
 
 
+@client_app.command("propose")
+def client_propose(
+    url: UrlOpt,
+    enterprise: EnterpriseOpt,
+    key: KeyOpt,
+    name: Annotated[str, typer.Option(help="Name of the computation")],
+    purpose: Annotated[str, typer.Option(help="Declared purpose, as licensed")],
+    dataset: Annotated[list[str], typer.Option("--dataset", help="Dataset it reads (repeat)")],
+    template: Annotated[
+        Path | None, typer.Option(help="File with a SQL template (:placeholders)")
+    ] = None,
+    module: Annotated[
+        Path | None, typer.Option(help="File with a computation module's Python source")
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", help="Template placeholder as name:int|number|string (repeat)"),
+    ] = None,
+    column: Annotated[
+        list[str] | None, typer.Option("--column", help="Column a module reads (repeat)")
+    ] = None,
+    epsilon: Annotated[str, typer.Option(help="Expected privacy cost per run")] = "0",
+) -> None:
+    """Sign and send a new computation (a SQL template or a module) for the bureau's
+    reviewers; prints the proposal id on stdout. Run it once approved with
+    ``submit --params '{"proposal": "prop_…", "values": {…}}'``."""
+    from indomain.errors import ConfigError
+
+    with errors():
+        if template is not None and module is None:
+            source = template
+        elif module is not None and template is None:
+            source = module
+        else:
+            raise ConfigError("give exactly one of --template or --module")
+        try:
+            text = source.read_bytes().decode("utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read {source}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{source} is not UTF-8 text") from None
+        with _client(url, enterprise, key) as client:
+            if template is not None:
+                if column:
+                    raise ConfigError(
+                        "--column is for modules; a template's columns are read from it"
+                    )
+                parameters = {}
+                for item in param or []:
+                    pname, sep, ptype = item.partition(":")
+                    if not sep:
+                        raise ConfigError(f"--param {item!r}: write name:type")
+                    parameters[pname] = ptype
+                stored = client.propose(
+                    name=name,
+                    template=text,
+                    parameters=parameters,
+                    purpose=purpose,
+                    datasets=dataset,
+                    expected_epsilon=epsilon,
+                )
+            else:
+                if param:
+                    raise ConfigError("--param is for templates; a module takes job values")
+                stored = client.propose_module(
+                    name=name,
+                    module=text,
+                    columns=column or [],
+                    purpose=purpose,
+                    datasets=dataset,
+                    expected_epsilon=epsilon,
+                )
+        print(stored["id"])  # stdout carries only the id, for scripts
+        err.print(
+            f"proposal {stored['status']}: {stored['code_hash']}, needs "
+            f"{stored['required_reviewers']} reviewers"
+        )
+
+
 @client_app.command("status")
 def client_status(
     job_id: Annotated[str, typer.Argument()], url: UrlOpt, enterprise: EnterpriseOpt, key: KeyOpt

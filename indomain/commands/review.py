@@ -109,8 +109,8 @@ def review_propose_module(
     epsilon: Annotated[str, typer.Option(help="Expected privacy cost per run")] = "0",
     home: HomeOpt = None,
 ) -> None:
-    """Record a computation-module proposal, hashed over its exact bytes (running approved
-    modules is not implemented yet: see docs/policies.md)."""
+    """Record a computation-module proposal on an enterprise's behalf, hashed over its exact
+    bytes (see docs/policies.md for how approved modules run)."""
     from indomain.approvals import propose_module
     from indomain.proposals import ProposalError
 

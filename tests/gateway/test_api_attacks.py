@@ -121,6 +121,24 @@ def test_a_job_signed_for_another_sandbox_is_refused_and_stores_nothing(world: A
     assert _counts(world) == before
 
 
+def test_the_client_reports_a_wrong_audience_as_an_authentication_error(world: Any) -> None:
+    from gateway import AuthenticationError
+
+    before = _counts(world)
+    with Client(
+        world.url, enterprise=ACME, private_key=world.acme_key, audience="bureau-b.example/ledger"
+    ) as client:
+        with pytest.raises(AuthenticationError) as refused:
+            client.submit(
+                computation="aggregate",
+                dataset="residents",
+                purpose="credit_risk_model",
+                params={"sql": SQL},
+            )
+    assert refused.value.code == "wrong_audience"
+    assert _counts(world) == before
+
+
 def test_a_read_signed_for_another_sandbox_is_refused(world: Any) -> None:
     path = "/v1/budgets"
     mine = sign_request(

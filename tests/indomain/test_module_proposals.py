@@ -234,23 +234,20 @@ def test_enterprises_propose_modules_over_http(tmp_path: Path) -> None:
     import httpx
     import rfc8785
 
+    from gateway import Client, Refused
     from indomain.server import serve_in_thread
     from tests.conftest import build_home
 
     sandbox: Any
     sandbox, acme, _ = build_home(tmp_path / "home", tmp_path / "src", rows=300)
     sandbox.apply_policies(BUREAU)
-    proposal = {
-        "enterprise": "Acme Credit",
-        "kind": "computation_module",
+    fields: dict[str, Any] = {
         "name": "http_module",
         "module": MODULE,
         "columns": ["district", "income"],
         "purpose": "credit_risk_model",
         "datasets": ["residents"],
         "expected_epsilon": "0.5",
-        "issued_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "nonce": secrets.token_urlsafe(24),
     }
 
     def signed(doc: dict[str, Any]) -> dict[str, Any]:
@@ -260,17 +257,29 @@ def test_enterprises_propose_modules_over_http(tmp_path: Path) -> None:
         }
 
     try:
-        with serve_in_thread(sandbox.app()) as url, httpx.Client(base_url=url) as client:
-            made = client.post("/v1/proposals", json=signed(proposal))
-            assert made.status_code == 201, made.text
-            body = made.json()["proposal"]
-            assert body["kind"] == "computation_module" and body["module"] == MODULE
-            assert body["code_hash"] == "sha256:" + hashlib.sha256(MODULE.encode()).hexdigest()
-            # A template's fields on a module proposal are refused, not ignored.
-            mixed = {**proposal, "template": "SELECT 1", "nonce": secrets.token_urlsafe(24)}
-            assert client.post("/v1/proposals", json=signed(mixed)).status_code == 400
-            other_kind = {**proposal, "kind": "shell", "nonce": secrets.token_urlsafe(24)}
-            assert client.post("/v1/proposals", json=signed(other_kind)).status_code == 400
+        with serve_in_thread(sandbox.app()) as url:
+            with Client(url, enterprise="Acme Credit", private_key=acme) as client:
+                body = client.propose_module(**fields)
+                assert body["kind"] == "computation_module" and body["module"] == MODULE
+                digest = hashlib.sha256(MODULE.encode()).hexdigest()
+                assert body["code_hash"] == "sha256:" + digest
+                assert [p["id"] for p in client.proposals()] == [body["id"]]
+                # A purpose no grant covers: the sandbox's reason reaches the caller.
+                with pytest.raises(Refused, match="no grant covers this proposal"):
+                    client.propose_module(**{**fields, "purpose": "direct_marketing"})
+            proposal = {
+                **fields,
+                "kind": "computation_module",
+                "enterprise": "Acme Credit",
+                "issued_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "audience": "test.indomain.example/ledger",
+            }
+            with httpx.Client(base_url=url) as raw:
+                # A template's fields on a module proposal are refused, not ignored.
+                mixed = {**proposal, "template": "SELECT 1", "nonce": secrets.token_urlsafe(24)}
+                assert raw.post("/v1/proposals", json=signed(mixed)).status_code == 400
+                other_kind = {**proposal, "kind": "shell", "nonce": secrets.token_urlsafe(24)}
+                assert raw.post("/v1/proposals", json=signed(other_kind)).status_code == 400
             # Reviewers read the source with everything else.
             assert sandbox.reviews.get(body["id"]).module == MODULE
     finally:

@@ -296,6 +296,7 @@ def test_enterprises_propose_over_http_with_a_signed_document(tmp_path: Path) ->
         "expected_epsilon": "0.5",
         "issued_at": now,
         "nonce": secrets.token_urlsafe(24),
+        "audience": ORIGIN,
     }
 
     def signed(doc: dict[str, Any], key: Ed25519PrivateKey) -> dict[str, Any]:
@@ -329,6 +330,14 @@ def test_enterprises_propose_over_http_with_a_signed_document(tmp_path: Path) ->
             body = signed(proposal, acme)
             body["proposal"] = {**proposal, "template": TEMPLATE.replace("COUNT(*)", "SUM(income)")}
             assert client.post("/v1/proposals", json=body).status_code == 401
+            # Signed for another sandbox (captured there and replayed here): refused,
+            # and so is a proposal that names no sandbox at all.
+            elsewhere = signed({**proposal, "audience": "other.example/ledger"}, acme)
+            refused = client.post("/v1/proposals", json=elsewhere)
+            assert refused.status_code == 401, refused.text
+            assert refused.json()["error"]["code"] == "wrong_audience"
+            unnamed = {k: v for k, v in proposal.items() if k != "audience"}
+            assert client.post("/v1/proposals", json=signed(unnamed, acme)).status_code == 400
             # Unknown fields are refused, not ignored.
             extra = client.post("/v1/proposals", json=signed({**proposal, "approved": True}, acme))
             assert extra.status_code == 400
@@ -457,5 +466,55 @@ def test_registered_reviewers_review_over_http_bound_to_the_code_hash(tmp_path: 
         ]
         assert [r["signed"]["review"]["reviewer"] for r in reviewed] == ["wang", "zhao"]
         assert reviewed[0]["signed"]["signature"] == first["signature"]
+    finally:
+        sandbox.close()
+
+
+def test_enterprises_propose_templates_from_the_cli(tmp_path: Path) -> None:
+    from indomain.sandbox import write_private_key
+    from indomain.server import serve_in_thread
+    from tests.conftest import build_home
+
+    sandbox: Any
+    sandbox, acme, _ = build_home(tmp_path / "home", tmp_path / "src", rows=300)
+    sandbox.apply_policies(BUREAU)
+    write_private_key(tmp_path / "acme.key", acme)
+    (tmp_path / "counts.sql").write_text(TEMPLATE, encoding="utf-8")
+    common = ["--name", "cli_counts", "--purpose", "credit_risk_model", "--dataset", "residents"]
+    sql = ["--template", str(tmp_path / "counts.sql"), "--param", "band:string"]
+    try:
+        with serve_in_thread(sandbox.app()) as url:
+            env = {
+                "INDOMAIN_URL": url,
+                "INDOMAIN_ENTERPRISE": "Acme Credit",
+                "INDOMAIN_KEY": str(tmp_path / "acme.key"),
+            }
+            runner = CliRunner()
+            made = runner.invoke(
+                app,
+                ["client", "propose", *common, *sql, "--epsilon", "0.5"],
+                env=env,
+            )
+            assert made.exit_code == 0, made.output
+            pid = made.stdout.strip().splitlines()[-1]
+            stored = sandbox.reviews.get(pid)
+            assert (stored.requester, stored.template, stored.status) == (
+                "Acme Credit",
+                TEMPLATE,
+                "pending",
+            )
+            # Neither or both of --template and --module: a usage error, nothing sent.
+            neither = runner.invoke(app, ["client", "propose", *common], env=env)
+            assert neither.exit_code == 2 and "exactly one of" in neither.output
+            # A purpose no grant covers: refused with the sandbox's reason, exit 1.
+            marketing = [*common[:2], "--purpose", "direct_marketing", *common[4:]]
+            refused = runner.invoke(
+                app,
+                ["client", "propose", *marketing, *sql],
+                env=env,
+            )
+            assert refused.exit_code == 1, refused.output
+            assert "no grant covers this proposal" in refused.output
+            assert [p.id for p in sandbox.reviews.list(requester="Acme Credit")] == [pid]
     finally:
         sandbox.close()
