@@ -10,7 +10,11 @@ the declared lower bound).
 
 "What your grants allow" is answered by asking the policies, for every approved
 computation and every purpose the policies name (``context.purpose == "…"``), whether
-this enterprise may run it now, with the obligations it would carry.
+this enterprise may run it now, with the obligations it would carry. The catalogue has no
+job to ask about, so a policy condition on the job itself (``context.job.epsilon``,
+``.columns``, ``.result_size``) cannot be judged here: each answer lists, under
+``checked_at_submit``, the job attributes some policy conditions on, which the gateway
+decides when the job arrives.
 """
 
 from __future__ import annotations
@@ -55,6 +59,34 @@ def purposes_named(policy_set: policies.PolicySet | None) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
+def job_attributes_named(policy_set: policies.PolicySet | None) -> tuple[str, ...]:
+    """Every ``context.job.<attr>`` some policy (permit or forbid) reads or tests."""
+    if policy_set is None:
+        return ()
+    job = {".": {"left": {"Var": "context"}, "attr": "job"}}
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, Mapping):
+            for operator in (".", "has"):
+                access = node.get(operator)
+                if (
+                    isinstance(access, Mapping)
+                    and access.get("left") == job
+                    and isinstance(access.get("attr"), str)
+                ):
+                    found.add(access["attr"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for body in policy_set._handles().bodies.values():
+        walk(body.get("conditions", []))
+    return tuple(f"job.{name}" for name in sorted(found))
+
+
 def allowed_for(
     sandbox: Any, enterprise: str, dataset: str, *, now: datetime
 ) -> list[dict[str, Any]]:
@@ -62,6 +94,7 @@ def allowed_for(
     policy_set = sandbox.policy_set
     # Registry grants bind their purpose outside the policy text: ask for theirs too.
     grant_purposes = {g.purpose for g in sandbox.registry.grants(enterprise)}
+    undecided = list(job_attributes_named(policy_set))
     out = []
     for computation in available_computations():
         for purpose in sorted(set(purposes_named(policy_set)) | grant_purposes):
@@ -81,6 +114,7 @@ def allowed_for(
                         "purpose": purpose,
                         "policies": list(decision.determining_policies),
                         "obligations": dict(decision.obligations),
+                        "checked_at_submit": undecided,
                     }
                 )
     return out

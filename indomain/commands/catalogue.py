@@ -44,9 +44,15 @@ def catalogue_command(
                 console.print(sample)
             for grant in d.get("allowed", []):
                 obligations = ", ".join(f"{k}={v}" for k, v in grant["obligations"].items())
+                later = ", ".join(grant.get("checked_at_submit", []))
                 console.print(
                     f"  allowed: {grant['computation']} for {grant['purpose']} "
-                    f"({obligations or 'no extra obligations'})",
+                    f"({obligations or 'no extra obligations'})"
+                    + (
+                        f"; conditions on {later} are checked when a job is submitted"
+                        if later
+                        else ""
+                    ),
                     highlight=False,
                 )
             if enterprise is not None and not d.get("allowed"):

@@ -48,6 +48,9 @@ def test_an_enterprise_sees_what_its_grants_allow_with_obligations(home: Path) -
                 "epsilon_per_job": "1.0",
                 "min_group_size": "10",
             },
+            # The bureau forbids reading health_flag on sensitive datasets: that depends on
+            # the job's columns, which only a submitted job has.
+            "checked_at_submit": ["job.columns"],
         }
     ]
     assert residents["sensitivity"] == 3 and residents["groups"] == ["household"]
@@ -115,3 +118,35 @@ def test_no_real_identifier_or_sensitive_value_appears_anywhere(home: Path) -> N
     for column in ("resident_id", "income"):
         for value in real.column(column).to_pylist():
             assert str(value) not in text, column
+
+
+def test_a_condition_on_the_jobs_cost_is_named_as_checked_at_submit(tmp_path: Path) -> None:
+    # The catalogue has no job: a permit capping context.job.epsilon cannot be judged
+    # there. It must say so rather than present the permit as unconditional.
+    from tests.conftest import build_home
+
+    demo = Path(indomain.__file__).parent / "demo" / "policies"
+    folder = tmp_path / "capped"
+    folder.mkdir()
+    for source in demo.iterdir():
+        text = source.read_text()
+        if source.name == "acme_credit.cedar":
+            condition = 'context.purpose == "credit_risk_model" &&'
+            assert condition in text
+            text = text.replace(
+                condition,
+                f'{condition}\n  context.job.epsilon.lessThanOrEqual(decimal("0.5")) &&',
+            )
+        (folder / source.name).write_text(text)
+    sandbox: Any
+    sandbox, _, _ = build_home(tmp_path / "home", tmp_path / "src", rows=300)
+    try:
+        sandbox.apply_policies(folder)
+        (residents,) = [d for d in sandbox.catalogue_for("Acme Credit") if d["name"] == "residents"]
+        (aggregate,) = [a for a in residents["allowed"] if a["computation"] == "aggregate"]
+        assert "job.epsilon" in aggregate["checked_at_submit"]
+        sandbox.apply_policies(demo)
+        (residents,) = [d for d in sandbox.catalogue_for("Acme Credit") if d["name"] == "residents"]
+        assert all("job.epsilon" not in a["checked_at_submit"] for a in residents["allowed"])
+    finally:
+        sandbox.close()
