@@ -20,7 +20,7 @@ decides when the job arrives.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -31,31 +31,32 @@ from indomain.policy_requests import registry_request
 SAMPLE_ROWS = 5
 
 
+def _nodes(tree: Any) -> Iterator[Mapping[str, Any]]:
+    """Every object in a policy's Cedar JSON, depth first."""
+    if isinstance(tree, Mapping):
+        yield tree
+        for value in tree.values():
+            yield from _nodes(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            yield from _nodes(value)
+
+
 def purposes_named(policy_set: policies.PolicySet | None) -> tuple[str, ...]:
     """Every string compared with ``context.purpose`` in a permit."""
     if policy_set is None:
         return ()
+    target = {".": {"left": {"Var": "context"}, "attr": "purpose"}}
     found: set[str] = set()
-
-    def walk(node: Any) -> None:
-        if isinstance(node, Mapping):
+    for body in policy_set.bodies().values():
+        if body.get("effect") != "permit":
+            continue
+        for node in _nodes(body.get("conditions", [])):
             eq = node.get("==")
-            if isinstance(eq, Mapping):
-                sides = [eq.get("left"), eq.get("right")]
-                target = {".": {"left": {"Var": "context"}, "attr": "purpose"}}
-                if target in sides:
-                    for side in sides:
-                        if isinstance(side, Mapping) and isinstance(side.get("Value"), str):
-                            found.add(side["Value"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    for body in policy_set._handles().bodies.values():
-        if body.get("effect") == "permit":
-            walk(body.get("conditions", []))
+            if isinstance(eq, Mapping) and target in (eq.get("left"), eq.get("right")):
+                for side in (eq.get("left"), eq.get("right")):
+                    if isinstance(side, Mapping) and isinstance(side.get("Value"), str):
+                        found.add(side["Value"])
     return tuple(sorted(found))
 
 
@@ -65,25 +66,12 @@ def job_attributes_named(policy_set: policies.PolicySet | None) -> tuple[str, ..
         return ()
     job = {".": {"left": {"Var": "context"}, "attr": "job"}}
     found: set[str] = set()
-
-    def walk(node: Any) -> None:
-        if isinstance(node, Mapping):
+    for body in policy_set.bodies().values():
+        for node in _nodes(body.get("conditions", [])):
             for operator in (".", "has"):
                 access = node.get(operator)
-                if (
-                    isinstance(access, Mapping)
-                    and access.get("left") == job
-                    and isinstance(access.get("attr"), str)
-                ):
-                    found.add(access["attr"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    for body in policy_set._handles().bodies.values():
-        walk(body.get("conditions", []))
+                if isinstance(access, Mapping) and access.get("left") == job:
+                    found.add(str(access.get("attr")))
     return tuple(f"job.{name}" for name in sorted(found))
 
 

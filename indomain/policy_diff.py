@@ -245,8 +245,8 @@ def replay(
 
 def policy_changes(old: policies.PolicySet | None, new: policies.PolicySet) -> dict[str, list[str]]:
     """Policy ids added, removed and changed (by their Cedar text) between two sets."""
-    before = dict(old._handles().bodies) if old is not None else {}
-    after = dict(new._handles().bodies)
+    before = dict(old.bodies()) if old is not None else {}
+    after = dict(new.bodies())
     return {
         "added": sorted(set(after) - set(before)),
         "removed": sorted(set(before) - set(after)),

@@ -90,6 +90,11 @@ class PolicySet:
             return cached
         return compile_files(tuple(self.files.items()))
 
+    def bodies(self) -> Mapping[str, Mapping[str, Any]]:
+        """Each policy's Cedar JSON (EST), by ``@id``: for tools that read the policies'
+        structure (the catalogue's purposes, ``policy diff``) rather than decide."""
+        return self._handles().bodies
+
     def __hash__(self) -> int:
         return hash(self.version)
 
