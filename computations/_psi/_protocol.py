@@ -43,11 +43,10 @@ from dataclasses import dataclass
 from computations._aggregate._noise import discrete_laplace
 from computations._psi._group import (
     PsiError,
-    check_point,
     random_point,
     random_scalar,
 )
-from computations._psi._parallel import blind_all, default_workers, hash_and_blind
+from computations._psi._parallel import blind_all, check_all, default_workers, hash_and_blind
 from computations._psi._rr import debias_counts, randomised_response
 from computations._psi._shuffle import (
     ShuffleProof,
@@ -94,14 +93,18 @@ def reply_positions(reply: PsiReblinded) -> dict[bytes, int]:
     return where
 
 
-def _check_points(points: object, what: str) -> tuple[bytes, ...]:
-    if not isinstance(points, tuple):
-        raise PsiError(f"{what} must be a tuple of points")
-    for point in points:
-        check_point(point)
-    if len(set(points)) != len(points):
-        raise PsiError(f"{what} repeats a point")
-    return points
+def _check_lists(lists: Iterable[object], what: str) -> None:
+    """Each list a tuple of valid points with no repeats; the points of every list are
+    checked together, on every core when there are many (``_parallel.py``)."""
+    tuples: list[tuple[object, ...]] = []
+    for points in lists:
+        if not isinstance(points, tuple):
+            raise PsiError(f"{what} must be a tuple of points")
+        tuples.append(points)
+    check_all([point for points in tuples for point in points])
+    for points in tuples:
+        if len(set(points)) != len(points):
+            raise PsiError(f"{what} repeats a point")
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,7 @@ class PsiRequest:
     items: tuple[bytes, ...]
 
     def __post_init__(self) -> None:
-        _check_points(self.items, "a PSI request")
+        _check_lists([self.items], "a PSI request")
         if not self.items:
             raise PsiError("a PSI request must hold at least one identifier")
 
@@ -143,8 +146,7 @@ class PsiOffer:
     def __post_init__(self) -> None:
         if not isinstance(self.groups, tuple) or not self.groups:
             raise PsiError("a PSI offer must hold at least one group")
-        for group in self.groups:
-            _check_points(group, "a PSI offer group")
+        _check_lists(self.groups, "a PSI offer group")
         if len({len(group) for group in self.groups}) != 1:
             raise PsiError("a PSI offer's groups must have one common length")
 
@@ -161,8 +163,7 @@ class PsiReblinded:
     def __post_init__(self) -> None:
         if not isinstance(self.groups, tuple) or not self.groups:
             raise PsiError("a PSI reply must hold at least one group")
-        for group in self.groups:
-            _check_points(group, "a PSI reply group")
+        _check_lists(self.groups, "a PSI reply group")
 
 
 def group_labels(count: int) -> tuple[str, ...]:

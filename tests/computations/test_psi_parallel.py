@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from computations._psi import PsiClient, PsiLimits, PsiServer, hash_to_group
+from computations._psi import PsiClient, PsiLimits, PsiOffer, PsiRequest, PsiServer, hash_to_group
 from computations._psi import _parallel as par
 from computations._psi._group import PsiError, blind, random_point, random_scalar
 from computations._psi._protocol import blind_distinct, verify_reply
@@ -117,3 +117,31 @@ def test_groups_proved_in_parallel_verify_and_are_shuffled_independently() -> No
         for n, g in enumerate(offer.groups)
     ]
     assert len(set(orders)) == len(orders)
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_POINTS))
+def test_checking_in_parallel_refuses_a_bad_point_in_the_second_half_alike(kind: str) -> None:
+    points = [random_point() for _ in range(30)]
+    points[20] = BAD_POINTS[kind](points[20])
+    with pytest.raises(PsiError) as serial:
+        par.check_all(points, workers=1)
+    with pytest.raises(PsiError) as parallel:
+        par.check_all(points, workers=2)
+    assert str(parallel.value) == str(serial.value)
+    par.check_all([p for n, p in enumerate(points) if n != 20], workers=2)
+
+
+def test_a_long_message_is_checked_on_every_core_and_still_refuses_a_bad_point() -> None:
+    # Past PARALLEL_FROM the message's own check forks: a bad point a child checks, in
+    # the last list of an offer, is refused as in one process.
+    assert par.default_workers(2 * 2048) > 1
+    good = [tuple(random_point() for _ in range(2048)) for _ in range(2)]
+    PsiOffer((good[0], good[1]))
+    twin = good[1][2000][:31] + bytes([good[1][2000][31] | 0x80])
+    bad = (*good[1][:2000], twin, *good[1][2001:])
+    with pytest.raises(PsiError, match="bit 255 is set"):
+        PsiOffer((good[0], bad))
+    with pytest.raises(PsiError, match="bit 255 is set"):
+        PsiRequest(good[0] + bad)
+    with pytest.raises(PsiError, match="repeats a point"):
+        PsiRequest(good[0] + good[0][:1])
