@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Final
 
-from computations._psi._group import PsiError, blind, check_point, hash_to_group
+from computations._psi._group import PsiError, blind_many, check_point, hash_many
 
 #: Lists of at least this many points are blinded in parallel (about 0.4 s of libsodium
 #: on one core; forking a worker with TenSEAL loaded costs a few milliseconds).
@@ -83,9 +83,7 @@ def _blind_chunk(task: _Task) -> tuple[tuple[bytes, ...], str | None]:
     # (the error then reads the same whichever process met the bad point).
     key, items, hashed = task
     try:
-        if hashed:
-            return tuple(blind(key, hash_to_group(item)) for item in items), None
-        return tuple(blind(key, point) for point in items), None
+        return blind_many(key, hash_many(items) if hashed else items), None
     except PsiError as exc:
         return (), str(exc)
 
