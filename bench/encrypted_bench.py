@@ -175,16 +175,17 @@ def _clocks() -> tuple[float, float]:
 
 
 def _per_item_us(function: Any, items: list[Any], batches: int = 5) -> float:
-    """CPU microseconds per item of ``function`` applied to a list, one process: the least
-    mean over ``batches`` slices of ``items`` (other load only ever adds to it)."""
+    """CPU microseconds per item of ``function`` applied to a list, one process: the
+    median over ``batches`` slices of ``items`` (the least mean caught moments of a
+    quieter host, about a third under what a whole run sustains)."""
     size = max(1, len(items) // batches)
-    best = math.inf
+    means = []
     for k in range(0, len(items), size):
         chunk = items[k : k + size]
         start = time.process_time()
         function(chunk)
-        best = min(best, (time.process_time() - start) / len(chunk) * 1e6)
-    return best
+        means.append((time.process_time() - start) / len(chunk) * 1e6)
+    return statistics.median(means)
 
 
 def _psi_run(
