@@ -1,4 +1,4 @@
-"""Hashing and blinding many points at once, on every core, in order.
+"""Hashing, blinding, checking and proving many points at once, on every core, in order.
 
 Each side of a session does about two scalar multiplications per identifier (about 100 µs
 each in libsodium 1.0.18, which holds the GIL), so one process is bounded near 5,000
@@ -22,6 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Final
 
 from computations._psi._group import PsiError, blind_many, check_point, hash_many
+from computations._psi._shuffle import ShuffleProof, prove_shuffle
 
 #: Lists of at least this many points are blinded in parallel (about 0.4 s of libsodium
 #: on one core; forking a worker with TenSEAL loaded costs a few milliseconds).
@@ -128,3 +129,46 @@ def hash_and_blind(
     (default :func:`default_workers`). Raises :class:`PsiError` for an identifier that is
     not bytes."""
     return _run(key, identifiers, hashed=True, workers=workers)
+
+
+def _prove_one(
+    task: tuple[bytes, tuple[bytes, ...], bytes, str],
+) -> tuple[tuple[bytes, ...], ShuffleProof] | str:
+    # Runs in a child process too: returns a refusal's message. The proof's randomness
+    # comes from the OS on each call (libsodium's ``randombytes``, ``secrets``), never
+    # from state a fork would copy, so children draw independently.
+    key, group, session, label = task
+    try:
+        return prove_shuffle(key, group, session=session, label=label)
+    except PsiError as exc:
+        return str(exc)
+
+
+def prove_all(
+    key: bytes,
+    groups: Sequence[tuple[bytes, ...]],
+    *,
+    session: bytes,
+    labels: Sequence[str],
+    workers: int | None = None,
+) -> tuple[list[tuple[bytes, ...]], list[ShuffleProof]]:
+    """Each group raised to ``key`` and shuffled, with its proof (``prove_shuffle``),
+    groups in order, one process per group up to ``workers`` (default
+    :func:`default_workers` of all their points). Raises :class:`PsiError` for the first
+    group, in order, that cannot be proved, with its message."""
+    tasks = [(key, group, session, label) for group, label in zip(groups, labels, strict=True)]
+    points = sum(len(group) for group in groups)
+    count = default_workers(points) if workers is None else max(1, int(workers))
+    if count <= 1 or len(tasks) <= 1:
+        made = [_prove_one(task) for task in tasks]
+    else:
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(min(count, len(tasks)), mp_context=context) as pool:
+            made = list(pool.map(_prove_one, tasks))
+    replies, proofs = [], []
+    for result in made:
+        if isinstance(result, str):
+            raise PsiError(result)
+        replies.append(result[0])
+        proofs.append(result[1])
+    return replies, proofs

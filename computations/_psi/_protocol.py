@@ -46,12 +46,16 @@ from computations._psi._group import (
     random_point,
     random_scalar,
 )
-from computations._psi._parallel import blind_all, check_all, default_workers, hash_and_blind
+from computations._psi._parallel import (
+    blind_all,
+    check_all,
+    hash_and_blind,
+    prove_all,
+)
 from computations._psi._rr import debias_counts, randomised_response
 from computations._psi._shuffle import (
     ShuffleProof,
     key_commitment,
-    prove_shuffle,
     verify_shuffle,
 )
 
@@ -241,19 +245,6 @@ class PsiMembership:
     epsilon: float
 
 
-def _prove_one(
-    task: tuple[bytes, tuple[bytes, ...], bytes, str],
-) -> tuple[tuple[bytes, ...], ShuffleProof] | str:
-    # Runs in a child process too: returns a refusal's message (see ``_verify_one``). The
-    # proof's randomness comes from the OS on each call (libsodium's ``randombytes`` and
-    # ``secrets``), never from state a fork would copy, so children draw independently.
-    key, group, session, label = task
-    try:
-        return prove_shuffle(key, group, session=session, label=label)
-    except PsiError as exc:
-        return str(exc)
-
-
 def _check_identifiers(identifiers: Sequence[bytes]) -> tuple[bytes, ...]:
     items = tuple(identifiers)
     if not all(isinstance(identifier, bytes) for identifier in items):
@@ -289,24 +280,9 @@ class PsiClient:
         names = tuple(labels) if labels is not None else group_labels(len(offer.groups))
         if len(names) != len(offer.groups):
             raise PsiError("give one label per offered group")
-        tasks = [
-            (self._key, group, offer.session, label)
-            for group, label in zip(offer.groups, names, strict=True)
-        ]
-        points = sum(len(group) for group in offer.groups)
-        workers = default_workers(points) if self._workers is None else self._workers
-        if workers <= 1 or len(tasks) <= 1:
-            made = [_prove_one(task) for task in tasks]
-        else:
-            context = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context) as pool:
-                made = list(pool.map(_prove_one, tasks))
-        groups, proofs = [], []
-        for result in made:
-            if isinstance(result, str):
-                raise PsiError(result)
-            groups.append(result[0])
-            proofs.append(result[1])
+        groups, proofs = prove_all(
+            self._key, offer.groups, session=offer.session, labels=names, workers=self._workers
+        )
         return PsiReblinded(tuple(groups), key_commitment(self._key), tuple(proofs))
 
 

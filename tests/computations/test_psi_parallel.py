@@ -145,3 +145,20 @@ def test_a_long_message_is_checked_on_every_core_and_still_refuses_a_bad_point()
         PsiRequest(good[0] + bad)
     with pytest.raises(PsiError, match="repeats a point"):
         PsiRequest(good[0] + good[0][:1])
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_POINTS))
+def test_a_group_that_cannot_be_proved_in_a_child_is_refused_as_in_one_process(
+    kind: str,
+) -> None:
+    key = random_scalar()
+    groups = [tuple(random_point() for _ in range(6)) for _ in range(3)]
+    groups[2] = (*groups[2][:4], BAD_POINTS[kind](groups[2][4]), groups[2][5])
+    messages = []
+    for workers in (1, 2):
+        with pytest.raises(PsiError) as caught:
+            par.prove_all(key, groups, session=b"s", labels=["0", "1", "2"], workers=workers)
+        messages.append(str(caught.value))
+    assert messages[0] == messages[1]
+    replies, proofs = par.prove_all(key, groups[:2], session=b"s", labels=["0", "1"], workers=2)
+    assert [len(r) for r in replies] == [6, 6] and len(proofs) == 2
