@@ -20,10 +20,14 @@ side, and the accuracy of the debiased answers.
    per session. The baseline, measured in the same run on ``--naive`` rows and scaled
    linearly: one ciphertext per row, encrypted, serialised, parsed, added into its
    group's sum (no multiplication needed), the same randomisation.
-2. PSI throughput in identifiers per second, each side on one core: the sandbox hashes
-   and blinds its identifiers (the offer) and blinds the enterprise's request; the
-   enterprise hashes and blinds its identifiers and re-blinds the offer. The shuffle
-   proofs are timed on their own: for the bench's shape (``--groups`` lists of the padded
+2. PSI throughput in identifiers per second per side (``n`` / that side's total time,
+   both sets of ``--psi`` identifiers), on one core and on every core (blinding forked
+   per core, ``computations/_psi/_parallel.py``): the sandbox hashes and blinds its
+   identifiers (the offer) and blinds the enterprise's request; the enterprise hashes and
+   blinds its identifiers and re-blinds the offer; then the same with the shuffle proofs
+   proved and verified. Beside them libsodium's cost per step and the ceiling it sets (two
+   scalar multiplications and a hash per identifier per side). The shuffle proofs are
+   also timed on their own: for the bench's shape (``--groups`` lists of the padded
    length for ``--items`` items, 16,384 by default), the enterprise proves and the
    sandbox verifies ``--proof-lists`` of them on one core (all of them by default; fewer
    are scaled up, and the table says so), with libsodium's scalar multiplication and
@@ -38,7 +42,11 @@ side, and the accuracy of the debiased answers.
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
+import os
+import resource
+import secrets
 import statistics
 import time
 from typing import Any
@@ -157,31 +165,197 @@ def group_sum(
     }
 
 
-def psi(n: int, groups: int) -> dict[str, float]:
-    """Identifiers per second on each side of a session over ``n`` identifiers."""
+def _clocks() -> tuple[float, float]:
+    """Wall time and CPU time of this process and its reaped children (forked blinders)."""
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return time.perf_counter(), me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _per_item_us(function: Any, items: list[Any], batches: int = 5) -> float:
+    """CPU microseconds per item of ``function`` applied to a list, one process: the
+    median over ``batches`` slices of ``items`` (the least mean caught moments of a
+    quieter host, about a third under what a whole run sustains)."""
+    size = max(1, len(items) // batches)
+    means = []
+    for k in range(0, len(items), size):
+        chunk = items[k : k + size]
+        start = time.process_time()
+        function(chunk)
+        means.append((time.process_time() - start) / len(chunk) * 1e6)
+    return statistics.median(means)
+
+
+def _psi_run(
+    ids: list[bytes],
+    groups: int,
+    length: int,
+    labels: list[str],
+    proved: bool,
+    shuffler: secrets.SystemRandom,
+) -> dict[str, float]:
+    """One session's work per side, with the code's default process counts: wall and CPU
+    seconds (children included). Raises AssertionError if not every identifier matched."""
     from computations import PsiRequest
-    from computations._psi._group import blind, hash_to_group, random_point, random_scalar
+    from computations._psi import PsiClient, PsiOffer, PsiReblinded
+    from computations._psi import _parallel as par
+    from computations._psi._group import random_point, random_scalar
+    from computations._psi._protocol import blind_distinct, reply_positions, verify_reply
+
+    wall0, cpu0 = _clocks()
+    # Sandbox, the psi job: hash, blind, one list per group, pad, shuffle.
+    server_key = random_scalar()
+    blinded = par.hash_and_blind(server_key, ids)
+    lists = []
+    for g in range(groups):
+        mine = list(blinded[g::groups])
+        mine += [random_point() for _ in range(length - len(mine))]
+        shuffler.shuffle(mine)
+        lists.append(tuple(mine))
+    wall1, cpu1 = _clocks()
+    # Enterprise: request, then the offer parsed and re-blinded (with proofs, the real
+    # PsiClient.reblind; without, the re-blinding alone, shuffled).
+    client = PsiClient(ids)
+    request = client.request()
+    offer = PsiOffer(tuple(lists), b"bench-session")
+    if proved:
+        reply = client.reblind(offer, labels=labels)
+    else:
+        # The client's own key (private): what reblind multiplies by, unproved.
+        reblinded = par.blind_all(client._key, [p for group in offer.groups for p in group])
+        shuffled = []
+        for g in range(groups):
+            part = list(reblinded[g * length : (g + 1) * length])
+            shuffler.shuffle(part)
+            shuffled.append(tuple(part))
+        reply = PsiReblinded(tuple(shuffled))
+    wall2, cpu2 = _clocks()
+    # Sandbox, the group-sum job: parse both uploads, verify, blind the request, match.
+    items = PsiRequest(request.items).items
+    parsed = PsiReblinded(reply.groups, reply.key, reply.proofs)
+    if proved:
+        workers = par.default_workers(groups * length)
+        verify_reply(parsed, lists, session=b"bench-session", labels=labels, workers=workers)
+    where = reply_positions(parsed)
+    matched = sum(1 for p in blind_distinct(server_key, items) if p in where)
+    wall3, cpu3 = _clocks()
+    if matched != len(ids):
+        raise AssertionError(f"PSI bench matched {matched} of {len(ids)}")
+    return {
+        "sandbox_wall": (wall1 - wall0) + (wall3 - wall2),
+        "sandbox_cpu": (cpu1 - cpu0) + (cpu3 - cpu2),
+        "enterprise_wall": wall2 - wall1,
+        "enterprise_cpu": cpu2 - cpu1,
+    }
+
+
+def psi(n: int, groups: int, *, proofs: bool = True) -> dict[str, Any]:
+    """PSI on both sides of a session where both sets hold ``n`` identifiers, all matching
+    (``groups`` lists of the padded length, as the psi job offers them), on one core and
+    on every core. Identifiers per second per side = ``n`` / that side's total time.
+
+    The sandbox hashes and blinds its identifiers, pads and shuffles (the psi job), then
+    parses the request and the reply and blinds the request (the group-sum job's matching);
+    the enterprise hashes and blinds its identifiers, parses the offer and re-blinds it.
+    With ``proofs`` the same again with the enterprise's shuffle proofs (``PsiClient.reblind``)
+    and the sandbox's verification (``verify_reply``), the work a real session does. Also
+    libsodium's cost per step, and the ceiling it sets: each side does two variable-base
+    scalar multiplications and one hash to the group per identifier.
+    """
+    from computations._encrypted import padded_length
+    from computations._psi._group import (
+        blind_many,
+        check_point,
+        hash_many,
+        hash_to_group,
+        random_point,
+        random_scalar,
+    )
+    from computations._psi._protocol import group_labels
 
     ids = [f"resident-{i}".encode() for i in range(n)]
-    start = time.perf_counter()
+    sample = ids[: min(n, 2000)]
+    points = [hash_to_group(i) for i in sample]
     key = random_scalar()
-    offered = [blind(key, hash_to_group(i)) for i in ids]
-    length = math.ceil(n / groups)
-    lists = [offered[g::groups] for g in range(groups)]
-    lists = [group + [random_point() for _ in range(length - len(group))] for group in lists]
-    offer_s = time.perf_counter() - start
-    client_start = time.perf_counter()
-    # Re-blinding alone (the shuffle proofs are timed on their own, proof_table).
-    client_key = random_scalar()
-    request = PsiRequest(tuple(blind(client_key, hash_to_group(i)) for i in ids))
-    reply = [[blind(client_key, p) for p in group] for group in lists]
-    client_s = time.perf_counter() - client_start
-    match_start = time.perf_counter()
-    where = {p: g for g, group in enumerate(reply) for p in group}
-    matched = sum(1 for p in request.items if blind(key, p) in where)
-    match_s = time.perf_counter() - match_start
-    assert matched == n
-    return {"sandbox": n / (offer_s + match_s), "enterprise": n / client_s}
+    steps = {  # through the calls the session makes (blind_many, hash_many: libsodium direct)
+        "mul_us": _per_item_us(lambda chunk: blind_many(key, chunk), points),
+        "hash_us": _per_item_us(hash_many, sample),
+        "check_us": _per_item_us(lambda chunk: [check_point(p) for p in chunk], points),
+        "random_us": _per_item_us(lambda chunk: [random_point() for _ in chunk], sample),
+    }
+    length = padded_length(math.ceil(n / groups))
+    shuffler = secrets.SystemRandom()
+    everywhere = sorted(os.sched_getaffinity(0))
+    cores = len(everywhere)
+    found: dict[str, Any] = {**steps, "cores": cores, "length": length, "runs": {}}
+    labels = list(group_labels(groups))
+    kinds = (False, True) if proofs else (False,)
+    try:
+        # Interleaved, one core then every core for each kind, so both see the same load.
+        # One core is this process pinned to one CPU: then the code's own default (one
+        # process per core it may use, _parallel.py) forks nothing, as on a 1-core host.
+        for proved, used in itertools.product(kinds, sorted({1, cores})):
+            os.sched_setaffinity(0, everywhere[:used])
+            found["runs"][(used, proved)] = _psi_run(ids, groups, length, labels, proved, shuffler)
+    finally:
+        os.sched_setaffinity(0, everywhere)
+    return found
+
+
+def psi_table(n: int, groups: int) -> Table:
+    """The PSI throughput table: measured identifiers per second per side on one core and
+    on every core, against the ceiling libsodium's per-step costs set, and the goal."""
+    found = psi(n, groups)
+    cores, runs = found["cores"], found["runs"]
+    per_id_us = 2 * found["mul_us"] + found["hash_us"]
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    table = Table(
+        "side (both sets of n identifiers)",
+        "1 core",
+        f"{cores} cores",
+        "goal",
+        title=(
+            f"PSI, n = {n:,} identifiers, {groups} lists of {found['length']:,}: identifiers "
+            f"per second per side = n / that side's total time, wall clock (in brackets: "
+            f"n / CPU seconds × cores used, what free cores would give); load average {load}"
+        ),
+    )
+    rows = [
+        ("sandbox: offer + matching", "sandbox", False),
+        ("enterprise: request + re-blinding", "enterprise", False),
+        ("sandbox: the same + verifying the shuffle proofs", "sandbox", True),
+        ("enterprise: the same + proving the shuffles", "enterprise", True),
+    ]
+    for label, side, proved in rows:
+        cells = []
+        for workers in (1, cores):
+            run = runs[(workers, proved)]
+            wall, cpu = run[f"{side}_wall"], run[f"{side}_cpu"]
+            cells.append(f"{n / wall:,.0f} ({n / cpu * workers:,.0f})")
+        table.add_row(label, cells[0], cells[-1] if cores > 1 else "", "20,000")
+    table.add_row(
+        "libsodium per step (µs, one core): scalar mult / hash to group / point check / "
+        "random point",
+        f"{found['mul_us']:.0f} / {found['hash_us']:.0f} / {found['check_us']:.0f} / "
+        f"{found['random_us']:.0f}",
+        "",
+        "",
+    )
+    table.add_row(
+        "ceiling per side: 2 scalar mults + 1 hash per identifier, nothing else",
+        f"{1e6 / per_id_us:,.0f}",
+        f"{cores * 1e6 / per_id_us:,.0f}" if cores > 1 else "",
+        "",
+    )
+    table.add_row(
+        "ceiling per side: the 2 scalar mults alone",
+        f"{1e6 / (2 * found['mul_us']):,.0f}",
+        f"{cores * 1e6 / (2 * found['mul_us']):,.0f}" if cores > 1 else "",
+        f"needs {cores * 1e6 / 20_000 / 2:.0f} µs per mult",
+    )
+    return table
 
 
 def shuffle_proofs(items: int, groups: int, lists: int) -> dict[str, float]:
@@ -315,14 +489,7 @@ def tables(
         "",
         "",
     )
-    rates = psi(psi_n, groups)
-    throughput = Table(
-        "side", "identifiers per second (one core)", "goal", title=f"PSI, {psi_n:,} identifiers"
-    )
-    throughput.add_row("sandbox (offer + matching)", f"{rates['sandbox']:,.0f}", "20,000")
-    throughput.add_row(
-        "enterprise (request + re-blinding)", f"{rates['enterprise']:,.0f}", "20,000"
-    )
+    throughput = psi_table(psi_n, groups)
     accuracy = Table(
         "statistic",
         "value",

@@ -38,7 +38,8 @@ from computations._encrypted._blobs import digest_of, join_points
 from computations._encrypted._keys import wrap_session_key
 from computations._errors import ComputationError, QueryRefused
 from computations._plan import ComputationResult, Plan, params_digest
-from computations._psi._group import blind, hash_to_group, random_point, random_scalar
+from computations._psi._group import random_point, random_scalar
+from computations._psi._parallel import hash_and_blind
 
 OFFER_FORMAT: Final = "indomain-psi-offer/v1"
 #: Schema metadata of the offer table: the session's public description and wrapped key.
@@ -274,10 +275,12 @@ class PsiOffer:
             minimum=int(body.get("min_group_size", dataset.min_group_size)),
         )
         key = random_scalar()
+        offered = [(ident, g) for ident, g in zip(group_of, assigned, strict=True) if g is not None]
+        # Hash and blind on every core (``_psi/_parallel.py``), results in order.
+        blinded = hash_and_blind(key, [ident for ident, _ in offered])
         members: list[list[bytes]] = [[] for _ in labels]
-        for ident, g in zip(group_of, assigned, strict=True):
-            if g is not None:
-                members[g].append(blind(key, hash_to_group(ident)))
+        for (_, g), point in zip(offered, blinded, strict=True):
+            members[g].append(point)
         length = padded_length(max(len(m) for m in members))
         shuffler = secrets.SystemRandom()
         group_col, point_col = [], []

@@ -43,17 +43,19 @@ from dataclasses import dataclass
 from computations._aggregate._noise import discrete_laplace
 from computations._psi._group import (
     PsiError,
-    blind,
-    check_point,
-    hash_to_group,
     random_point,
     random_scalar,
+)
+from computations._psi._parallel import (
+    blind_all,
+    check_all,
+    hash_and_blind,
+    prove_all,
 )
 from computations._psi._rr import debias_counts, randomised_response
 from computations._psi._shuffle import (
     ShuffleProof,
     key_commitment,
-    prove_shuffle,
     verify_shuffle,
 )
 
@@ -66,12 +68,16 @@ def _shuffled(points: Iterable[bytes]) -> tuple[bytes, ...]:
     return tuple(items)
 
 
-def blind_distinct(key: bytes, items: Sequence[bytes]) -> tuple[bytes, ...]:
-    """``key · item`` for each item; raises :class:`PsiError` if two items blind to the
-    same element. Comparing the blinded values, not the bytes sent, catches every second
+def blind_distinct(
+    key: bytes, items: Sequence[bytes], *, workers: int | None = None
+) -> tuple[bytes, ...]:
+    """``key · item`` for each item, in order, in ``workers`` processes (by default one
+    per core for large requests, ``_parallel.py``); raises :class:`PsiError` for an item
+    :func:`~computations._psi._group.blind` refuses, or if two items blind to the same
+    element. Comparing the blinded values, not the bytes sent, catches every second
     encoding of one point (bit 255, or any other trick a libsodium version lets through),
     so no identifier can be matched, and reported, twice in one request."""
-    blinded = tuple(blind(key, point) for point in items)
+    blinded = blind_all(key, items, workers=workers)
     if len(set(blinded)) != len(blinded):
         raise PsiError(
             "the PSI request holds two encodings of one point; send each identifier once"
@@ -91,14 +97,18 @@ def reply_positions(reply: PsiReblinded) -> dict[bytes, int]:
     return where
 
 
-def _check_points(points: object, what: str) -> tuple[bytes, ...]:
-    if not isinstance(points, tuple):
-        raise PsiError(f"{what} must be a tuple of points")
-    for point in points:
-        check_point(point)
-    if len(set(points)) != len(points):
-        raise PsiError(f"{what} repeats a point")
-    return points
+def _check_lists(lists: Iterable[object], what: str) -> None:
+    """Each list a tuple of valid points with no repeats; the points of every list are
+    checked together, on every core when there are many (``_parallel.py``)."""
+    tuples: list[tuple[object, ...]] = []
+    for points in lists:
+        if not isinstance(points, tuple):
+            raise PsiError(f"{what} must be a tuple of points")
+        tuples.append(points)
+    check_all([point for points in tuples for point in points])
+    for points in tuples:
+        if len(set(points)) != len(points):
+            raise PsiError(f"{what} repeats a point")
 
 
 @dataclass(frozen=True)
@@ -123,7 +133,7 @@ class PsiRequest:
     items: tuple[bytes, ...]
 
     def __post_init__(self) -> None:
-        _check_points(self.items, "a PSI request")
+        _check_lists([self.items], "a PSI request")
         if not self.items:
             raise PsiError("a PSI request must hold at least one identifier")
 
@@ -140,8 +150,7 @@ class PsiOffer:
     def __post_init__(self) -> None:
         if not isinstance(self.groups, tuple) or not self.groups:
             raise PsiError("a PSI offer must hold at least one group")
-        for group in self.groups:
-            _check_points(group, "a PSI offer group")
+        _check_lists(self.groups, "a PSI offer group")
         if len({len(group) for group in self.groups}) != 1:
             raise PsiError("a PSI offer's groups must have one common length")
 
@@ -158,8 +167,7 @@ class PsiReblinded:
     def __post_init__(self) -> None:
         if not isinstance(self.groups, tuple) or not self.groups:
             raise PsiError("a PSI reply must hold at least one group")
-        for group in self.groups:
-            _check_points(group, "a PSI reply group")
+        _check_lists(self.groups, "a PSI reply group")
 
 
 def group_labels(count: int) -> tuple[str, ...]:
@@ -237,32 +245,44 @@ class PsiMembership:
     epsilon: float
 
 
-class PsiClient:
-    """The enterprise side of one session: a fresh secret key, its identifiers in order."""
+def _check_identifiers(identifiers: Sequence[bytes]) -> tuple[bytes, ...]:
+    items = tuple(identifiers)
+    if not all(isinstance(identifier, bytes) for identifier in items):
+        raise PsiError("identifiers must be bytes")
+    # Equal identifiers hash to one point; distinct ones to distinct points (a collision
+    # would be a SHA-512 collision), so comparing the bytes is comparing the points.
+    if len(set(items)) != len(items):
+        raise PsiError("the identifiers repeat; send each identifier once")
+    return items
 
-    def __init__(self, identifiers: Sequence[bytes]) -> None:
-        points = [hash_to_group(identifier) for identifier in identifiers]
-        if len(set(points)) != len(points):
-            raise PsiError("the identifiers repeat; send each identifier once")
+
+class PsiClient:
+    """The enterprise side of one session: a fresh secret key, its identifiers in order.
+
+    ``workers`` processes hash, blind and prove (by default one per core for large sets,
+    ``_parallel.py``); the results are the same, in the same order, for any count.
+    """
+
+    def __init__(self, identifiers: Sequence[bytes], *, workers: int | None = None) -> None:
+        self._identifiers = _check_identifiers(identifiers)
         self._key = random_scalar()
-        self._points = tuple(points)
+        self._workers = workers
 
     def request(self) -> PsiRequest:
-        """The blinded identifiers, in the order they were given."""
-        return PsiRequest(tuple(blind(self._key, point) for point in self._points))
+        """The blinded identifiers ``a·H(c)``, in the order they were given."""
+        return PsiRequest(hash_and_blind(self._key, self._identifiers, workers=self._workers))
 
     def reblind(self, offer: PsiOffer, *, labels: Sequence[str] | None = None) -> PsiReblinded:
         """Each offered point raised to the session key, each group shuffled anew, with
         ``A = a·G`` and a shuffle proof per group bound to ``offer.session`` and the
-        group's label (``labels``, by default the group's index)."""
+        group's label (``labels``, by default the group's index). Groups are proved in
+        parallel processes, in order (each proof is independent)."""
         names = tuple(labels) if labels is not None else group_labels(len(offer.groups))
         if len(names) != len(offer.groups):
             raise PsiError("give one label per offered group")
-        groups, proofs = [], []
-        for group, label in zip(offer.groups, names, strict=True):
-            reply, proof = prove_shuffle(self._key, group, session=offer.session, label=label)
-            groups.append(reply)
-            proofs.append(proof)
+        groups, proofs = prove_all(
+            self._key, offer.groups, session=offer.session, labels=names, workers=self._workers
+        )
         return PsiReblinded(tuple(groups), key_commitment(self._key), tuple(proofs))
 
 
@@ -273,17 +293,22 @@ class PsiServer:
     are the values of a public dimension (district, age band); size mode uses one group.
     """
 
-    def __init__(self, records: Mapping[bytes, str], *, limits: PsiLimits) -> None:
+    def __init__(
+        self, records: Mapping[bytes, str], *, limits: PsiLimits, workers: int | None = None
+    ) -> None:
         if not records:
             raise PsiError("the dataset side of a PSI session has no identifiers")
+        if not all(isinstance(identifier, bytes) for identifier in records):
+            raise PsiError("identifiers must be bytes")
         self._limits = limits
         self._key = random_scalar()
+        self._workers = workers
         self._group_names = tuple(sorted(set(records.values())))
         index = {name: i for i, name in enumerate(self._group_names)}
         members: list[list[bytes]] = [[] for _ in self._group_names]
         for identifier, group in records.items():
-            members[index[group]].append(hash_to_group(identifier))
-        self._members = members
+            members[index[group]].append(identifier)
+        self._members = members  # identifiers: hashed and blinded in one pass at respond
         self._request: tuple[bytes, ...] | None = None
         self._session = secrets.token_bytes(32)
         self._offered: tuple[tuple[bytes, ...], ...] = ()
@@ -301,13 +326,15 @@ class PsiServer:
             raise PsiError(
                 f"a PSI request may hold at most {self._limits.max_set_size} identifiers"
             )
-        self._request = blind_distinct(self._key, request.items)
+        self._request = blind_distinct(self._key, request.items, workers=self._workers)
         self._offered_length = max(len(group) for group in self._members)
+        everyone = [identifier for group in self._members for identifier in group]
+        blinded = iter(hash_and_blind(self._key, everyone, workers=self._workers))
         groups = []
         for group in self._members:
-            blinded = [blind(self._key, point) for point in group]
+            mine = [next(blinded) for _ in group]
             padding = [random_point() for _ in range(self._offered_length - len(group))]
-            groups.append(_shuffled(blinded + padding))
+            groups.append(_shuffled(mine + padding))
         self._offered = tuple(groups)
         return PsiOffer(self._offered, self._session)
 

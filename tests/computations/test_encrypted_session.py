@@ -7,6 +7,7 @@ the enclave path itself is tested in tests/indomain/test_encrypted_jobs.py.
 
 from __future__ import annotations
 
+import base64
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -496,3 +497,39 @@ def test_the_client_shuffles_its_request_so_positions_say_nothing(
     for group, truth in (("north", 40 * 2.0), ("south", 40 * 1.0)):
         answer = answers[group]
         assert abs(answer["sum_estimate"] - truth) <= 6 * answer["sum_variance_bound"] ** 0.5 + 1
+
+
+def test_a_large_offer_blinded_on_every_core_puts_each_person_in_their_own_list(
+    enclave_secret: None, spec: DatasetSpec, connect: Any
+) -> None:
+    """Past PARALLEL_FROM identifiers the offer is hashed and blinded in forked processes
+    (computations/_psi/_parallel.py): every person's ``b·H(s)`` must still land in their
+    own district's list, which an out-of-order result would break."""
+    from computations._encrypted._keys import unwrap_session_key
+    from computations._encrypted._session import session_binding
+    from computations._psi import _parallel as par
+    from tests.computations.conftest import make_residents
+
+    table = make_residents(seed=11, people=par.PARALLEL_FROM + 904)
+    assert par.default_workers(table.num_rows) > 1
+    con = connect({"residents": table})
+    offer = _offer(spec, con)
+    session = session_of(offer)
+    key = unwrap_session_key(
+        base64.b64decode(session["wrapped_key"]), binding=session_binding(session)
+    )
+    first: dict[int, str] = {}  # one group per person: the first key in manifest order
+    for row in table.to_pylist():
+        if row["district"] in MANIFEST_KEYS:
+            known = first.get(row["resident_id"], row["district"])
+            first[row["resident_id"]] = min(known, row["district"], key=MANIFEST_KEYS.index)
+    people = sorted(first)
+    blinded = par.hash_and_blind(key, [str(p).encode() for p in people], workers=1)
+    expected = dict(zip(blinded, people, strict=True))
+    lists: dict[str, set[bytes]] = {}
+    for row in offer.to_pylist():
+        lists.setdefault(row["group"], set()).add(row["point"])
+    placed = {point: group for group, points in lists.items() for point in points}
+    assert {placed.get(point) for point in expected} <= set(MANIFEST_KEYS)
+    assert all(placed[point] == first[person] for point, person in expected.items())
+    assert sum(len(points) for points in lists.values()) == offer.num_rows
