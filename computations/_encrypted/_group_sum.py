@@ -9,14 +9,15 @@ sums the slots once (``log2 S`` rotations)::
 
 never one ciphertext per row. The masks are *not* the true memberships. Each item's
 outcome is written as ``G`` bits (bit ``g`` set iff the item is in the dataset, in group
-``g``; all clear if absent) and every bit goes through OpenDP's
+``g``; all clear if absent) and every bit is flipped as in OpenDP's
 ``make_randomized_response_bitvec`` (RAPPOR's symmetric flip: a bit reads 1 with
 probability ``p = 1 − f/2`` if set and ``q = f/2`` if clear). Two outcomes differ in at
 most two bits, so each item's report is ``2·ln((2 − f)/f)``-locally differentially
-private; we pick ``f = 2 / (e^{ε/2} + 1)`` and OpenDP's own privacy map (on one item,
-``max_weight = 1``) states the ε. All items are flipped in one call over the concatenated
-bits: the bits are flipped independently, so this is the per-item mechanism applied to
-each item (parallel composition over disjoint items), one FFI call instead of ``n``.
+private; ``f/2`` is the smallest multiple of ``2⁻³²`` at which OpenDP's own privacy map
+(on one item, ``max_weight = 1``) states at most ε, and the bits are flipped with exactly
+that probability from the OS's CSPRNG (``_flip.py`` says why not OpenDP's sampler: speed).
+The bits are flipped independently, so flipping all items' bits at once is the per-item
+mechanism applied to each item (parallel composition over disjoint items).
 
 Whatever the enterprise encrypted (one-hot, powers of two), what it decrypts is then a
 function of the reports alone: post-processing of ε-LDP data.
@@ -33,25 +34,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import numpy as np
 
+from computations._encrypted._flip import _opendp, flip_bits, flip_rule
 from computations._he import HeError, PublicContext
 from computations._psi import PsiError
 from indomain.errors import InternalError
 
 #: Above this a report says almost surely the truth, and OpenDP's map overshoots in floats.
 MAX_EPSILON = 10.0
-
-
-@cache
-def _opendp() -> Any:
-    import opendp.prelude as dp
-
-    dp.enable_features("contrib")
-    return dp
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,11 +71,10 @@ def one_hot(outcomes: Sequence[int], groups: int) -> np.ndarray:
 
 
 def randomise(outcomes: Sequence[int], *, groups: int, epsilon: float) -> Randomised:
-    """Each outcome's bits through OpenDP's bit-vector randomised response at ``epsilon``
-    per item (module docstring).
+    """Each outcome's bits through bit-vector randomised response at ``epsilon`` per item
+    (module docstring), flipped by :mod:`._flip` with OpenDP's map stating the ε.
 
-    Raises :class:`computations.PsiError` for an ε outside ``(0, 10]`` and
-    :class:`InternalError` if OpenDP's map does not meet ε.
+    Raises :class:`computations.PsiError` for an ε outside ``(0, 10]``.
     """
     if isinstance(epsilon, bool) or not isinstance(epsilon, float | int):
         raise PsiError("randomised response needs a numeric epsilon")
@@ -90,24 +82,9 @@ def randomise(outcomes: Sequence[int], *, groups: int, epsilon: float) -> Random
         raise PsiError(f"randomised response needs an epsilon in (0, {MAX_EPSILON:g}]")
     if groups < 1:
         raise InternalError("randomised response needs at least one group")
-    dp = _opendp()
-    flip = 2.0 / (math.exp(epsilon / 2) + 1.0)
-    one_item = dp.m.make_randomized_response_bitvec(
-        dp.bitvector_domain(max_weight=1), dp.discrete_distance(), f=flip
-    )
-    stated = float(one_item.map(1))
-    if stated > epsilon * (1 + 1e-9):
-        raise InternalError("randomised response does not meet the epsilon it was set for")
-    truth = one_hot(outcomes, groups)
-    n = len(truth)
-    if n == 0:
-        return Randomised(truth.astype(bool), stated, 1 - flip / 2, flip / 2)
-    every_item = dp.m.make_randomized_response_bitvec(
-        dp.bitvector_domain(max_weight=n), dp.discrete_distance(), f=flip
-    )
-    released = np.frombuffer(every_item(np.packbits(truth.ravel()).tobytes()), dtype=np.uint8)
-    bits = np.unpackbits(released)[: n * groups].reshape(n, groups).astype(bool)
-    return Randomised(bits, stated, 1.0 - flip / 2, flip / 2)
+    rule = flip_rule(float(epsilon))
+    bits = flip_bits(one_hot(outcomes, groups).astype(bool), rule)
+    return Randomised(bits, rule.epsilon, rule.keep, rule.flip)
 
 
 def count_estimates(randomised: Randomised) -> list[tuple[float, float]]:
