@@ -69,6 +69,7 @@ def group_sum(
     from computations import load_ckks_vector, load_public_context
     from computations._encrypted import debias_sum, frame_vectors, randomise, unframe_vectors
     from computations._encrypted._group_sum_job import ENCRYPTED_GROUP_SUM, answer
+    from computations._he._seal import decrypt_slots
 
     ENCRYPTED_GROUP_SUM.warm_up()  # what a pre-started enclave worker has done
     rng = np.random.default_rng(2026)
@@ -104,8 +105,9 @@ def group_sum(
         vectors=unframe_vectors(upload),
     )
     computed = time.perf_counter()
-    results = [bytes(s.serialize()) for s in sums]
-    decrypted = [float(ts.ckks_vector_from(secret, r).decrypt()[0]) for r in results]
+    results = list(sums.ciphertexts)
+    slots_of = [decrypt_slots(secret, r) for r in results]
+    decrypted = [float(getattr(slots_of[p.block][p.slot], p.part)) for p in sums.places]
     estimates = [
         debias_sum(
             d,

@@ -27,6 +27,7 @@ from computations._encrypted._session import (
     session_of,
 )
 from computations._errors import ComputationError
+from computations._he._seal import decrypt_slots
 from computations._psi import PsiClient, PsiOffer
 
 
@@ -115,18 +116,31 @@ def read_group_sums(
     """Per group: the decrypted (randomised) sum, the debiased estimate of the true sum and
     a bound on its variance, and the sandbox's debiased count with its variance bound.
 
-    Raises :class:`ComputationError` if ``result`` is not an encrypted_group_sum result.
+    Each reply ciphertext is decrypted once; a group's sum is the ``part`` (real or
+    imaginary) of slot ``slot`` of its row's ciphertext. Raises :class:`ComputationError`
+    if ``result`` is not an encrypted_group_sum result.
     """
-    import tenseal as ts
-
     raw = (result.schema.metadata or {}).get(PRIVACY_METADATA)
     privacy = json.loads(raw) if raw is not None else {}
     if privacy.get("mechanism") != "randomized_response_bitvec":
         raise ComputationError("this result is not an encrypted group sum")
+    if not {"encrypted_sums", "slot", "part"} <= set(result.column_names):
+        raise ComputationError(
+            "this result has no encrypted_sums, slot and part columns: it is not an "
+            "encrypted group sum of this version"
+        )
     keep, other = float(privacy["keep_probability"]), float(privacy["other_probability"])
+    decrypted_slots: dict[bytes, Any] = {}
     out = []
     for row in result.to_pylist():
-        decrypted = float(ts.ckks_vector_from(context, row["encrypted_sum"]).decrypt()[0])
+        ciphertext = row["encrypted_sums"]
+        if ciphertext not in decrypted_slots:
+            decrypted_slots[ciphertext] = decrypt_slots(context, ciphertext)
+        slots = decrypted_slots[ciphertext]
+        if not 0 <= row["slot"] < len(slots) or row["part"] not in ("real", "imag"):
+            raise ComputationError("a group's slot or part is not in its ciphertext")
+        slot = slots[row["slot"]]
+        decrypted = float(slot.imag if row["part"] == "imag" else slot.real)
         estimate, variance = debias_sum(
             decrypted,
             total=prepared.total,
