@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from computations._encrypted._blobs import digest_of, frame_proofs, frame_vectors, join_points
 from computations._encrypted._group_sum import debias_sum
+from computations._encrypted._layout import rotation_steps
 from computations._encrypted._session import (
     PRIVACY_METADATA,
     identifier_bytes,
@@ -27,7 +28,7 @@ from computations._encrypted._session import (
     session_of,
 )
 from computations._errors import ComputationError
-from computations._he._seal import decrypt_slots
+from computations._he._seal import decrypt_slots, encrypt_chunks, public_context_bytes
 from computations._psi import PsiClient, PsiOffer
 
 
@@ -54,14 +55,13 @@ def prepare_group_sum(
     """Shuffle ``identifiers`` with their ``values``, blind them under a fresh key, re-blind
     and re-shuffle the offer with a shuffle proof per list, and encrypt the values packed
     under ``context``, which must hold the secret key (it is not uploaded; its public copy
-    is, with Galois keys). Proving costs about seven scalar multiplications per offered
-    point (docs/threat-model.md).
+    is, with Galois keys for left rotations by powers of two only, and the values are
+    encrypted with the secret key: half the bytes, ``_he/_seal.py``). Proving costs about
+    seven scalar multiplications per offered point (docs/threat-model.md).
 
     Raises :class:`ComputationError` for unequal lengths, repeated identifiers or an
     offer that is not one.
     """
-    import tenseal as ts
-
     if len(identifiers) != len(values) or not identifiers:
         raise ComputationError("give one value per identifier, and at least one")
     # The sandbox sees each blinded item's outcome in its worker, by position: in the
@@ -88,20 +88,13 @@ def prepare_group_sum(
     if reply.key is None:  # reblind always proves; this keeps the type checker honest
         raise ComputationError("the PSI reply was not proved")
     slots = context.data.seal_context().key_context_data().parms().poly_modulus_degree() // 2
-    chunks = max(1, math.ceil(len(values) / slots))
-    padded = [float(v) for v in values] + [0.0] * (chunks * slots - len(values))
-    vectors = [
-        bytes(ts.ckks_vector(context, padded[k * slots : (k + 1) * slots]).serialize())
-        for k in range(chunks)
-    ]
-    public = context.copy()
-    public.make_context_public()
+    vectors = encrypt_chunks(context, [float(v) for v in values])
     return PreparedGroupSum(
         uploads={
             "request": join_points(client.request().items),
             "reply": join_points([p for group in reply.groups for p in group]),
             "proof": frame_proofs(reply.key, offered, [p.to_bytes() for p in reply.proofs]),
-            "context": bytes(public.serialize(save_galois_keys=True)),
+            "context": public_context_bytes(context, rotations=rotation_steps(slots)),
             "values": frame_vectors(vectors),
         },
         total=math.fsum(float(v) for v in values),

@@ -89,6 +89,12 @@ class Place:
     part: Literal["real", "imag"]
 
 
+def rotation_steps(slots: int) -> list[int]:
+    """The left rotations :func:`block_sum` may use: every power of two below ``slots``
+    (the Galois keys the enterprise must send, and all it need send)."""
+    return [1 << i for i in range(max(0, slots.bit_length() - 1))]
+
+
 def channel_count(groups: int) -> int:
     """``⌈groups / 2⌉``: two groups per complex channel."""
     return (groups + 1) // 2

@@ -9,9 +9,15 @@ import numpy as np
 import pytest
 import tenseal as ts
 
-from computations._encrypted._layout import PlainSlots, block_sum, diagonal_masks
-from computations._he import HeError, load_public_context
-from computations._he._seal import SealSlots, decrypt_slots, vector_bytes
+from computations._encrypted._layout import PlainSlots, block_sum, diagonal_masks, rotation_steps
+from computations._he import HeError, load_ckks_vector, load_public_context
+from computations._he._seal import (
+    SealSlots,
+    decrypt_slots,
+    encrypt_chunks,
+    public_context_bytes,
+    vector_bytes,
+)
 
 DEGREE, BITS, SCALE = 4096, (35, 34, 40), 2**26
 SLOTS = DEGREE // 2
@@ -92,3 +98,46 @@ def test_a_context_without_galois_keys_is_refused(secret: Any) -> None:
 def test_decrypting_foreign_bytes_is_a_clear_error(secret: Any) -> None:
     with pytest.raises(HeError, match="does not decrypt"):
         decrypt_slots(secret, b"not a vector")
+
+
+def test_secret_key_encryption_loads_in_the_sandbox_at_half_the_bytes(
+    secret: Any, public: Any
+) -> None:
+    values = [float(i) for i in range(SLOTS + 10)]
+    vectors = encrypt_chunks(secret, values)
+    assert len(vectors) == 2
+    seeded = len(vectors[0])
+    full = len(bytes(ts.ckks_vector(secret, values[:SLOTS]).serialize()))
+    assert seeded < 0.6 * full  # the seed stands for the uniform half
+    for k, data in enumerate(vectors):
+        chunk = load_ckks_vector(public, data)  # the sandbox's own hygiene checks
+        assert chunk.size() == SLOTS
+        slots = decrypt_slots(secret, data).real
+        want = np.zeros(SLOTS)
+        part = values[k * SLOTS : (k + 1) * SLOTS]
+        want[: len(part)] = part
+        assert np.abs(slots - want).max() < 1e-3
+
+
+def test_encrypting_needs_the_secret_key(public: Any) -> None:
+    with pytest.raises(HeError, match="secret key"):
+        encrypt_chunks(public.context, [1.0])
+
+
+def test_the_public_context_carries_exactly_the_left_power_of_two_keys(
+    secret: Any,
+) -> None:
+    data = public_context_bytes(secret, rotations=rotation_steps(SLOTS))
+    context = load_public_context(data)  # no secret key, parameters in the table
+    keys = context.context.data.galois_keys()
+    assert keys.size() == len(rotation_steps(SLOTS)) == 11
+    assert not context.context.data.has_relin_keys()
+    full = secret.copy()
+    full.make_context_public()
+    assert len(data) < 0.6 * len(bytes(full.serialize(save_galois_keys=True)))
+    chunk = load_ckks_vector(context, encrypt_chunks(secret, [1.0] * SLOTS)[0])
+    sealed = SealSlots(context, [chunk])
+    for step in rotation_steps(SLOTS):
+        sealed.rotate(chunk.data.ciphertext()[0], step)
+    with pytest.raises(HeError, match="no Galois key for a left rotation by -1"):
+        sealed.rotate(chunk.data.ciphertext()[0], -1)
