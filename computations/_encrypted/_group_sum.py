@@ -3,8 +3,9 @@
 The enterprise encrypts its values ``v_i`` (one per item of its PSI request, in request
 order) packed ``S`` to a CKKS ciphertext, ``S`` the context's slot count. The sandbox
 multiplies the chunks by plaintext masks built from the reports, adds the products and
-sums slots with rotations, so that every group's total lands in a slot of one (or, for
-some group counts, two or three) ciphertexts (``_layout.py`` has the slot algebra)::
+sums slots with rotations, so that every group's total lands in a slot of one ciphertext
+(or of one per binary digit of ``⌈G/2⌉``, when that is cheaper; ``_layout.py`` has the
+slot algebra)::
 
     Enc(out)[slot of g] = Σ_i v_i · report_i[g]      (real or imaginary part)
 
@@ -44,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from computations._encrypted._flip import _opendp, flip_bits, flip_rule
-from computations._encrypted._layout import Place, packed_sums
+from computations._encrypted._layout import Place, channel_count, packed_sums
 from computations._he import HeError, PublicContext
 from computations._he._seal import SealSlots, vector_bytes
 from computations._psi import PsiError
@@ -137,7 +138,7 @@ def packed_group_sums(
     (different scales or levels, a scale with no room).
     """
     slots = _slots(context)
-    items, _ = masks.shape
+    items, groups = masks.shape
     if len(chunks) != chunks_needed(context, items):
         raise HeError(
             f"expected {chunks_needed(context, items)} ciphertexts of {slots} slots "
@@ -146,6 +147,11 @@ def packed_group_sums(
     for chunk in chunks:
         if int(chunk.size()) != slots:
             raise HeError(f"every ciphertext must hold exactly {slots} slots (pad with zeros)")
+    if channel_count(groups) > slots:
+        raise HeError(
+            f"{groups} groups need {channel_count(groups)} slots and this context has "
+            f"{slots}: use a larger ring"
+        )
     arithmetic = SealSlots(context, chunks)
     try:
         outs, where = packed_sums(arithmetic, masks, chunks=len(chunks), slots=slots)

@@ -335,3 +335,9 @@ def test_warming_up_loads_tenseal_and_opendp_before_a_job() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.split() == ["True", "True"]
+
+
+def test_more_groups_than_slots_hold_is_a_clear_error(secret: Any, public: Any) -> None:
+    chunks = [ts.ckks_vector_from(public.context, c) for c in _encrypt(secret, [1.0] * 5)]
+    with pytest.raises(HeError, match="use a larger ring"):
+        packed_group_sums(public, chunks, one_hot([1] * 5, 2 * SLOTS + 1))
