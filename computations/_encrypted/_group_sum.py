@@ -47,7 +47,7 @@ import numpy as np
 from computations._encrypted._flip import _opendp, flip_bits, flip_rule
 from computations._encrypted._layout import Place, channel_count, packed_sums
 from computations._he import HeError, PublicContext
-from computations._he._seal import SealSlots, vector_bytes
+from computations._he._seal import SealSlots, _sealapi, vector_bytes
 from computations._psi import PsiError
 from indomain.errors import InternalError
 
@@ -179,9 +179,10 @@ def _tenseal() -> Any:
 
 
 def warm_up() -> None:
-    """Load TenSEAL and OpenDP (with its contrib features) now, in a pre-started worker,
-    rather than on the clock of the first job."""
+    """Load TenSEAL (with SEAL's own bindings) and OpenDP (with its contrib features)
+    now, in a pre-started worker, rather than on the clock of the first job."""
     _tenseal()
+    _sealapi()
     _opendp()
 
 
