@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from computations._encrypted._blobs import digest_of, frame_proofs, frame_vectors, join_points
 from computations._encrypted._group_sum import debias_sum
+from computations._encrypted._layout import rotation_steps
 from computations._encrypted._session import (
     PRIVACY_METADATA,
     identifier_bytes,
@@ -27,6 +28,7 @@ from computations._encrypted._session import (
     session_of,
 )
 from computations._errors import ComputationError
+from computations._he._seal import decrypt_slots, encrypt_chunks, public_context_bytes
 from computations._psi import PsiClient, PsiOffer
 
 
@@ -53,14 +55,13 @@ def prepare_group_sum(
     """Shuffle ``identifiers`` with their ``values``, blind them under a fresh key, re-blind
     and re-shuffle the offer with a shuffle proof per list, and encrypt the values packed
     under ``context``, which must hold the secret key (it is not uploaded; its public copy
-    is, with Galois keys). Proving costs about seven scalar multiplications per offered
-    point (docs/threat-model.md).
+    is, with Galois keys for left rotations by powers of two only, and the values are
+    encrypted with the secret key: half the bytes, ``_he/_seal.py``). Proving costs about
+    seven scalar multiplications per offered point (docs/threat-model.md).
 
     Raises :class:`ComputationError` for unequal lengths, repeated identifiers or an
     offer that is not one.
     """
-    import tenseal as ts
-
     if len(identifiers) != len(values) or not identifiers:
         raise ComputationError("give one value per identifier, and at least one")
     # The sandbox sees each blinded item's outcome in its worker, by position: in the
@@ -87,20 +88,13 @@ def prepare_group_sum(
     if reply.key is None:  # reblind always proves; this keeps the type checker honest
         raise ComputationError("the PSI reply was not proved")
     slots = context.data.seal_context().key_context_data().parms().poly_modulus_degree() // 2
-    chunks = max(1, math.ceil(len(values) / slots))
-    padded = [float(v) for v in values] + [0.0] * (chunks * slots - len(values))
-    vectors = [
-        bytes(ts.ckks_vector(context, padded[k * slots : (k + 1) * slots]).serialize())
-        for k in range(chunks)
-    ]
-    public = context.copy()
-    public.make_context_public()
+    vectors = encrypt_chunks(context, [float(v) for v in values])
     return PreparedGroupSum(
         uploads={
             "request": join_points(client.request().items),
             "reply": join_points([p for group in reply.groups for p in group]),
             "proof": frame_proofs(reply.key, offered, [p.to_bytes() for p in reply.proofs]),
-            "context": bytes(public.serialize(save_galois_keys=True)),
+            "context": public_context_bytes(context, rotations=rotation_steps(slots)),
             "values": frame_vectors(vectors),
         },
         total=math.fsum(float(v) for v in values),
@@ -115,18 +109,31 @@ def read_group_sums(
     """Per group: the decrypted (randomised) sum, the debiased estimate of the true sum and
     a bound on its variance, and the sandbox's debiased count with its variance bound.
 
-    Raises :class:`ComputationError` if ``result`` is not an encrypted_group_sum result.
+    Each reply ciphertext is decrypted once; a group's sum is the ``part`` (real or
+    imaginary) of slot ``slot`` of its row's ciphertext. Raises :class:`ComputationError`
+    if ``result`` is not an encrypted_group_sum result.
     """
-    import tenseal as ts
-
     raw = (result.schema.metadata or {}).get(PRIVACY_METADATA)
     privacy = json.loads(raw) if raw is not None else {}
     if privacy.get("mechanism") != "randomized_response_bitvec":
         raise ComputationError("this result is not an encrypted group sum")
+    if not {"encrypted_sums", "slot", "part"} <= set(result.column_names):
+        raise ComputationError(
+            "this result has no encrypted_sums, slot and part columns: it is not an "
+            "encrypted group sum of this version"
+        )
     keep, other = float(privacy["keep_probability"]), float(privacy["other_probability"])
+    decrypted_slots: dict[bytes, Any] = {}
     out = []
     for row in result.to_pylist():
-        decrypted = float(ts.ckks_vector_from(context, row["encrypted_sum"]).decrypt()[0])
+        ciphertext = row["encrypted_sums"]
+        if ciphertext not in decrypted_slots:
+            decrypted_slots[ciphertext] = decrypt_slots(context, ciphertext)
+        slots = decrypted_slots[ciphertext]
+        if not 0 <= row["slot"] < len(slots) or row["part"] not in ("real", "imag"):
+            raise ComputationError("a group's slot or part is not in its ciphertext")
+        slot = slots[row["slot"]]
+        decrypted = float(slot.imag if row["part"] == "imag" else slot.real)
         estimate, variance = debias_sum(
             decrypted,
             total=prepared.total,

@@ -1,22 +1,29 @@
 """Encrypted group sums over locally randomised memberships: the packed pattern.
 
 The enterprise encrypts its values ``v_i`` (one per item of its PSI request, in request
-order) packed ``S`` to a CKKS ciphertext, ``S`` the context's slot count. For each group
-``g`` the sandbox multiplies every chunk by a plaintext 0/1 mask, adds the products and
-sums the slots once (``log2 S`` rotations)::
+order) packed ``S`` to a CKKS ciphertext, ``S`` the context's slot count. The sandbox
+multiplies the chunks by plaintext masks built from the reports, adds the products and
+sums slots with rotations, so that every group's total lands in a slot of one ciphertext
+(or of one per binary digit of ``⌈G/2⌉``, when that is cheaper; ``_layout.py`` has the
+slot algebra)::
 
-    Enc(S_g) = slotsum( sum_k  Enc(v[kS:(k+1)S]) * mask_g[kS:(k+1)S] )
+    Enc(out)[slot of g] = Σ_i v_i · report_i[g]      (real or imaginary part)
 
-never one ciphertext per row. The masks are *not* the true memberships. Each item's
-outcome is written as ``G`` bits (bit ``g`` set iff the item is in the dataset, in group
-``g``; all clear if absent) and every bit goes through OpenDP's
+never one ciphertext per row. Every slot of a reply ciphertext is a copy of one channel's
+full sum (two groups, as real and imaginary part) or zero: nothing finer than the group
+sums is in it.
+
+The masks are *not* the true memberships. Each item's outcome is written as ``G`` bits
+(bit ``g`` set iff the item is in the dataset, in group ``g``; all clear if absent) and
+every bit is flipped as in OpenDP's
 ``make_randomized_response_bitvec`` (RAPPOR's symmetric flip: a bit reads 1 with
 probability ``p = 1 − f/2`` if set and ``q = f/2`` if clear). Two outcomes differ in at
 most two bits, so each item's report is ``2·ln((2 − f)/f)``-locally differentially
-private; we pick ``f = 2 / (e^{ε/2} + 1)`` and OpenDP's own privacy map (on one item,
-``max_weight = 1``) states the ε. All items are flipped in one call over the concatenated
-bits: the bits are flipped independently, so this is the per-item mechanism applied to
-each item (parallel composition over disjoint items), one FFI call instead of ``n``.
+private; ``f/2`` is the smallest multiple of ``2⁻³²`` at which OpenDP's own privacy map
+(on one item, ``max_weight = 1``) states at most ε, and the bits are flipped with exactly
+that probability from the OS's CSPRNG (``_flip.py`` says why not OpenDP's sampler: speed).
+The bits are flipped independently, so flipping all items' bits at once is the per-item
+mechanism applied to each item (parallel composition over disjoint items).
 
 Whatever the enterprise encrypted (one-hot, powers of two), what it decrypts is then a
 function of the reports alone: post-processing of ε-LDP data.
@@ -33,25 +40,19 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import numpy as np
 
+from computations._encrypted._flip import _opendp, flip_bits, flip_rule
+from computations._encrypted._layout import Place, channel_count, packed_sums
 from computations._he import HeError, PublicContext
+from computations._he._seal import SealSlots, _sealapi, vector_bytes
 from computations._psi import PsiError
 from indomain.errors import InternalError
 
 #: Above this a report says almost surely the truth, and OpenDP's map overshoots in floats.
 MAX_EPSILON = 10.0
-
-
-@cache
-def _opendp() -> Any:
-    import opendp.prelude as dp
-
-    dp.enable_features("contrib")
-    return dp
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,11 +79,10 @@ def one_hot(outcomes: Sequence[int], groups: int) -> np.ndarray:
 
 
 def randomise(outcomes: Sequence[int], *, groups: int, epsilon: float) -> Randomised:
-    """Each outcome's bits through OpenDP's bit-vector randomised response at ``epsilon``
-    per item (module docstring).
+    """Each outcome's bits through bit-vector randomised response at ``epsilon`` per item
+    (module docstring), flipped by :mod:`._flip` with OpenDP's map stating the ε.
 
-    Raises :class:`computations.PsiError` for an ε outside ``(0, 10]`` and
-    :class:`InternalError` if OpenDP's map does not meet ε.
+    Raises :class:`computations.PsiError` for an ε outside ``(0, 10]``.
     """
     if isinstance(epsilon, bool) or not isinstance(epsilon, float | int):
         raise PsiError("randomised response needs a numeric epsilon")
@@ -90,24 +90,9 @@ def randomise(outcomes: Sequence[int], *, groups: int, epsilon: float) -> Random
         raise PsiError(f"randomised response needs an epsilon in (0, {MAX_EPSILON:g}]")
     if groups < 1:
         raise InternalError("randomised response needs at least one group")
-    dp = _opendp()
-    flip = 2.0 / (math.exp(epsilon / 2) + 1.0)
-    one_item = dp.m.make_randomized_response_bitvec(
-        dp.bitvector_domain(max_weight=1), dp.discrete_distance(), f=flip
-    )
-    stated = float(one_item.map(1))
-    if stated > epsilon * (1 + 1e-9):
-        raise InternalError("randomised response does not meet the epsilon it was set for")
-    truth = one_hot(outcomes, groups)
-    n = len(truth)
-    if n == 0:
-        return Randomised(truth.astype(bool), stated, 1 - flip / 2, flip / 2)
-    every_item = dp.m.make_randomized_response_bitvec(
-        dp.bitvector_domain(max_weight=n), dp.discrete_distance(), f=flip
-    )
-    released = np.frombuffer(every_item(np.packbits(truth.ravel()).tobytes()), dtype=np.uint8)
-    bits = np.unpackbits(released)[: n * groups].reshape(n, groups).astype(bool)
-    return Randomised(bits, stated, 1.0 - flip / 2, flip / 2)
+    rule = flip_rule(float(epsilon))
+    bits = flip_bits(one_hot(outcomes, groups).astype(bool), rule)
+    return Randomised(bits, rule.epsilon, rule.keep, rule.flip)
 
 
 def count_estimates(randomised: Randomised) -> list[tuple[float, float]]:
@@ -129,19 +114,28 @@ def chunks_needed(context: PublicContext, items: int) -> int:
     return max(1, math.ceil(items / _slots(context)))
 
 
+@dataclass(frozen=True)
+class PackedSums:
+    """The reply: ``ciphertexts`` (TenSEAL CKKS vector bytes, scale ``Δ²``) and, per
+    group in order, the :class:`Place` of its sum in them."""
+
+    ciphertexts: tuple[bytes, ...]
+    places: tuple[Place, ...]
+
+
 def packed_group_sums(
     context: PublicContext, chunks: Sequence[Any], masks: np.ndarray
-) -> list[Any]:
-    """Per group ``g`` (column ``g`` of the ``n × G`` 0/1 ``masks``) the CKKS ciphertext of
-    ``Σ v_i`` over the items whose mask bit is set, its sum in every slot.
+) -> PackedSums:
+    """Per group ``g`` (column ``g`` of the ``n × G`` 0/1 ``masks``) the encrypted
+    ``Σ v_i`` over the items whose mask bit is set, placed as ``_layout.py`` plans.
 
     ``chunks`` are the enterprise's loaded CKKS vectors, each exactly ``S`` slots, item
     ``i`` in slot ``i mod S`` of chunk ``i div S``; slots past the last item are masked
-    to zero whatever they hold. Products are not rescaled (masks are exact 0/1), so the
-    result has scale ``Δ²`` at the top level: choose a coefficient modulus with room for
-    it. Raises :class:`HeError` for chunks of the wrong number or size, a context
-    without Galois keys (the slot sum rotates), or ciphertexts that do not combine
-    (different scales or levels).
+    to zero whatever they hold. Products are not rescaled (masks are 0/1 and ``j``), so
+    the result has scale ``Δ²`` at the chunks' level: choose a coefficient modulus with
+    room for it. Raises :class:`HeError` for chunks of the wrong number or size, a context
+    without Galois keys (the slot sums rotate), or ciphertexts that do not combine
+    (different scales or levels, a scale with no room).
     """
     slots = _slots(context)
     items, groups = masks.shape
@@ -153,44 +147,23 @@ def packed_group_sums(
     for chunk in chunks:
         if int(chunk.size()) != slots:
             raise HeError(f"every ciphertext must hold exactly {slots} slots (pad with zeros)")
-    ts_context = context.context
-    if not ts_context.has_galois_keys():
+    if channel_count(groups) > slots:
         raise HeError(
-            "the HE context has no Galois keys; the slot sum needs them "
-            "(generate_galois_keys() before make_context_public())"
+            f"{groups} groups need {channel_count(groups)} slots and this context has "
+            f"{slots}: use a larger ring"
         )
-    ts_context.auto_rescale = False
-    # Column g of chunk k is mask_g[kS:(k+1)S]; slots past the last item stay 0.
-    padded = np.zeros((groups, len(chunks) * slots), dtype=np.float64)
-    padded[:, :items] = masks.T
-    results = []
+    arithmetic = SealSlots(context, chunks)
     try:
-        for g in range(groups):
-            total = None
-            for k, chunk in enumerate(chunks):
-                mask = padded[g, k * slots : (k + 1) * slots]
-                if not mask.any():
-                    continue  # a zero plaintext would make a transparent ciphertext
-                # On TenSEAL's native vectors: its Python operators first turn the list
-                # into a PlainTensor in Python, which cost as much as the product itself.
-                # The native product encodes the same list the same way, in C++.
-                product = chunk.data.mul_plain(mask.tolist())
-                if total is None:
-                    total = product
-                else:
-                    total.add_(product)
-            if total is None:
-                # No report in this group: an encryption of zero at the products' scale.
-                results.append(_zero_like(context, chunks[0]).sum())
-            else:
-                results.append(type(chunks[0])(data=total.sum()))
+        outs, where = packed_sums(arithmetic, masks, chunks=len(chunks), slots=slots)
+        ciphertexts = tuple(vector_bytes(out, slots=slots, scale=arithmetic.scale) for out in outs)
     except HeError:
         raise
-    except Exception as exc:  # TenSEAL: ValueError, RuntimeError on scale or level mismatch
+    except Exception as exc:  # SEAL: ValueError, RuntimeError on scale or level mismatch
         raise HeError(
-            "the ciphertexts do not combine under this context (different scales or levels)"
+            "the ciphertexts do not combine under this context "
+            "(different scales or levels, or no room for the scale Δ² of the products)"
         ) from exc
-    return results
+    return PackedSums(ciphertexts, tuple(where))
 
 
 def _zero_like(context: PublicContext, chunk: Any) -> Any:
@@ -206,9 +179,10 @@ def _tenseal() -> Any:
 
 
 def warm_up() -> None:
-    """Load TenSEAL and OpenDP (with its contrib features) now, in a pre-started worker,
-    rather than on the clock of the first job."""
+    """Load TenSEAL (with SEAL's own bindings) and OpenDP (with its contrib features)
+    now, in a pre-started worker, rather than on the clock of the first job."""
     _tenseal()
+    _sealapi()
     _opendp()
 
 

@@ -51,6 +51,7 @@ from computations._encrypted._blobs import (
 )
 from computations._encrypted._group_sum import (
     MAX_EPSILON,
+    PackedSums,
     Randomised,
     count_estimates,
     packed_group_sums,
@@ -284,15 +285,16 @@ class EncryptedGroupSum:
             "other_probability": randomised.other,
             "items": len(outcomes),
             "debias": "T = (S - q*V) / (p - q); Var <= p*q * sum(v^2) / (p-q)^2",
+            "layout": (
+                "S for a group is the real or imaginary part (column part) of slot `slot` "
+                "of its row's encrypted_sums ciphertext (scale: the values' squared); "
+                "every slot of a reply ciphertext is a copy of one slot's pair of group "
+                "sums, or zero"
+            ),
         }
-        result = pa.table(
-            {
-                "group": pa.array(groups, pa.string()),
-                "encrypted_sum": pa.array([bytes(s.serialize()) for s in sums], pa.binary()),
-                "count_estimate": pa.array([c for c, _ in counts], pa.float64()),
-                "count_variance": pa.array([v for _, v in counts], pa.float64()),
-            }
-        ).replace_schema_metadata({PRIVACY_METADATA: json.dumps(privacy)})
+        result = result_table(groups, counts, sums).replace_schema_metadata(
+            {PRIVACY_METADATA: json.dumps(privacy)}
+        )
         return ComputationResult(
             table=result,
             suppressed_groups=0,
@@ -313,15 +315,16 @@ def answer(
     minimum: int,
     context: PublicContext,
     vectors: Sequence[bytes],
-) -> tuple[Randomised, list[tuple[float, float]], list[Any]]:
+) -> tuple[Randomised, list[tuple[float, float]], PackedSums]:
     """The release for true ``outcomes`` (0, or ``g + 1``): randomise each, check the
     minimum on the debiased count, then compute on the enterprise's ``vectors`` (checked
     against ``context``) with the reports as masks. Nothing but the reports reaches a
     ciphertext: this is the defence against chosen plaintexts (module docstring).
 
-    Returns the reports, the debiased counts with variance bounds, and the per-group
-    ciphertexts. Raises :class:`QueryRefused` under the minimum and
-    :class:`computations.HeError` for vectors that do not hold up.
+    Returns the reports, the debiased counts with variance bounds, and the packed sums
+    (the reply ciphertexts and where each group's sum is in them). Raises
+    :class:`QueryRefused` under the minimum and :class:`computations.HeError` for vectors
+    that do not hold up.
     """
     randomised = randomise(outcomes, groups=groups, epsilon=epsilon)
     counts = count_estimates(randomised)
@@ -340,6 +343,28 @@ def answer(
     chunks = [load_ckks_vector(context, data) for data in vectors]
     sums = packed_group_sums(context, chunks, randomised.bits)
     return randomised, counts, sums
+
+
+def result_table(
+    groups: Sequence[str], counts: Sequence[tuple[float, float]], sums: PackedSums
+) -> pa.Table:
+    """One row per group: its debiased count and variance bound, and where its encrypted
+    sum is: ``encrypted_sums`` (dictionary-encoded, so each reply ciphertext is stored
+    once however many groups it holds), ``slot`` and ``part`` (``real`` or ``imag``)."""
+    places = sums.places
+    return pa.table(
+        {
+            "group": pa.array(groups, pa.string()),
+            "encrypted_sums": pa.DictionaryArray.from_arrays(
+                pa.array([p.block for p in places], pa.int32()),
+                pa.array(sums.ciphertexts, pa.binary()),
+            ),
+            "slot": pa.array([p.slot for p in places], pa.int32()),
+            "part": pa.array([p.part for p in places], pa.string()),
+            "count_estimate": pa.array([c for c, _ in counts], pa.float64()),
+            "count_variance": pa.array([v for _, v in counts], pa.float64()),
+        }
+    )
 
 
 def _outcomes(key: bytes, request: tuple[bytes, ...], reply: PsiReblinded) -> list[int]:

@@ -39,7 +39,8 @@ import pyarrow as pa
 
 from computations._dataset import ColumnClass, DatasetSpec
 from computations._encrypted._blobs import DIGEST_PATTERN, read_blob, unframe_vectors
-from computations._encrypted._group_sum import _opendp, _zero_like, randomise
+from computations._encrypted._flip import _opendp
+from computations._encrypted._group_sum import _zero_like, randomise
 from computations._encrypted._group_sum_job import RESOLVED_KEYS, local_epsilon
 from computations._encrypted._session import PRIVACY_METADATA, padded_length
 from computations._encrypted._sources import he_code_hash

@@ -1,4 +1,5 @@
-"""Hygiene for enterprise TenSEAL contexts and ciphertexts; not yet wired into jobs."""
+"""Enterprise TenSEAL contexts and ciphertexts: the hygiene checks on loading
+(``_context.py``) and SEAL-level slot arithmetic TenSEAL does not expose (``_seal.py``)."""
 
 from computations._he._context import (
     MAX_COEFF_MODULUS_BITS_128,

@@ -17,8 +17,9 @@ import tenseal as ts
 
 from computations import HeError, QueryRefused, load_public_context
 from computations._encrypted import debias_sum, frame_vectors, packed_group_sums, randomise
-from computations._encrypted._group_sum import one_hot
+from computations._encrypted._group_sum import PackedSums, one_hot
 from computations._encrypted._group_sum_job import answer
+from computations._he._seal import decrypt_slots
 
 # 128-bit parameters (4096: at most 109 bits), small enough to run hundreds of times.
 # Products are not rescaled (scale 2^52 in 69 bits of data modulus): values up to 2^16 fit,
@@ -51,8 +52,14 @@ def _encrypt(secret: Any, values: list[float]) -> list[bytes]:
     ]
 
 
-def _decrypt(secret: Any, ciphertext: Any) -> float:
-    return float(ts.ckks_vector_from(secret, ciphertext.serialize()).decrypt()[0])
+def _sums(secret: Any, packed: PackedSums) -> list[float]:
+    """Per group, its decrypted (randomised) sum: the named part of the named slot."""
+    slots = [decrypt_slots(secret, c) for c in packed.ciphertexts]
+    found = []
+    for place in packed.places:
+        value = slots[place.block][place.slot]
+        found.append(float(value.imag if place.part == "imag" else value.real))
+    return found
 
 
 def test_packed_sums_equal_the_masked_plaintext_sums(secret: Any, public: Any) -> None:
@@ -61,10 +68,10 @@ def test_packed_sums_equal_the_masked_plaintext_sums(secret: Any, public: Any) -
     values = rng.uniform(0, 100, n).round(2).tolist()
     reports = rng.integers(0, groups + 1, n).tolist()
     chunks = [ts.ckks_vector_from(public.context, c) for c in _encrypt(secret, values)]
-    sums = packed_group_sums(public, chunks, one_hot(reports, groups))
+    sums = _sums(secret, packed_group_sums(public, chunks, one_hot(reports, groups)))
     for g in range(groups):
         truth = sum(v for v, r in zip(values, reports, strict=True) if r == g + 1)
-        assert _decrypt(secret, sums[g]) == pytest.approx(truth, abs=0.1)  # CKKS is approximate
+        assert sums[g] == pytest.approx(truth, abs=0.1)  # CKKS is approximate
 
 
 def test_padding_slots_are_masked_whatever_the_enterprise_put_there(
@@ -72,16 +79,57 @@ def test_padding_slots_are_masked_whatever_the_enterprise_put_there(
 ) -> None:
     values = [1.0] * 10 + [1e5] * (SLOTS - 10)  # only 10 items; the rest is "padding"
     chunk = ts.ckks_vector_from(public.context, bytes(ts.ckks_vector(secret, values).serialize()))
-    sums = packed_group_sums(public, [chunk], one_hot([1] * 10, 1))
+    sums = _sums(secret, packed_group_sums(public, [chunk], one_hot([1] * 10, 1)))
     # Unmasked, the padding would add 4e8; masked, only CKKS's encoding error of the zeros
     # (about 2^-20 per slot, times 1e5) remains.
-    assert _decrypt(secret, sums[0]) == pytest.approx(10.0, abs=1.0)
+    assert sums[0] == pytest.approx(10.0, abs=1.0)
 
 
 def test_a_group_no_report_names_is_an_encryption_of_zero(secret: Any, public: Any) -> None:
     chunks = [ts.ckks_vector_from(public.context, c) for c in _encrypt(secret, [5.0] * 20)]
-    sums = packed_group_sums(public, chunks, one_hot([1] * 20, 2))
-    assert _decrypt(secret, sums[1]) == pytest.approx(0.0, abs=1e-2)
+    sums = _sums(secret, packed_group_sums(public, chunks, one_hot([1] * 20, 3)))
+    assert sums[1] == pytest.approx(0.0, abs=1e-2)  # nobody in group 1 (the imaginary part)
+    assert sums[2] == pytest.approx(0.0, abs=1e-2)  # nor in group 2, alone in its channel
+    assert sums[0] == pytest.approx(100.0, abs=1e-2)
+
+
+@pytest.mark.parametrize("items", [300, 9 * SLOTS + 5])
+def test_every_slot_of_the_reply_is_a_copy_of_a_group_sum_or_zero(
+    secret: Any, public: Any, items: int
+) -> None:
+    """Decrypt every slot of every reply ciphertext of the release path (10 groups): each
+    is the pair of group sums its channel carries (real, imaginary), or zero; nothing
+    finer than a group sum. 300 items plan one ciphertext padded to 8 channels; nine
+    chunks plan two (4 + 1 channels)."""
+    rng = np.random.default_rng(items)
+    groups = 10
+    values = rng.uniform(0, 1, items).round(3)  # sums under 2^16: this ring's room
+    truths = rng.integers(0, groups + 1, items).tolist()
+    randomised, _, packed = answer(
+        truths,
+        groups=groups,
+        epsilon=1.0,
+        minimum=NO_MINIMUM,
+        context=public,
+        vectors=_encrypt(secret, values.tolist()),
+    )
+    sums = [float((values * randomised.bits[:, g]).sum()) for g in range(groups)]
+    channels = [complex(sums[2 * h], sums[2 * h + 1]) for h in range(groups // 2)]
+    expected_blocks = 1 if items < SLOTS else 2
+    assert len(packed.ciphertexts) == expected_blocks
+    seen = set()
+    for block, ciphertext in enumerate(packed.ciphertexts):
+        slots = decrypt_slots(secret, ciphertext)
+        assert len(slots) == SLOTS
+        carried = [p.slot for p in packed.places if p.block == block and p.part == "real"]
+        first = min(g // 2 for g, p in enumerate(packed.places) if p.block == block)
+        period = 8 if expected_blocks == 1 else (4 if block == 0 else 1)
+        for t in range(SLOTS):
+            h = t % period
+            want = channels[first + h] if h in carried else 0
+            assert abs(slots[t] - want) < 1e-2, (block, t)
+        seen.update(first + h for h in carried)
+    assert seen == set(range(groups // 2))
 
 
 def test_wrong_chunking_and_short_vectors_are_refused(secret: Any, public: Any) -> None:
@@ -123,7 +171,7 @@ def test_debiased_sums_are_unbiased_over_many_runs(secret: Any, public: Any) -> 
             truths, groups=groups, epsilon=epsilon, minimum=1, context=public, vectors=vectors
         )
         estimate, bound = debias_sum(
-            _decrypt(secret, sums[0]),
+            _sums(secret, sums)[0],
             total=sum(values),
             total_of_squares=sum(v * v for v in values),
             keep=randomised.keep,
@@ -157,11 +205,11 @@ def _margin(samples: int, failure: float = 1e-6) -> float:
     return math.sqrt(math.log(1 / failure) / (2 * samples))
 
 
-def _read_out_powers_of_two(secret: Any, sums: list[Any]) -> list[int]:
+def _read_out_powers_of_two(secret: Any, sums: PackedSums) -> list[int]:
     """Per item, the group its report put it in (0 for none), from the binary digits."""
     found = [0] * BITS_PER_QUERY
-    for g, ciphertext in enumerate(sums):
-        digits = round(_decrypt(secret, ciphertext))
+    for g, total in enumerate(_sums(secret, sums)):
+        digits = round(total)
         for i in range(BITS_PER_QUERY):
             if digits >> i & 1:
                 found[i] = g + 1
@@ -232,7 +280,7 @@ def test_one_hot_recovers_one_membership_no_better_than_epsilon_allows(
             context=public,
             vectors=vectors,
         )
-        readout = [round(_decrypt(secret, s)) for s in sums]
+        readout = [round(s) for s in _sums(secret, sums)]
         guesses.append(next((g + 1 for g, bit in enumerate(readout) if bit == 1), 0))
         truths_seen.append(truths[target])
     accuracy = _membership_accuracy(truths_seen, guesses)
@@ -281,9 +329,16 @@ def test_warming_up_loads_tenseal_and_opendp_before_a_job() -> None:
     code = (
         "import sys; from computations import warm_up; "
         "assert 'tenseal' not in sys.modules; warm_up(); "
-        "print('tenseal' in sys.modules, 'opendp' in sys.modules)"
+        "print('tenseal' in sys.modules, 'tenseal.sealapi' in sys.modules, "
+        "'opendp' in sys.modules)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
-    assert out.split() == ["True", "True"]
+    assert out.split() == ["True", "True", "True"]
+
+
+def test_more_groups_than_slots_hold_is_a_clear_error(secret: Any, public: Any) -> None:
+    chunks = [ts.ckks_vector_from(public.context, c) for c in _encrypt(secret, [1.0] * 5)]
+    with pytest.raises(HeError, match="use a larger ring"):
+        packed_group_sums(public, chunks, one_hot([1] * 5, 2 * SLOTS + 1))
