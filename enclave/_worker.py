@@ -413,6 +413,9 @@ def _dumpable() -> int:
 
 if __name__ == "__main__":
     status = main()
-    # The answer is written and flushed: skip interpreter teardown (a few hundred ms with
-    # DuckDB, Arrow and OpenDP loaded), which the parent would otherwise wait for.
+    # The answer is written and flushed. Close our end of the stdout pipe now, so the parent
+    # reads end of file at once rather than when the kernel has torn this process down
+    # (unmapping a run's memory: 10-15 ms at 10M rows), and skip the interpreter's teardown
+    # (a few hundred ms with DuckDB, Arrow and OpenDP loaded) altogether.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
     os._exit(status)
