@@ -205,6 +205,7 @@ def worker_phases(home: Path, repeat: int) -> list[tuple[str, float]]:
             start = time.perf_counter()
             answer = worker._run(request, False, con)
             _record("worker: _run incl. answer", time.perf_counter() - start)
+            con.close()  # a worker exits instead (enclave/_worker.py)
             start = time.perf_counter()
             import json
 
