@@ -137,6 +137,7 @@ def http_phases(rows: int, repeat: int, work: Path) -> tuple[list[tuple[str, flo
             state = client.wait(job_id, poll=0.02)
             ran = time.perf_counter()
             assert state["status"] == "succeeded", state
+            assert not state.get("reuse_of") and not state.get("budget", {}).get("reuse_of")
             client.result(job_id, ledger_key=sandbox.verifier_key)
             done = time.perf_counter()
             for name, took in (
