@@ -197,6 +197,9 @@ def end_to_end(rows: int, repeat: int, work: Path) -> list[tuple[str, str, str, 
             ran = time.perf_counter()
             if state["status"] != "succeeded":
                 raise RuntimeError(f"bench job {state['status']}: {state.get('error')}")
+            if state.get("reuse_of") or state.get("budget", {}).get("reuse_of"):
+                # Answered from a stored release: no run, so no honest timing of one.
+                raise RuntimeError(f"bench job {job_id} was answered from a stored release")
             client.result(job_id, ledger_key=sandbox.verifier_key)
             done = time.perf_counter()
             for name, took in (

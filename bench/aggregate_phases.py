@@ -137,6 +137,7 @@ def http_phases(rows: int, repeat: int, work: Path) -> tuple[list[tuple[str, flo
             state = client.wait(job_id, poll=0.02)
             ran = time.perf_counter()
             assert state["status"] == "succeeded", state
+            assert not state.get("reuse_of") and not state.get("budget", {}).get("reuse_of")
             client.result(job_id, ledger_key=sandbox.verifier_key)
             done = time.perf_counter()
             for name, took in (
@@ -205,6 +206,7 @@ def worker_phases(home: Path, repeat: int) -> list[tuple[str, float]]:
             start = time.perf_counter()
             answer = worker._run(request, False, con)
             _record("worker: _run incl. answer", time.perf_counter() - start)
+            con.close()  # a worker exits instead (enclave/_worker.py)
             start = time.perf_counter()
             import json
 

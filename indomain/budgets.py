@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import math
 import sqlite3
+import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -151,6 +153,14 @@ class Accountant:
     def __init__(self, path: Path, *, timeout_s: float = 60.0) -> None:
         self.path = path
         self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._con = sqlite3.connect(
+            path, timeout=timeout_s, isolation_level=None, check_same_thread=False
+        )
+        # WAL, as the gateway's store sets for this file: record_release relies on it.
+        self._con.execute("PRAGMA journal_mode=WAL")
+        self._con.execute("PRAGMA synchronous=FULL")
+        weakref.finalize(self, self._con.close)
         with self._connect() as con:
             con.executescript(_SCHEMA)
             columns = {row[1] for row in con.execute("PRAGMA table_info(budget_charges)")}
@@ -162,12 +172,12 @@ class Accountant:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        # One connection per operation: safe across gateway threads and CLI processes.
-        con = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
-        try:
-            yield con
-        finally:
-            con.close()
+        # One connection for the accountant's life, one operation at a time (the lock):
+        # a connection per operation made SQLite fsync the state folder on each one's first
+        # commit, on the path of every job. Reservations still serialise across threads and
+        # processes through BEGIN IMMEDIATE, as before.
+        with self._lock:
+            yield self._con
 
     def reserve(
         self,
@@ -285,13 +295,24 @@ class Accountant:
     def record_release(
         self, *, enterprise: str, dataset: str, release_key: str, job_id: str
     ) -> None:
-        """Remember that ``job_id`` released ``release_key`` (the first release is kept)."""
+        """Remember that ``job_id`` released ``release_key`` (the first release is kept).
+
+        Committed without its own fsync: the gateway stores the job's result next, in the
+        same ``state.sqlite`` with a FULL (fsynced) commit, and a fsync of the WAL file
+        covers every frame written before it, so this row is durable by the time the result
+        can be read. A crash before that leaves the job unfinished; it resumes and records
+        the release again (``INSERT OR IGNORE``).
+        """
         with self._connect() as con:
-            con.execute(
-                "INSERT OR IGNORE INTO budget_releases (enterprise, dataset, release_key, job_id)"
-                " VALUES (?, ?, ?, ?)",
-                (enterprise, dataset, release_key, job_id),
-            )
+            con.execute("PRAGMA synchronous=NORMAL")
+            try:
+                con.execute(
+                    "INSERT OR IGNORE INTO budget_releases"
+                    " (enterprise, dataset, release_key, job_id) VALUES (?, ?, ?, ?)",
+                    (enterprise, dataset, release_key, job_id),
+                )
+            finally:
+                con.execute("PRAGMA synchronous=FULL")
 
     def find_release(self, *, enterprise: str, dataset: str, release_key: str) -> str | None:
         """The job whose stored release answers ``release_key`` for this enterprise."""

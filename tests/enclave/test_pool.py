@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import sys
@@ -32,13 +34,24 @@ def _gone(pid: int) -> bool:
     return False
 
 
+def _exits(pid: int, *, within_s: float = 30.0) -> bool:
+    """Whether ``pid`` exits and is reaped (a zombie still answers ``kill(pid, 0)``) in
+    time: an answered worker's exit is collected in the background."""
+    deadline = time.monotonic() + within_s
+    while not _gone(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def test_the_next_operation_runs_in_the_worker_started_ahead(enclave: Enclave) -> None:
     first = enclave.probe()
     waiting, _ = enclave.pool.idle_pids()
     assert waiting != first["pid"]
     second = enclave.probe()
     assert second["pid"] == waiting
-    assert _gone(first["pid"]) and _gone(second["pid"])  # each served once, then exited
+    assert _exits(first["pid"]) and _exits(second["pid"])  # each served once, then exited
 
 
 def test_two_operations_back_to_back_both_find_a_worker_started_ahead(enclave: Enclave) -> None:
@@ -169,7 +182,7 @@ def test_no_two_operations_share_a_worker(enclave: Enclave) -> None:
         answers = list(threads.map(lambda _: enclave.probe(), range(5)))
     pids = [a["pid"] for a in answers]
     assert len(set(pids)) == len(pids) == 5
-    assert all(_gone(pid) for pid in pids)
+    assert all(_exits(pid) for pid in pids)
 
 
 def test_a_worker_that_never_gets_ready_is_an_error_not_a_hang(tmp_path: Path) -> None:
@@ -207,3 +220,38 @@ def test_warming_waits_for_a_ready_worker_which_then_serves_the_next_operation(
     assert enclave.pool.idle_pids()[0] == waiting
     answer = enclave.probe()
     assert answer["pid"] == waiting and answer["dumpable"] == 0
+
+
+def test_the_answer_is_taken_at_end_of_file_not_at_exit(tmp_path: Path) -> None:
+    """A worker that closes its stdout after answering (as ``enclave._worker`` does) is
+    heard at once; its slow exit is reaped in the background, not waited for."""
+    lingers = (
+        "import json, os, sys, time\n"
+        "print(json.dumps({'ready': True}), flush=True)\n"
+        "sys.stdin.buffer.read()\n"
+        "print(json.dumps({'ok': True, 'pid': os.getpid()}), flush=True)\n"
+        "os.dup2(os.open(os.devnull, os.O_WRONLY), 1)\n"
+        "time.sleep(60)\n"
+    )
+    pool = WorkerPool([sys.executable, "-c", lingers], env={}, size=0)
+    started = time.monotonic()
+    reply = pool.call({"op": "probe"}, timeout_s=120)
+    assert time.monotonic() - started < 45  # it did not wait out the minute
+    assert reply.answer is not None and reply.answer["ok"] is True
+    assert reply.returncode is None  # still exiting when the answer came
+    os.kill(reply.answer["pid"], signal.SIGKILL)
+    assert _exits(reply.answer["pid"])  # and the background reaper collects it
+
+
+def test_a_request_larger_than_a_pipe_buffer_arrives_whole(tmp_path: Path) -> None:
+    echo = (
+        "import hashlib, json, sys\n"
+        "print(json.dumps({'ready': True}), flush=True)\n"
+        "raw = sys.stdin.buffer.read()\n"
+        "print(json.dumps({'ok': True, 'sha': hashlib.sha256(raw).hexdigest()}), flush=True)\n"
+    )
+    pool = WorkerPool([sys.executable, "-c", echo], env={}, size=0)
+    request = {"op": "probe", "padding": "x" * (1 << 20)}
+    reply = pool.call(request, timeout_s=120)
+    assert reply.answer is not None
+    assert reply.answer["sha"] == hashlib.sha256(json.dumps(request).encode()).hexdigest()

@@ -102,6 +102,42 @@ def test_fifty_concurrent_reservations_cannot_overspend(tmp_path: Path) -> None:
     ] == pytest.approx(10)
 
 
+def test_fifty_threads_sharing_one_accountant_cannot_overspend(tmp_path: Path) -> None:
+    """The gateway's threads share one accountant (one connection, used under a lock)."""
+    accountant = Accountant(tmp_path / "state.sqlite")
+    budget = Budget.parse("10/month")
+    barrier = threading.Barrier(50)
+
+    def reserve(i: int) -> bool:
+        barrier.wait()
+        try:
+            accountant.reserve(
+                enterprise="e", dataset="d", job_id=f"j{i}", epsilon=1, delta=0, budgets=[budget]
+            )
+        except BudgetExhausted:
+            return False
+        return True
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        outcomes = list(pool.map(reserve, range(50)))
+    assert sum(outcomes) == 10
+    assert Accountant(tmp_path / "state.sqlite").spent(enterprise="e", dataset="d", budget=budget)[
+        "epsilon_spent"
+    ] == pytest.approx(10)
+
+
+def test_reservations_stay_fsynced_after_a_release_is_recorded(tmp_path: Path) -> None:
+    """record_release commits without its own fsync (the result's stored next, fsynced, in
+    the same WAL); the reservations after it must still be synchronous=FULL, in WAL mode."""
+    accountant = Accountant(tmp_path / "state.sqlite")
+    accountant.record_release(enterprise="e", dataset="d", release_key="k", job_id="j0")
+    with accountant._connect() as con:
+        assert con.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    other = Accountant(tmp_path / "state.sqlite")
+    assert other.find_release(enterprise="e", dataset="d", release_key="k") == "j0"
+
+
 def test_no_budget_or_a_malformed_one_fails_closed(tmp_path: Path) -> None:
     accountant = Accountant(tmp_path / "state.sqlite")
     with pytest.raises(ConfigError):
