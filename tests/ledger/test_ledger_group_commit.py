@@ -72,6 +72,39 @@ def test_the_batching_window_is_bounded_when_appenders_leave():
     assert sizes[-30:] == [1] * 30  # the survivor alone: one request per commit
 
 
+def test_every_caller_of_a_batch_returns_though_none_comes_back():
+    """Callers are woken one by another (a chain, not a herd): the chain must reach the
+    last caller of a batch even when every caller leaves after one request."""
+    sizes: list[int] = []
+
+    def commit(requests: Any) -> list[int]:
+        sizes.append(len(requests))
+        time.sleep(0.05)  # long enough for the others to queue behind the first
+        return [request * 10 for request in requests]
+
+    group: GroupCommit[int, int] = GroupCommit(commit, max_batch=64, max_wait=5.0)
+    results: dict[int, int] = {}
+    errors: list[BaseException] = []
+
+    def caller(n: int) -> None:
+        try:
+            results[n] = group.submit(n)
+        except BaseException as exc:  # e.g. a lock released twice
+            errors.append(exc)
+
+    for _ in range(3):
+        results.clear()
+        threads = [threading.Thread(target=caller, args=(n,), daemon=True) for n in range(12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert not any(thread.is_alive() for thread in threads)
+        assert results == {n: n * 10 for n in range(12)}
+    assert errors == []
+    assert max(sizes) > 1  # they did share commits
+
+
 def _statements(led: Ledger) -> list[str]:
     seen: list[str] = []
     led._connection.set_trace_callback(seen.append)  # type: ignore[union-attr]
