@@ -52,12 +52,13 @@ class _Slot(Generic[R, T]):
     when it is handed the leadership), so the release never meets an unheld lock.
     """
 
-    __slots__ = ("alone", "done", "lead", "outcomes", "requests", "wake")
+    __slots__ = ("alone", "done", "gone", "lead", "outcomes", "requests", "wake")
 
     def __init__(self, requests: Sequence[R], *, alone: bool) -> None:
         self.requests = requests
         self.alone = alone  # committed as a batch of its own (submit_batch)
         self.done = False
+        self.gone = False  # its caller left by an exception: not a link of any wake chain
         self.lead = False  # handed the leadership: commit the queue
         self.outcomes: Sequence[T | BaseException] = ()
         self.wake = threading.Lock()
@@ -122,16 +123,26 @@ class GroupCommit(Generic[R, T]):
             # per arrival cost the leader a thread switch and a GIL hand-off each.
             if self._waiting and self._queued >= self._wanted:
                 self._arrived.notify()
-        while True:
-            if not slot.lead:
-                slot.wake.acquire()
-            if slot.done:
-                self._wake_next()
-                return slot.outcomes
-            slot.lead = False
-            self._lead(slot)
-            if slot.done:  # its own batch: nobody wakes it
-                return slot.outcomes
+        try:
+            while True:
+                if not slot.lead:
+                    slot.wake.acquire()
+                if slot.done:
+                    self._wake_next()
+                    return slot.outcomes
+                slot.lead = False
+                self._lead(slot)
+                if slot.done:  # its own batch: nobody wakes it
+                    return slot.outcomes
+        except BaseException:
+            # E.g. KeyboardInterrupt while waiting: this caller may have been the chain's
+            # next link (or be about to become one), so keep the chain going without it.
+            with self._lock:
+                slot.gone = True
+                if slot in self._acked:
+                    self._acked.remove(slot)
+            self._wake_next()
+            raise
 
     def _wake_next(self) -> None:
         """Wake the next caller whose commit returned (see :meth:`_lead`)."""
@@ -215,7 +226,7 @@ class GroupCommit(Generic[R, T]):
                 successor.lead = True
             else:
                 self._committing = False
-            self._acked.extend(slot for slot in batch if slot is not own)
+            self._acked.extend(slot for slot in batch if slot is not own and not slot.gone)
             following = self._acked.popleft() if self._acked else None
         if following is not None:
             following.wake.release()
