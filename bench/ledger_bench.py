@@ -17,6 +17,7 @@ import base64
 import hashlib
 import os
 import random
+import resource
 import sqlite3
 import tempfile
 import threading
@@ -43,9 +44,10 @@ FIELDS = {
 }
 
 
-def _appends(directory: Path, threads: int, per_thread: int) -> tuple[float, float, float]:
+def _appends(directory: Path, threads: int, per_thread: int) -> tuple[float, float, float, float]:
     """Durable appends with ``threads`` appenders: (per second, entries per commit, CPU
-    microseconds per entry: this process, every thread, user and system)."""
+    microseconds per entry: this process, every thread, user and system; thread switches
+    per entry, voluntary and not: group commit's cost beyond the work itself)."""
     key = Ed25519PrivateKey.generate()
     start_line = threading.Barrier(threads + 1)
     with ledger.Ledger.create(directory, origin=ORIGIN, signing_key=key) as log:
@@ -59,15 +61,18 @@ def _appends(directory: Path, threads: int, per_thread: int) -> tuple[float, flo
         for worker in workers:
             worker.start()
         start_line.wait()
+        before = resource.getrusage(resource.RUSAGE_SELF)
         start, cpu = time.perf_counter(), time.process_time()
         for worker in workers:
             worker.join()
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+        after = resource.getrusage(resource.RUSAGE_SELF)
     total = threads * per_thread
     with sqlite3.connect(directory / "ledger.sqlite") as db:  # one checkpoint per commit
         (commits,) = db.execute("SELECT COUNT(*) - 1 FROM checkpoints").fetchone()
     db.close()
-    return total / elapsed, total / max(1, commits), cpu / total * 1e6
+    switches = (after.ru_nvcsw - before.ru_nvcsw) + (after.ru_nivcsw - before.ru_nivcsw)
+    return total / elapsed, total / max(1, commits), cpu / total * 1e6, switches / total
 
 
 def _fsync_per_insert(path: Path, count: int, blob: bytes) -> float:
@@ -252,8 +257,11 @@ def ledger_table(entries: int, *, appends: int = 3_200, console: Console | None 
             # fsync latency drifts on shared disks: time the floor before and after, and
             # compare against the better of the two (the baseline's best case).
             floor = _fsync_per_insert(work / "bare1.sqlite", max(200, appends // 16), blob)
-            one, _, one_cpu = _appends(work / "one", 1, max(200, appends // 16))
-            many, per_commit, many_cpu = _appends(work / "many", 16, max(1, appends // 16))
+            one, _, one_cpu, _ = _appends(work / "one", 1, max(200, appends // 16))
+            many, per_commit, many_cpu, switches = _appends(
+                work / "many", 16, max(1, appends // 16)
+            )
+            load = os.getloadavg()[0]
             floor = max(
                 floor, _fsync_per_insert(work / "bare2.sqlite", max(200, appends // 16), blob)
             )
@@ -268,7 +276,8 @@ def ledger_table(entries: int, *, appends: int = 3_200, console: Console | None 
         rows.append(
             (
                 "durable appends, 16 appenders (group commit)",
-                f"{many:,.0f}/s ({per_commit:.1f} entries/commit, {many_cpu:,.0f} µs CPU/entry)",
+                f"{many:,.0f}/s ({per_commit:.1f} entries/commit, {many_cpu:,.0f} µs CPU/entry, "
+                f"{switches:.1f} thread switches/entry; load average {load:.1f})",
                 f"{floor:,.0f}/s (one fsync per insert, bare SQLite)",
                 f"{many / floor:.2f}×",
             )

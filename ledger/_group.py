@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -51,12 +52,13 @@ class _Slot(Generic[R, T]):
     when it is handed the leadership), so the release never meets an unheld lock.
     """
 
-    __slots__ = ("alone", "done", "lead", "outcomes", "requests", "wake")
+    __slots__ = ("alone", "done", "gone", "lead", "outcomes", "requests", "wake")
 
     def __init__(self, requests: Sequence[R], *, alone: bool) -> None:
         self.requests = requests
         self.alone = alone  # committed as a batch of its own (submit_batch)
         self.done = False
+        self.gone = False  # its caller left by an exception: not a link of any wake chain
         self.lead = False  # handed the leadership: commit the queue
         self.outcomes: Sequence[T | BaseException] = ()
         self.wake = threading.Lock()
@@ -90,6 +92,8 @@ class GroupCommit(Generic[R, T]):
         self._arrived = threading.Condition(self._lock)  # notified while a leader waits
         self._waiting = False
         self._queue: list[_Slot[R, T]] = []
+        self._queued = 0  # requests in the queue outside slots of their own
+        self._acked: deque[_Slot[R, T]] = deque()  # done, their callers not woken yet
         self._committing = False
         self._wanted = 1  # requests the next leader waits for (see _gather)
         self._last_seconds = 0.0  # how long the previous commit took
@@ -111,17 +115,41 @@ class GroupCommit(Generic[R, T]):
     def _wait(self, slot: _Slot[R, T]) -> Sequence[T | BaseException]:
         with self._lock:
             self._queue.append(slot)
+            if not slot.alone:
+                self._queued += len(slot.requests)
             slot.lead = not self._committing
             self._committing = True
-            if self._waiting:
+            # Wake a gathering leader only once what it waits for is there: one wake-up
+            # per arrival cost the leader a thread switch and a GIL hand-off each.
+            if self._waiting and self._queued >= self._wanted:
                 self._arrived.notify()
-        while True:
-            if not slot.lead:
-                slot.wake.acquire()
-            if slot.done:
-                return slot.outcomes
-            slot.lead = False
-            self._lead()
+        try:
+            while True:
+                if not slot.lead:
+                    slot.wake.acquire()
+                if slot.done:
+                    self._wake_next()
+                    return slot.outcomes
+                slot.lead = False
+                self._lead(slot)
+                if slot.done:  # its own batch: nobody wakes it
+                    return slot.outcomes
+        except BaseException:
+            # E.g. KeyboardInterrupt while waiting: this caller may have been the chain's
+            # next link (or be about to become one), so keep the chain going without it.
+            with self._lock:
+                slot.gone = True
+                if slot in self._acked:
+                    self._acked.remove(slot)
+            self._wake_next()
+            raise
+
+    def _wake_next(self) -> None:
+        """Wake the next caller whose commit returned (see :meth:`_lead`)."""
+        with self._lock:
+            following = self._acked.popleft() if self._acked else None
+        if following is not None:
+            following.wake.release()
 
     def _take(self) -> list[_Slot[R, T]]:
         """The next batch: queued slots in order, up to ``max_batch`` requests (lock held)."""
@@ -136,6 +164,8 @@ class GroupCommit(Generic[R, T]):
             batch.append(slot)
             count += len(slot.requests)
         del self._queue[: len(batch)]
+        if not (batch and batch[0].alone):
+            self._queued -= count
         return batch
 
     def _gather(self) -> None:
@@ -148,16 +178,25 @@ class GroupCommit(Generic[R, T]):
             while True:
                 if not self._queue or self._queue[0].alone:
                     return
-                queued = sum(len(slot.requests) for slot in self._queue if not slot.alone)
                 left = deadline - time.perf_counter()
-                if queued >= wanted or left <= 0:
+                if self._queued >= wanted or left <= 0:
                     return
                 self._arrived.wait(left)
         finally:
             self._waiting = False
 
-    def _lead(self) -> None:
-        """Commit one batch, acknowledge it, and hand the leadership on (or give it up)."""
+    def _lead(self, own: _Slot[R, T]) -> None:
+        """Commit one batch, acknowledge it, and hand the leadership on (or give it up).
+
+        The callers of the batch are woken one after the other, each by the one before
+        as it returns (:meth:`_wake_next`), not all at once by the leader: a woken
+        caller needs the GIL, and sixteen woken together each found it held, went back
+        to sleep on it and had to be woken a second time (3.8 thread switches per
+        append with 16 appenders, against 2.1), while the leader spent a wake-up call on
+        each before it could return. The chain never waits on anything but the GIL:
+        each caller wakes the next before returning, so all are woken however few
+        come back.
+        """
         with self._lock:
             self._gather()
             batch = self._take()
@@ -180,15 +219,16 @@ class GroupCommit(Generic[R, T]):
         with self._lock:
             # Who the next leader waits for: this batch's appenders (about to come back,
             # unless it was a bulk batch of its own) and whoever queued meanwhile.
-            queued = sum(len(slot.requests) for slot in self._queue if not slot.alone)
             returning = 0 if batch and batch[0].alone else len(requests)
-            self._wanted = max(1, min(returning + queued, self._max_batch))
+            self._wanted = max(1, min(returning + self._queued, self._max_batch))
             if self._queue:
                 successor = self._queue[0]
                 successor.lead = True
             else:
                 self._committing = False
-        for slot in batch:
-            slot.wake.release()
+            self._acked.extend(slot for slot in batch if slot is not own and not slot.gone)
+            following = self._acked.popleft() if self._acked else None
+        if following is not None:
+            following.wake.release()
         if successor is not None:
             successor.wake.release()

@@ -24,7 +24,7 @@ from ledger._batch import (
     signers_for,
 )
 from ledger._cosign import parse_witness_key, verify_cosignature
-from ledger._entry import GENESIS_PREV, LedgerEntry, format_time, prepare_event, splice_entry
+from ledger._entry import GENESIS_PREV, LedgerEntry, format_time, prepare_event, splice_next
 from ledger._errors import LedgerError, WitnessNotAccepted
 from ledger._group import GroupCommit
 from ledger._merkle import LEAF_PREFIX
@@ -261,24 +261,25 @@ class Ledger:
                 reader = _store.SqliteHashReader(connection)
                 stack = self._checked_frontier(connection, n, reader)
                 prev = GENESIS_PREV if n == 0 else self._previous_leaf(connection, n - 1, reader)
-            first_hash = _merkle.stored_hash_count(n)
+            first_index, first_hash = n, _merkle.stored_hash_count(n)
             now = format_time(datetime.now(UTC))
             outcomes: list[LedgerEntry | BaseException] = []
-            rows: list[tuple[int, bytes]] = []
+            rows: list[bytes] = []
             hashes: list[bytes] = []
             for event, change in requests:
                 if change is not None and not applicable(change, signers):
                     outcomes.append(LedgerError("the key change no longer applies"))
                     continue
                 try:
-                    entry = splice_entry(event, index=n, prev=prev, time=event.time or now)
+                    # n counts stored entries and prev is a leaf hash's hex: no re-check
+                    entry = splice_next(event, n, prev, event.time or now)
                 except LedgerError as exc:  # this request alone fails
                     outcomes.append(exc)
                     continue
                 data = entry.canonical()
                 leaf = sha256(LEAF_PREFIX + data).digest()  # RFC 9162 §2.1.1, no copy
                 _merkle.extend_frontier(stack, n, leaf, hashes)
-                rows.append((n, data))
+                rows.append(data)
                 outcomes.append(entry)
                 prev = leaf.hex()
                 n += 1
@@ -288,12 +289,9 @@ class Ledger:
             tips.append(Tip(version, n, list(stack), prev))
             if not rows:
                 return outcomes
+            _store.insert_run(connection, "entries", first_index, rows)
+            _store.insert_run(connection, "hashes", first_hash, hashes)
             with _store.sql_errors("appending"):
-                connection.executemany("INSERT INTO entries (idx, data) VALUES (?, ?)", rows)
-                connection.executemany(
-                    "INSERT INTO hashes (idx, hash) VALUES (?, ?)",
-                    enumerate(hashes, start=first_hash),
-                )
                 checkpoint = Checkpoint(self._origin, n, _merkle.frontier_root(stack))
                 note = sign_checkpoint_as(
                     checkpoint, [(vkey, private) for vkey, (_, private) in signed_by.items()]

@@ -209,6 +209,7 @@ class FaultyConnection:
     [
         ("COMMIT", "disk I/O error"),  # EIO from fsync at commit
         ("INSERT INTO entries", "database or disk is full"),
+        ("INSERT INTO hashes", "database or disk is full"),
         ("INSERT INTO checkpoints", "database or disk is full"),
     ],
 )

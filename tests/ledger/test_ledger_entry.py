@@ -442,6 +442,42 @@ def test_splicing_refuses_what_an_entry_refuses():
         splice_entry(big, index=10**15, prev="0" * 64, time=TIME)
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    fields=st.dictionaries(st.text(max_size=6), ASCII_HEAVY, max_size=4),
+    index=st.integers(0, 2**53 - 1),
+    prev=st.binary(min_size=32, max_size=32),
+)
+def test_the_committing_threads_splice_is_the_checked_splice(fields, index, prev):
+    """splice_next skips only the checks its caller's index and leaf hash make redundant."""
+    from ledger._entry import prepare_event, splice_entry, splice_next
+
+    try:
+        event = prepare_event("job.x", fields, None)
+    except LedgerError:
+        return
+    checked = splice_entry(event, index=index, prev=prev.hex(), time=TIME)
+    fast = splice_next(event, index, prev.hex(), TIME)
+    assert fast.canonical() == checked.canonical()
+    assert (fast.index, fast.type, fast.time, fast.prev) == (index, "job.x", TIME, prev.hex())
+    assert fast.fields is checked.fields
+
+
+def test_the_committing_threads_splice_still_refuses_bad_times_and_sizes():
+    from ledger._entry import prepare_event, splice_next
+
+    event = prepare_event("t", {"a": 1}, None)
+    for time in ("2026-11-22T10:00:00Z", "2026-13-22T10:00:00.000000Z"):
+        with pytest.raises(LedgerError, match="time"):
+            splice_next(event, 1, "0" * 64, time)
+    with pytest.raises(LedgerError, match="index"):
+        splice_next(event, 2**53, "0" * 64, TIME)
+    big = prepare_event("t", {"a": "x" * (MAX_ENTRY_BYTES - 156)}, None)  # 5 bytes to spare
+    splice_next(big, 10**4, "0" * 64, TIME)
+    with pytest.raises(LedgerError, match="larger"):
+        splice_next(big, 10**15, "0" * 64, TIME)
+
+
 @pytest.mark.parametrize(
     "fields",
     [

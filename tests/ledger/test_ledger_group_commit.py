@@ -7,10 +7,13 @@ writer on the same folder, a failed commit).
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 import threading
 import time
 from typing import Any
+
+import pytest
 
 from ledger import Ledger, verify_ledger
 from ledger._group import GroupCommit
@@ -70,6 +73,89 @@ def test_the_batching_window_is_bounded_when_appenders_leave():
         thread.join(60)
     assert sum(sizes) == 40 + 7 * 3
     assert sizes[-30:] == [1] * 30  # the survivor alone: one request per commit
+
+
+def test_every_caller_of_a_batch_returns_though_none_comes_back():
+    """Callers are woken one by another (a chain, not a herd): the chain must reach the
+    last caller of a batch even when every caller leaves after one request."""
+    sizes: list[int] = []
+
+    def commit(requests: Any) -> list[int]:
+        sizes.append(len(requests))
+        time.sleep(0.05)  # long enough for the others to queue behind the first
+        return [request * 10 for request in requests]
+
+    group: GroupCommit[int, int] = GroupCommit(commit, max_batch=64, max_wait=5.0)
+    results: dict[int, int] = {}
+    errors: list[BaseException] = []
+
+    def caller(n: int) -> None:
+        try:
+            results[n] = group.submit(n)
+        except BaseException as exc:  # e.g. a lock released twice
+            errors.append(exc)
+
+    for _ in range(3):
+        results.clear()
+        threads = [threading.Thread(target=caller, args=(n,), daemon=True) for n in range(12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert not any(thread.is_alive() for thread in threads)
+        assert results == {n: n * 10 for n in range(12)}
+    assert errors == []
+    assert max(sizes) > 1  # they did share commits
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_a_caller_interrupted_while_waiting_does_not_break_the_wake_chain():
+    """A caller that leaves by an exception (here a signal in the main thread) must not
+    stay a link of the chain that wakes its batch: the callers after it still return."""
+    started = threading.Event()
+
+    def commit(requests: Any) -> list[int]:
+        started.set()
+        time.sleep(0.4)  # the others queue up, and the main thread is interrupted
+        return [request * 10 for request in requests]
+
+    group: GroupCommit[int, int] = GroupCommit(commit, max_batch=64, max_wait=0.0)
+    results: dict[int, int] = {}
+
+    def caller(n: int) -> None:
+        results[n] = group.submit(n)
+
+    def interrupt(_signum: int, _frame: Any) -> None:
+        raise _Interrupted
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        first = threading.Thread(target=caller, args=(0,), daemon=True)
+        first.start()  # leads the first commit
+        assert started.wait(5)
+        second = threading.Thread(target=caller, args=(1,), daemon=True)
+        second.start()  # queued first: it leads the next commit
+        time.sleep(0.05)
+        main = threading.main_thread().ident
+        assert main is not None
+        threading.Timer(0.1, signal.pthread_kill, args=(main, signal.SIGINT)).start()
+        others = [threading.Thread(target=caller, args=(n,), daemon=True) for n in range(2, 8)]
+
+        def start_others() -> None:
+            for thread in others:
+                thread.start()
+
+        threading.Timer(0.05, start_others).start()  # they queue behind the main thread
+        with pytest.raises(_Interrupted):
+            group.submit(99)  # waits behind the second caller, in the same next batch
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    for thread in [first, second, *others]:
+        thread.join(10)
+    assert results == {n: n * 10 for n in range(8)}
 
 
 def _statements(led: Ledger) -> list[str]:

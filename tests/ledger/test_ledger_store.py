@@ -135,6 +135,41 @@ def test_a_failure_mid_append_rolls_everything_back(tmp_path, signing_key, monke
     assert verify_ledger(directory, key).size == 2
 
 
+@pytest.mark.parametrize("count", [0, 1, 63, 64, 65, 130])
+def test_runs_of_rows_are_inserted_whole_across_statement_chunks(count):
+    """insert_run writes multi-row INSERTs of up to ROWS_PER_INSERT rows: every value
+    lands at its own index, in order, whatever the chunking."""
+    from ledger import _store
+
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    for statement in _store.SCHEMA:
+        db.execute(statement)
+    values = [bytes([i % 256]) * 32 for i in range(count)]
+    _store.insert_run(db, "hashes", 7, values)
+    _store.insert_run(db, "entries", 3, [b"entry %d" % i for i in range(count)])
+    assert db.execute("SELECT idx, hash FROM hashes ORDER BY idx").fetchall() == [
+        (7 + i, value) for i, value in enumerate(values)
+    ]
+    assert db.execute("SELECT idx, data FROM entries ORDER BY idx").fetchall() == [
+        (3 + i, b"entry %d" % i) for i in range(count)
+    ]
+    _store.insert_run(db, "hashes", 7 + count, [b"z" * 32])
+    with pytest.raises(LedgerError, match="appending"):  # an index taken twice
+        _store.insert_run(db, "hashes", 6 + count, [b"x" * 32, b"y" * 32])
+
+
+@pytest.mark.parametrize("count", [1, 63, 64, 65, 129])
+def test_bulk_appends_across_statement_chunks_verify(tmp_path, signing_key, count):
+    directory = tmp_path / "l"
+    with Ledger.create(directory, origin=ORIGIN, signing_key=signing_key) as led:
+        led.append("first", {"n": -1})  # the batch starts at an odd index
+        entries = led.append_many([("t", {"n": n}) for n in range(count)])
+        assert [e.index for e in entries] == list(range(1, count + 1))
+        assert led.entries(1, count + 1) == entries
+        key = led.verifier_key
+    assert verify_ledger(directory, key).size == count + 1
+
+
 def test_create_refuses_an_existing_ledger_and_bad_arguments(tmp_path, signing_key):
     directory = tmp_path / "l"
     Ledger.create(directory, origin=ORIGIN, signing_key=signing_key).close()
