@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -371,7 +373,9 @@ def _wal_copy(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
-def test_a_torn_or_corrupt_last_commit_drops_only_that_commit(tmp_path, signing_key, damage):
+def test_a_torn_or_corrupt_last_commit_drops_only_that_commit(
+    tmp_path, signing_key, damage, request
+):
     """Every byte offset of the last commit's WAL frames: truncated there, or that byte
     flipped. Each time the ledger either opens without that commit (or, cut at its very
     end, with it), every earlier entry and checkpoint intact, or refuses with a clear error.
@@ -389,7 +393,11 @@ def test_a_torn_or_corrupt_last_commit_drops_only_that_commit(tmp_path, signing_
     assert len(commits) == 2 and 32 + frames * frame == len(wal)
     last_start = 32 + (commits[-2] + 1) * frame  # the last append's transaction
     offsets = range(last_start, len(wal) + (damage == "truncate"))
-    target = tmp_path / "copy"
+    # Thousands of damaged copies are written and opened: in memory where the system
+    # offers it (SQLite's recovery is what is under test, not the disk), else on disk.
+    scratch = Path(tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+    request.addfinalizer(lambda: shutil.rmtree(scratch, ignore_errors=True))
+    target = scratch / "copy"
     target.mkdir()
     (target / "ledger.sqlite").write_bytes(db)  # verification opens it read-only
     outcomes: dict[int, int] = {}  # size -> first offset that produced it
