@@ -40,7 +40,6 @@ from __future__ import annotations
 import math
 import sqlite3
 import threading
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from typing import Any
 
 from computations import DatasetSpec, Plan, parse_budget, plan_charge, release_key, zcdp_epsilon
 from indomain.errors import ConfigError, IndomainError
+from indomain.state_db import shared_connection, unsynced
 
 #: Charges are stored as integers of this many units per 1.0 epsilon (or delta).
 UNITS = 1_000_000_000
@@ -154,13 +154,7 @@ class Accountant:
         self.path = path
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
-        self._con = sqlite3.connect(
-            path, timeout=timeout_s, isolation_level=None, check_same_thread=False
-        )
-        # WAL, as the gateway's store sets for this file: record_release relies on it.
-        self._con.execute("PRAGMA journal_mode=WAL")
-        self._con.execute("PRAGMA synchronous=FULL")
-        weakref.finalize(self, self._con.close)
+        self._con = shared_connection(path, timeout_s=timeout_s, owner=self)
         with self._connect() as con:
             con.executescript(_SCHEMA)
             columns = {row[1] for row in con.execute("PRAGMA table_info(budget_charges)")}
@@ -304,15 +298,12 @@ class Accountant:
         the release again (``INSERT OR IGNORE``).
         """
         with self._connect() as con:
-            con.execute("PRAGMA synchronous=NORMAL")
-            try:
+            with unsynced(con):
                 con.execute(
                     "INSERT OR IGNORE INTO budget_releases"
                     " (enterprise, dataset, release_key, job_id) VALUES (?, ?, ?, ?)",
                     (enterprise, dataset, release_key, job_id),
                 )
-            finally:
-                con.execute("PRAGMA synchronous=FULL")
 
     def find_release(self, *, enterprise: str, dataset: str, release_key: str) -> str | None:
         """The job whose stored release answers ``release_key`` for this enterprise."""

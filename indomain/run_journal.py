@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from enclave import RunAttestation, RunOutput
 from indomain.errors import InternalError
+from indomain.state_db import shared_connection, unsynced
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS enclave_outputs (
@@ -43,13 +43,7 @@ class RunJournal:
         self.path = path
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
-        self._con = sqlite3.connect(
-            path, timeout=timeout_s, isolation_level=None, check_same_thread=False
-        )
-        # WAL, as the gateway's store sets for this file: discard relies on it.
-        self._con.execute("PRAGMA journal_mode=WAL")
-        self._con.execute("PRAGMA synchronous=FULL")
-        weakref.finalize(self, self._con.close)
+        self._con = shared_connection(path, timeout_s=timeout_s, owner=self)
         with self._connect() as con:
             con.execute(_SCHEMA)
 
@@ -94,13 +88,10 @@ class RunJournal:
             # Not fsynced (NORMAL: WAL order, synced at the next FULL commit or checkpoint):
             # a delete lost in a crash only brings back an output whose job has ended, which
             # the next call deletes again. Its fsync was on the path of every job (5-11 ms).
-            con.execute("PRAGMA synchronous=NORMAL")
-            try:
+            with unsynced(con):
                 con.executemany(
                     "DELETE FROM enclave_outputs WHERE job_id = ?", [(j,) for j in job_ids]
                 )
-            finally:
-                con.execute("PRAGMA synchronous=FULL")
 
 
 def _output(con: sqlite3.Connection, job_id: str) -> RunOutput | None:
