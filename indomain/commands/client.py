@@ -16,6 +16,8 @@ from indomain.commands.common import (
     console,
     err,
     errors,
+    param_types,
+    read_source,
     rows_table,
 )
 
@@ -125,30 +127,17 @@ def client_propose(
     from indomain.errors import ConfigError
 
     with errors():
-        if template is not None and module is None:
-            source = template
-        elif module is not None and template is None:
-            source = module
-        else:
+        source = template if template is not None else module
+        if source is None or (template is not None and module is not None):
             raise ConfigError("give exactly one of --template or --module")
-        try:
-            text = source.read_bytes().decode("utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read {source}: {exc.strerror}") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{source} is not UTF-8 text") from None
+        if template is not None and column:
+            raise ConfigError("--column is for modules; a template's columns are read from it")
+        if module is not None and param:
+            raise ConfigError("--param is for templates; a module takes job values")
+        parameters = param_types(param, ConfigError)
+        text = read_source(source, ConfigError)
         with _client(url, enterprise, key) as client:
             if template is not None:
-                if column:
-                    raise ConfigError(
-                        "--column is for modules; a template's columns are read from it"
-                    )
-                parameters = {}
-                for item in param or []:
-                    pname, sep, ptype = item.partition(":")
-                    if not sep:
-                        raise ConfigError(f"--param {item!r}: write name:type")
-                    parameters[pname] = ptype
                 stored = client.propose(
                     name=name,
                     template=text,
@@ -158,8 +147,6 @@ def client_propose(
                     expected_epsilon=epsilon,
                 )
             else:
-                if param:
-                    raise ConfigError("--param is for templates; a module takes job values")
                 stored = client.propose_module(
                     name=name,
                     module=text,

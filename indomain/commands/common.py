@@ -32,6 +32,28 @@ KeyOpt = Annotated[
 ]
 
 
+def read_source(path: Path, error: type[IndomainError]) -> str:
+    """The UTF-8 text of a file given on the command line (a template, a module);
+    raises ``error`` saying what was wrong with it."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise error(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise error(f"{path} is not UTF-8 text") from None
+
+
+def param_types(items: list[str] | None, error: type[IndomainError]) -> dict[str, str]:
+    """Template placeholders from repeated ``--param name:type`` options."""
+    types = {}
+    for item in items or []:
+        name, sep, kind = item.partition(":")
+        if not sep:
+            raise error(f"--param {item!r}: write name:type")
+        types[name] = kind
+    return types
+
+
 @contextmanager
 def errors() -> Iterator[None]:
     """Turn our errors into one clear line on stderr and the documented exit code."""

@@ -9,7 +9,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from indomain.commands.common import HomeOpt, console, errors, open_sandbox
+from indomain.commands.common import (
+    HomeOpt,
+    console,
+    errors,
+    open_sandbox,
+    param_types,
+    read_source,
+)
 
 review_app = typer.Typer(
     help="Reviewer: approve or reject proposed computations (two-person rule).",
@@ -75,16 +82,8 @@ def review_propose(
     from indomain.proposals import ProposalError
 
     with errors(), open_sandbox(home) as sandbox:
-        parameters = {}
-        for item in param or []:
-            pname, sep, ptype = item.partition(":")
-            if not sep:
-                raise ProposalError(f"--param {item!r}: write name:type")
-            parameters[pname] = ptype
-        try:
-            text = template.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ProposalError(f"cannot read {template}: {exc.strerror}") from None
+        parameters = param_types(param, ProposalError)
+        text = read_source(template, ProposalError)
         p = propose(
             sandbox,
             requester=requester,
@@ -115,12 +114,7 @@ def review_propose_module(
     from indomain.proposals import ProposalError
 
     with errors(), open_sandbox(home) as sandbox:
-        try:
-            source = module.read_bytes().decode("utf-8")
-        except OSError as exc:
-            raise ProposalError(f"cannot read {module}: {exc.strerror}") from None
-        except UnicodeDecodeError:
-            raise ProposalError(f"{module} is not UTF-8 text") from None
+        source = read_source(module, ProposalError)
         p = propose_module(
             sandbox,
             requester=requester,
