@@ -33,6 +33,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -145,23 +146,21 @@ def breakdown(rows: int, repeat: int, work: Path) -> list[tuple[str, str, str]]:
     ]
 
 
-def end_to_end(rows: int, repeat: int, work: Path) -> list[tuple[str, str, str, str]]:
-    """A signed job over HTTP on loopback, submit to verified result, against the same
-    GROUP BY in DuckDB on an unencrypted copy (a DuckDB file, and the Parquet file), with
-    the job's time split as the client sees it: submit (signature, policy, plan, budget,
-    ledger), run (waiting for the enclave and the ledger), result (download, receipt).
-    Timed with pre-started workers waiting (jobs a few seconds apart), and back to back."""
+def demo_sandbox(work: Path, rows: int) -> tuple[Any, Any, Path, float]:
+    """A sandbox in ``work/home`` holding ``rows`` synthetic residents, Acme Credit
+    registered and the demo policies applied: (sandbox, Acme's private key, the plain
+    Parquet file, seconds the import took)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from gateway import Client
     from indomain.demo_data import write_residents
     from indomain.sandbox import Sandbox
-    from indomain.server import serve_in_thread
 
     data, manifest = write_residents(work / "src", rows)
     sandbox = Sandbox.init(work / "home", origin="bench.indomain.example/ledger")
+    started = time.perf_counter()
     sandbox.import_dataset(data, name="residents", manifest=manifest)
+    imported = time.perf_counter() - started
     key = Ed25519PrivateKey.generate()
     pub = work / "acme.pub"
     pub.write_bytes(
@@ -171,6 +170,43 @@ def end_to_end(rows: int, repeat: int, work: Path) -> list[tuple[str, str, str, 
     )
     sandbox.register_enterprise("Acme Credit", pub)
     sandbox.apply_policies(Path(__file__).resolve().parent.parent / "indomain/demo/policies")
+    return sandbox, key, data, imported
+
+
+def timed_job(client: Any, ledger_key: str, i: int, *, poll: float = 0.1) -> tuple[float, ...]:
+    """Run the bench's query (alias ``i``) as a signed job: (submit, run, result, total)
+    seconds as the client sees them, the result's receipt verified. Raises if the job
+    failed, or was answered from a stored release (no run, so no honest timing of one):
+    give each job a new ``i``."""
+    start = time.perf_counter()
+    job_id = client.submit(
+        computation="aggregate",
+        dataset="residents",
+        purpose="credit_risk_model",
+        params={"sql": SQL.format(i=i)},
+    )["job_id"]
+    submitted = time.perf_counter()
+    state = client.wait(job_id, poll=poll)  # a long poll: answered when the job ends
+    ran = time.perf_counter()
+    if state["status"] != "succeeded":
+        raise RuntimeError(f"bench job {state['status']}: {state.get('error')}")
+    if state.get("reuse_of") or state.get("budget", {}).get("reuse_of"):
+        raise RuntimeError(f"bench job {job_id} was answered from a stored release")
+    client.result(job_id, ledger_key=ledger_key)
+    done = time.perf_counter()
+    return submitted - start, ran - submitted, done - ran, done - start
+
+
+def end_to_end(rows: int, repeat: int, work: Path) -> list[tuple[str, str, str, str]]:
+    """A signed job over HTTP on loopback, submit to verified result, against the same
+    GROUP BY in DuckDB on an unencrypted copy (a DuckDB file, and the Parquet file), with
+    the job's time split as the client sees it: submit (signature, policy, plan, budget,
+    ledger), run (waiting for the enclave and the ledger), result (download, receipt).
+    Timed with pre-started workers waiting (jobs a few seconds apart), and back to back."""
+    from gateway import Client
+    from indomain.server import serve_in_thread
+
+    sandbox, key, data, _ = demo_sandbox(work, rows)
     plain_sql = SQL.format(i=0)
     copy = duckdb.connect(str(work / "plain.duckdb"), config=BASELINE_CONFIG)
     copy.execute(f"CREATE TABLE residents AS SELECT * FROM read_parquet('{data}')")
@@ -200,30 +236,9 @@ def end_to_end(rows: int, repeat: int, work: Path) -> list[tuple[str, str, str, 
 
         def job(i: int) -> None:
             # A new alias each time: a repeat would be answered from the stored release.
-            start = time.perf_counter()
-            job_id = client.submit(
-                computation="aggregate",
-                dataset="residents",
-                purpose="credit_risk_model",
-                params={"sql": SQL.format(i=i)},
-            )["job_id"]
-            submitted = time.perf_counter()
-            state = client.wait(job_id)  # a long poll: answered when the job ends
-            ran = time.perf_counter()
-            if state["status"] != "succeeded":
-                raise RuntimeError(f"bench job {state['status']}: {state.get('error')}")
-            if state.get("reuse_of") or state.get("budget", {}).get("reuse_of"):
-                # Answered from a stored release: no run, so no honest timing of one.
-                raise RuntimeError(f"bench job {job_id} was answered from a stored release")
-            client.result(job_id, ledger_key=sandbox.verifier_key)
-            done = time.perf_counter()
-            for name, took in (
-                ("submit", submitted - start),
-                ("run", ran - submitted),
-                ("result", done - ran),
-                ("total", done - start),
-            ):
-                stages[name].append(took)
+            took = timed_job(client, sandbox.verifier_key, i)
+            for name, seconds in zip(("submit", "run", "result", "total"), took, strict=True):
+                stages[name].append(seconds)
 
         job(10_000)  # the first job starts the worker pool
         sandbox.enclave.warm()

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.aggregate_bench import SQL
+from bench.aggregate_bench import SQL, demo_sandbox, timed_job
 
 _times: dict[str, list[float]] = defaultdict(list)
 _lock = threading.Lock()
@@ -69,9 +69,6 @@ def _stopwatches(targets: list[tuple[Any, str, str]]) -> Iterator[None]:
 
 def http_phases(rows: int, repeat: int, work: Path) -> tuple[list[tuple[str, float]], Path]:
     """Best-of-``repeat`` phase times of HTTP jobs on ``rows`` rows (seconds)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     import enclave._enclave as enclave_mod
     import enclave._pool as pool_mod
     import gateway._app as app_mod
@@ -79,24 +76,10 @@ def http_phases(rows: int, repeat: int, work: Path) -> tuple[list[tuple[str, flo
     import indomain.execution as execution_mod
     from gateway import Client
     from indomain import budgets
-    from indomain.demo_data import write_residents
-    from indomain.sandbox import Sandbox
     from indomain.server import serve_in_thread
 
-    data, manifest = write_residents(work / "src", rows)
-    sandbox = Sandbox.init(work / "home", origin="bench.indomain.example/ledger")
-    started = time.perf_counter()
-    sandbox.import_dataset(data, name="residents", manifest=manifest)
-    print(f"import of {rows:,} rows: {time.perf_counter() - started:.1f} s")
-    key = Ed25519PrivateKey.generate()
-    pub = work / "acme.pub"
-    pub.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    sandbox.register_enterprise("Acme Credit", pub)
-    sandbox.apply_policies(Path(__file__).resolve().parent.parent / "indomain/demo/policies")
+    sandbox, key, _, imported = demo_sandbox(work, rows)
+    print(f"import of {rows:,} rows: {imported:.1f} s")
     ledger_cls = type(sandbox.ledger)
     targets = [
         (sandbox, "admit", "admission (all)"),
@@ -126,27 +109,18 @@ def http_phases(rows: int, repeat: int, work: Path) -> tuple[list[tuple[str, flo
     ):
 
         def job(i: int) -> None:
-            start = time.perf_counter()
-            job_id = client.submit(
-                computation="aggregate",
-                dataset="residents",
-                purpose="credit_risk_model",
-                params={"sql": SQL.format(i=i)},
-            )["job_id"]
-            submitted = time.perf_counter()
-            state = client.wait(job_id, poll=0.02)
-            ran = time.perf_counter()
-            assert state["status"] == "succeeded", state
-            assert not state.get("reuse_of") and not state.get("budget", {}).get("reuse_of")
-            client.result(job_id, ledger_key=sandbox.verifier_key)
-            done = time.perf_counter()
-            for name, took in (
-                ("client: submit", submitted - start),
-                ("client: wait for run", ran - submitted),
-                ("client: result + receipt check", done - ran),
-                ("client: total", done - start),
+            took = timed_job(client, sandbox.verifier_key, i, poll=0.02)
+            for name, seconds in zip(
+                (
+                    "client: submit",
+                    "client: wait for run",
+                    "client: result + receipt check",
+                    "client: total",
+                ),
+                took,
+                strict=True,
             ):
-                client_stages[name].append(took)
+                client_stages[name].append(seconds)
 
         job(10_000)  # starts the pool
         _times.clear()
