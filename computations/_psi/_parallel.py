@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from typing import Final
+from typing import Final, TypeVar
 
 from computations._psi._group import PsiError, blind_many, check_point, hash_many
 from computations._psi._shuffle import ShuffleProof, prove_shuffle
@@ -29,6 +29,8 @@ from computations._psi._shuffle import ShuffleProof, prove_shuffle
 PARALLEL_FROM: Final = 4096
 
 _Task = tuple[bytes, Sequence[bytes], bool]
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
 
 
 def cores() -> int:
@@ -45,6 +47,17 @@ def default_workers(items: int) -> int:
     if items < PARALLEL_FROM or "fork" not in multiprocessing.get_all_start_methods():
         return 1
     return cores()
+
+
+def map_in_order(fn: Callable[[_In], _Out], tasks: Sequence[_In], workers: int) -> list[_Out]:
+    """``fn`` of each task, in order: in this process when ``workers <= 1`` or there is
+    one task, else in up to ``workers`` forked processes. ``fn`` should return a failure
+    rather than raise it, so that a refusal reads the same from either path."""
+    if workers <= 1 or len(tasks) <= 1:
+        return [fn(task) for task in tasks]
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context) as pool:
+        return list(pool.map(fn, tasks))
 
 
 def _check_chunk(points: Sequence[object]) -> str | None:
@@ -159,12 +172,7 @@ def prove_all(
     tasks = [(key, group, session, label) for group, label in zip(groups, labels, strict=True)]
     points = sum(len(group) for group in groups)
     count = default_workers(points) if workers is None else max(1, int(workers))
-    if count <= 1 or len(tasks) <= 1:
-        made = [_prove_one(task) for task in tasks]
-    else:
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(min(count, len(tasks)), mp_context=context) as pool:
-            made = list(pool.map(_prove_one, tasks))
+    made = map_in_order(_prove_one, tasks, count)
     replies, proofs = [], []
     for result in made:
         if isinstance(result, str):

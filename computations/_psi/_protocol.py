@@ -34,10 +34,8 @@ what remains.
 from __future__ import annotations
 
 import math
-import multiprocessing
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 from computations._aggregate._noise import discrete_laplace
@@ -50,6 +48,7 @@ from computations._psi._parallel import (
     blind_all,
     check_all,
     hash_and_blind,
+    map_in_order,
     prove_all,
 )
 from computations._psi._rr import debias_counts, randomised_response
@@ -214,13 +213,7 @@ def verify_reply(
         (reply.key, tuple(o), group, proof, session, label)
         for group, o, proof, label in zip(reply.groups, offered, reply.proofs, labels, strict=True)
     ]
-    if workers <= 1 or len(tasks) <= 1:
-        failures = [_verify_one(task) for task in tasks]
-    else:
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context) as pool:
-            failures = list(pool.map(_verify_one, tasks))
-    for failure in failures:
+    for failure in map_in_order(_verify_one, tasks, workers):
         if failure is not None:
             raise PsiError(failure)
 
