@@ -63,7 +63,11 @@ def _answer(sql: str, target_is_f: bool) -> tuple[str, Any]:
         return "failed", str(exc)
     finally:
         con.close()
-    return "succeeded", (result.table.schema, result.table.num_rows)
+    # Which small groups pass the release threshold is the noise's business (the target's
+    # sex is one unit of a public-key group): only the schema and the big group are fixed.
+    names = result.table.schema.names
+    keys = set(result.table.column("sex").to_pylist()) if "sex" in names else {"f"}
+    return "succeeded", (result.table.schema, "f" in keys)
 
 
 @pytest.mark.slow
