@@ -10,7 +10,6 @@ list raised to one key, which is what lets a job be charged ε (``job_epsilon``)
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -18,6 +17,7 @@ from computations._encrypted._blobs import POINT_BYTES, digest_of, join_points, 
 from computations._encrypted._session import session_binding
 from computations._errors import ComputationError
 from computations._psi import PsiError, PsiReblinded
+from computations._psi._parallel import cores
 from computations._psi._protocol import verify_reply
 from computations._psi._shuffle import ShuffleProof, proof_size
 
@@ -57,6 +57,6 @@ def proved_reply(
         tuple(ShuffleProof.from_bytes(data, len(offered[0])) for data in proofs),
     )
     points = len(offered) * len(offered[0])
-    workers = min(len(offered), os.cpu_count() or 1) if points >= PARALLEL_FROM else 1
+    workers = min(len(offered), cores()) if points >= PARALLEL_FROM else 1
     verify_reply(reply, offered, session=session_binding(session), labels=labels, workers=workers)
     return reply

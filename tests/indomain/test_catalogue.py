@@ -99,6 +99,15 @@ def test_the_sample_holds_no_real_value_outside_public_domains(home: Path) -> No
         assert json.dumps(row, sort_keys=True, default=str) not in real_rows
 
 
+def test_the_sample_is_the_same_every_time_and_varies_within_columns(home: Path) -> None:
+    """A pure function of the manifest: asking twice gives the same rows, so a sample
+    cannot be averaged into anything; and it is not one made-up row repeated."""
+    first, second = entry(home, None), entry(home, None)
+    assert first["synthetic_sample"] == second["synthetic_sample"]
+    rows = first["synthetic_sample"]
+    assert any(len({json.dumps(r[c]) for r in rows}) > 1 for c in rows[0] if "id" not in c)
+
+
 def test_indomain_catalogue_command(home: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(
