@@ -319,7 +319,9 @@ def test_a_run_that_fails_inside_the_enclave_stays_charged_and_reads_the_same(
     is up, mid-run): each job stays charged, and two jobs whose WHERE would separate a
     hidden condition fail with the same words, on the API and on the ledger."""
     sandbox, acme, url = served
-    sandbox.enclave.timeout_s = 0.05
+    # A millisecond: a worker waiting ready answers such a job in 30-60 ms (measured
+    # under load), so the 50 ms this test had could let the run finish and the test fail.
+    sandbox.enclave.timeout_s = 0.001
     try:
         with Client(url, enterprise=ACME, private_key=acme) as client:
             failed = [

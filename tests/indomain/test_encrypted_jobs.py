@@ -395,7 +395,14 @@ def test_the_cli_opens_a_session_and_runs_a_group_sum(world: Encrypted, tmp_path
     assert opened.exit_code == 0, opened.output
     session = opened.stdout.strip().splitlines()[0]
     residents = _residents(world)
-    lines = ["identifier,value"] + [f"{i},{n % 9}" for n, i in enumerate(list(residents)[:2500])]
+    # Every resident, so that the minimum intersection (judged 3 sd under the debiased
+    # count) is met but for 5.3 sd of randomisation, about 6e-8 of runs (exact binomial);
+    # with 2,500 of them it was 4.6 sd, 2e-6 of runs.
+    keep = math.exp(0.5) / (1 + math.exp(0.5))  # epsilon 1 over a one-hot vector of bits
+    flip = 1 - keep
+    spread = math.sqrt(GROUPS * len(residents) * keep * flip) / (keep - flip)
+    assert len(residents) - 10 - 3 * spread > 5.3 * spread
+    lines = ["identifier,value"] + [f"{i},{n % 9}" for n, i in enumerate(residents)]
     data = tmp_path / "customers.csv"
     data.write_text("\n".join(lines) + "\n")
     summed = runner.invoke(

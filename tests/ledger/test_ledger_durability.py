@@ -301,7 +301,10 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_entry(tmp_path, signing
     budget = time.monotonic() + 12
     rounds = 0
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    while rounds < 40 and time.monotonic() < budget:
+    # Five rounds whatever the machine's speed (and until an append was acknowledged),
+    # more while 12 seconds last: on a loaded machine a child's start-up took seconds,
+    # fewer than five rounds fitted and the test failed.
+    while rounds < 40 and (rounds < 5 or not acknowledged or time.monotonic() < budget):
         child = subprocess.Popen(
             [
                 sys.executable,
@@ -339,7 +342,6 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_entry(tmp_path, signing
         assert report.size == size == report.checkpoint.size, f"seed {seed}"
         rounds += 1
     print(f"{rounds} SIGKILLs, {len(acknowledged)} acknowledged entries, seed {seed}")
-    assert rounds >= 5
     assert len(acknowledged) > 0
 
 

@@ -27,7 +27,11 @@ def test_appenders_acknowledged_together_are_committed_together_again():
 
     def commit(requests: Any) -> list[int]:
         sizes.append(len(requests))
-        time.sleep(0.05)  # an fsync: long enough for the others to come back
+        # A slow fsync, long enough for the others to come back: the window a leader
+        # waits is the last commit's duration. At 50 ms one thread woken late on a loaded
+        # machine broke the alignment for good (1 run in 150 at load 3-4); at 200 ms
+        # none of 60 had even one extra odd batch.
+        time.sleep(0.2)
         return list(requests)
 
     group: GroupCommit[int, int] = GroupCommit(commit, max_batch=64, max_wait=5.0)
