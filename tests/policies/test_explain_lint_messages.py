@@ -43,7 +43,7 @@ def test_a_denial_names_the_condition_that_failed() -> None:
 
 
 def test_an_expired_grant_names_the_time_condition() -> None:
-    explanation = explain(DEMO_SET, req(time=datetime(2028, 1, 1, tzinfo=UTC)))
+    explanation = explain(DEMO_SET, req(time=datetime(2037, 1, 1, tzinfo=UTC)))
     (failed,) = explanation.matched[0].failed()
     assert "context.now" in failed.text
 

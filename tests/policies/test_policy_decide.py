@@ -18,7 +18,7 @@ DEMO_SET = PolicySet.load(DEMO)
 SCHEMA = (DEMO / "schema.cedarschema").read_text(encoding="utf-8")
 
 BEFORE_EXPIRY = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
-EXPIRY = datetime(2027, 6, 30, tzinfo=UTC)
+EXPIRY = datetime(2036, 6, 30, tzinfo=UTC)
 
 
 # What the sandbox's registry supplies for a licensed enterprise and a classified dataset.
@@ -96,7 +96,7 @@ def test_another_purpose_is_denied() -> None:
 
 @pytest.mark.parametrize(
     "moment",
-    [EXPIRY, EXPIRY + timedelta(microseconds=1), datetime(2030, 1, 1, tzinfo=UTC)],
+    [EXPIRY, EXPIRY + timedelta(microseconds=1), datetime(2040, 1, 1, tzinfo=UTC)],
 )
 def test_at_or_after_expiry_is_denied(moment: datetime) -> None:
     req = request(time=moment)
@@ -106,10 +106,10 @@ def test_at_or_after_expiry_is_denied(moment: datetime) -> None:
 def test_expiry_is_compared_in_utc() -> None:
     # 01:00 on 30 June in UTC+2 is 23:00 on 29 June UTC: still before expiry.
     plus_two = timezone(timedelta(hours=2))
-    assert decide(DEMO_SET, request(time=datetime(2027, 6, 30, 1, 0, tzinfo=plus_two))).allowed
+    assert decide(DEMO_SET, request(time=datetime(2036, 6, 30, 1, 0, tzinfo=plus_two))).allowed
     # 23:00 on 29 June in UTC-2 is 01:00 on 30 June UTC: expired.
     minus_two = timezone(timedelta(hours=-2))
-    late = request(time=datetime(2027, 6, 29, 23, 0, tzinfo=minus_two))
+    late = request(time=datetime(2036, 6, 29, 23, 0, tzinfo=minus_two))
     assert not decide(DEMO_SET, late).allowed
 
 
