@@ -219,12 +219,14 @@ def _run_on(sql: str, spec: DatasetSpec, con: duckdb.DuckDBPyConnection) -> list
     return AGGREGATE.execute(plan, con, table="people", dataset=spec).table.to_pylist()
 
 
-def _reconstruction_spec(mode: str, dims: int) -> DatasetSpec:
+def _reconstruction_spec(mode: str, dims: int, epsilon: float = 1.0) -> DatasetSpec:
     columns: dict[str, Any] = {"person": {"class": "identifier"}}
     for j in range(dims):
         columns[f"d{j}"] = {"class": "quasi_identifier", "dimension": True}
     columns["secret"] = {"class": "sensitive", "bounds": [0, 1]}
     privacy: dict[str, Any] = {"mode": mode}
+    if mode == "dp":
+        privacy |= {"epsilon_per_job": epsilon}
     if mode == "threshold_only":
         privacy |= {"rounding_base": 1, "dominance": 1.0}
     return DatasetSpec.from_manifest(
@@ -233,18 +235,23 @@ def _reconstruction_spec(mode: str, dims: int) -> DatasetSpec:
     )
 
 
+#: A world where 300 exact answers pin down every secret (no two people share all their
+#: dimension values) and 85% right by chance is 55 of 64: about 2e-9 for coin flips.
+PEOPLE, DIMS = 64, 14
+
+
 def test_reconstruction_succeeds_on_exact_answers_and_fails_under_the_budget(
     connect: Connect, tmp_path: Path
 ) -> None:
     from indomain.budgets import Accountant, Budget, BudgetExhausted
 
-    table, _ = _reconstruction_world(people=24, dims=10, seed=3)
+    table, _ = _reconstruction_world(people=PEOPLE, dims=DIMS, seed=3)
     con = connect({"people": table})
-    exact = _reconstruct(_reconstruction_spec("threshold_only", 10), con, table, 300, seed=1)
+    exact_spec = _reconstruction_spec("threshold_only", DIMS)
+    exact = _reconstruct(exact_spec, con, table, 300, seed=1)
     assert exact == 1.0  # thresholds of 2 do not stop it: every secret recovered
 
     # Under DP, every query is charged before it runs; the budget (10 epsilon) admits 10.
-    spec = _reconstruction_spec("dp", 10)
     accountant, budget = Accountant(tmp_path / "state.sqlite"), Budget.parse("10/total")
     admitted = 0
     for i in range(300):
@@ -257,8 +264,13 @@ def test_reconstruction_succeeds_on_exact_answers_and_fails_under_the_budget(
             break
         admitted += 1
     assert admitted == 10
-    recovered = _reconstruct(spec, con, table, admitted, seed=1)
-    assert recovered < 0.85  # no better than a weak guess from ten noisy answers
+    # Ten queries are too few even answered exactly: here the budget is the defence.
+    assert _reconstruct(exact_spec, con, table, admitted, seed=1) < 0.85
+    # The same budget spent thin, as the 300 queries that recover everything when exact
+    # (epsilon 1/30 each): the noise is the defence. With no signal each secret is a coin
+    # flip, and 55 of 64 right has probability 2e-9; without the noise this fails (1.0).
+    thin = _reconstruction_spec("dp", DIMS, epsilon=10 / 300)
+    assert _reconstruct(thin, con, table, 300, seed=1) < 0.85
 
 
 # outliers, MAX/MIN, CASE and HAVING ------------------------------------------------------

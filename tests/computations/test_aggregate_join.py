@@ -323,8 +323,11 @@ def test_differencing_through_the_join_succeeds_without_dp(connect: Connect) -> 
 
 def test_differencing_through_the_join_is_bounded_by_epsilon(connect: Connect) -> None:
     """Neighbouring worlds differ only in the target's income (0 or 100000): two queries
-    at epsilon 1 each let the best test succeed with probability at most e^2/(1+e^2)."""
-    left, right = _people(minimum=2), _health()
+    at epsilon 0.25 each let the best test succeed with probability at most
+    e^0.5/(1+e^0.5) = 0.62. At epsilon 1 (bound 0.88) 100 trials could not fail: 0.88 plus
+    the tolerance is above 1. Here a defence that let the difference through (about 100%
+    right) fails by 8 sd, and the true mechanism stays within 6 sd of its bound."""
+    left, right = _people(minimum=2, epsilon_per_job=0.25), _health(epsilon_per_job=0.25)
     worlds = {
         0: _connect(connect, target_income=0),
         1: _connect(connect, target_income=100_000),
@@ -335,8 +338,10 @@ def test_differencing_through_the_join_is_bounded_by_epsilon(connect: Connect) -
         secret = rng.randrange(2)
         estimate = _tracker(left, right, worlds[secret])
         correct += int(estimate is not None and estimate > 50_000) == secret
-    bound = math.exp(2) / (1 + math.exp(2))
-    assert correct / trials <= bound + 4 * math.sqrt(bound * (1 - bound) / trials)
+    bound = math.exp(0.5) / (1 + math.exp(0.5))
+    tolerance = 6 * math.sqrt(bound * (1 - bound) / trials)
+    assert bound + tolerance < 0.95  # the test can fail
+    assert correct / trials <= bound + tolerance
 
 
 def test_a_plan_altered_to_join_elsewhere_does_not_run(connect: Connect) -> None:
