@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-import random
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests._ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -24,26 +24,8 @@ def _tour_script() -> str:
     return match.group(1)
 
 
-def _free_port() -> int:
-    """A free loopback port below the kernel's ephemeral range. A port from that range
-    (a bind to port 0) can be handed to another socket's connect() in the seconds before
-    the gateway binds it; one below it is taken only by an explicit bind."""
-    ranges = Path("/proc/sys/net/ipv4/ip_local_port_range")
-    low = int(ranges.read_text().split()[0]) if ranges.exists() else 32768
-    for port in random.Random().sample(range(max(1024, low - 10_000), low), 200):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    with socket.socket() as s:  # all taken: any free port, as before
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_the_readme_tour_runs_as_written(tmp_path: Path) -> None:
-    script = _tour_script().replace("8765", str(_free_port()))
+    script = _tour_script().replace("8765", str(free_port()))
     (tmp_path / ".venv").symlink_to(Path(sys.prefix))
     (tmp_path / "indomain").symlink_to(ROOT / "indomain")
     env = {k: v for k, v in os.environ.items() if not k.startswith("INDOMAIN_")}

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -19,6 +17,7 @@ import pytest
 
 import ledger
 from indomain.demo_data import write_residents
+from tests._ports import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -37,24 +36,6 @@ def indomain(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
         env={**os.environ, "COLUMNS": "200", **(env or {})},
         timeout=300,
     )
-
-
-def _free_port() -> int:
-    """A free loopback port below the kernel's ephemeral range. A port from that range
-    (a bind to port 0) can be handed to another socket's connect() in the seconds before
-    the gateway binds it; one below it is taken only by an explicit bind."""
-    ranges = Path("/proc/sys/net/ipv4/ip_local_port_range")
-    low = int(ranges.read_text().split()[0]) if ranges.exists() else 32768
-    for port in random.Random().sample(range(max(1024, low - 10_000), low), 200):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    with socket.socket() as s:  # all taken: any free port, as before
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +71,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]
     applied = indomain("policy", "apply", str(DEMO_POLICIES), "--home", str(root))
     assert applied.returncode == 0, applied.stderr
 
-    port = _free_port()
+    port = free_port()
     log = (base / "gateway.log").open("wb")
     server = subprocess.Popen(
         [sys.executable, "-m", "indomain.cli", "serve", "--home", str(root), "--port", str(port)],
