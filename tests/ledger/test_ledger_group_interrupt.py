@@ -27,7 +27,7 @@ from ledger._group import GroupCommit
 from ledger._merkle import leaf_hash, root_from_leaf_hashes
 from tests.ledger.conftest import ORIGIN
 
-DEADLINE = 10.0  # seconds an appender may take to be answered (a hang fails the test)
+DEADLINE = 10.0  # seconds all appenders may take to be answered (a hang fails the test)
 
 
 class _Interrupted(Exception):
@@ -65,8 +65,9 @@ def _start_later(seconds: float, threads: Sequence[threading.Thread]) -> threadi
 
 
 def _join_all(threads: Sequence[threading.Thread]) -> None:
+    end = time.monotonic() + DEADLINE
     for thread in threads:
-        thread.join(DEADLINE)
+        thread.join(max(0.0, end - time.monotonic()))
     hung = [thread.name for thread in threads if thread.is_alive()]
     assert hung == [], f"appenders never answered (the group commit hangs): {hung}"
 
@@ -92,7 +93,7 @@ def test_a_caller_interrupted_while_first_in_the_queue_is_not_made_the_next_lead
     would be handed the leadership, which nobody then takes up, and everyone queued
     behind it waits forever. It must leave the queue instead; its request is not
     committed (nobody is there to hear about it)."""
-    commit = _SlowFirstCommit(0.5)
+    commit = _SlowFirstCommit(1.0)
     group: GroupCommit[int, int] = GroupCommit(commit, max_batch=64, max_wait=0.0)
     results: dict[int, int] = {}
 
@@ -100,11 +101,11 @@ def test_a_caller_interrupted_while_first_in_the_queue_is_not_made_the_next_lead
         results[n] = group.submit(n)
 
     first = threading.Thread(target=caller, args=(0,), daemon=True)
-    first.start()  # leads the first commit, which takes 0.5 s
+    first.start()  # leads the first commit, which takes 1 s
     assert commit.started.wait(5)
     others = [threading.Thread(target=caller, args=(n,), daemon=True) for n in range(1, 8)]
     starter = _start_later(0.05, others)  # they queue behind the main thread
-    with _interrupt_main_after(0.2), pytest.raises(_Interrupted):
+    with _interrupt_main_after(0.4), pytest.raises(_Interrupted):
         group.submit(99)  # first in the queue: the next leader, had it not left
     starter.join()
     _join_all([first, *others])
@@ -116,7 +117,7 @@ def test_a_caller_interrupted_while_first_in_the_queue_is_not_made_the_next_lead
 def test_a_leader_interrupted_while_gathering_its_batch_hands_the_leadership_on():
     """The interrupted caller leads and waits for the appenders of the last commit to come
     back (the batching window): the callers queued behind it must get a leader."""
-    commit = _SlowFirstCommit(0.4)
+    commit = _SlowFirstCommit(1.0)
     group: GroupCommit[int, int] = GroupCommit(commit, max_batch=64, max_wait=5.0)
     results: dict[int, int] = {}
 
@@ -128,10 +129,11 @@ def test_a_leader_interrupted_while_gathering_its_batch_hands_the_leadership_on(
     assert commit.started.wait(5)
     behind = [threading.Thread(target=caller, args=(n,), daemon=True) for n in (1, 2)]
     starter = _start_later(0.05, behind)
-    # The main thread is first in the queue, so it leads next; that commit expects the
-    # three callers of this one back (itself, 1 and 2 are queued, 0 does not come back)
-    # and gathers for up to 0.4 s: the signal comes in the middle of that wait.
-    with _interrupt_main_after(0.6), pytest.raises(_Interrupted):
+    # The main thread is first in the queue, so it leads next; it waits for four requests
+    # (the three queued, itself, 1 and 2, and caller 0's next one, which never comes)
+    # and gathers for up to 1 s (as long as the last commit took): the signal comes in
+    # the middle of that wait.
+    with _interrupt_main_after(1.5), pytest.raises(_Interrupted):
         group.submit(99)
     starter.join()
     _join_all([first, *behind])
@@ -221,7 +223,7 @@ def test_a_ledger_appender_interrupted_in_the_queue_leaves_the_others_acknowledg
 ) -> None:
     directory = tmp_path / "l"
     led = Ledger.create(directory, origin=ORIGIN, signing_key=signing_key)
-    started = _slow_commits(led, 0.4)
+    started = _slow_commits(led, 1.0)
     acked: dict[int, int] = {}
 
     def appender(seq: int) -> None:
@@ -232,7 +234,7 @@ def test_a_ledger_appender_interrupted_in_the_queue_leaves_the_others_acknowledg
     assert started.wait(5)
     others = [threading.Thread(target=appender, args=(n,), daemon=True) for n in range(1, 12)]
     starter = _start_later(0.05, others)
-    with _interrupt_main_after(0.2), pytest.raises(_Interrupted):
+    with _interrupt_main_after(0.4), pytest.raises(_Interrupted):
         led.append("test.event", {"seq": 99})  # first in the queue
     starter.join()
     _join_all([first, *others])
