@@ -94,7 +94,7 @@ class GroupCommit(Generic[R, T]):
         self._queue: list[_Slot[R, T]] = []
         self._queued = 0  # requests in the queue outside slots of their own
         self._acked: deque[_Slot[R, T]] = deque()  # done, their callers not woken yet
-        self._committing = False
+        self._leader: _Slot[R, T] | None = None  # the caller entitled to commit the queue
         self._wanted = 1  # requests the next leader waits for (see _gather)
         self._last_seconds = 0.0  # how long the previous commit took
 
@@ -113,17 +113,18 @@ class GroupCommit(Generic[R, T]):
         return self._wait(_Slot(list(requests), alone=True))
 
     def _wait(self, slot: _Slot[R, T]) -> Sequence[T | BaseException]:
-        with self._lock:
-            self._queue.append(slot)
-            if not slot.alone:
-                self._queued += len(slot.requests)
-            slot.lead = not self._committing
-            self._committing = True
-            # Wake a gathering leader only once what it waits for is there: one wake-up
-            # per arrival cost the leader a thread switch and a GIL hand-off each.
-            if self._waiting and self._queued >= self._wanted:
-                self._arrived.notify()
         try:
+            with self._lock:
+                self._queue.append(slot)
+                if not slot.alone:
+                    self._queued += len(slot.requests)
+                if self._leader is None:
+                    self._leader = slot
+                    slot.lead = True
+                # Wake a gathering leader only once what it waits for is there: one wake-up
+                # per arrival cost the leader a thread switch and a GIL hand-off each.
+                if self._waiting and self._queued >= self._wanted:
+                    self._arrived.notify()
             while True:
                 if not slot.lead:
                     slot.wake.acquire()
@@ -135,14 +136,43 @@ class GroupCommit(Generic[R, T]):
                 if slot.done:  # its own batch: nobody wakes it
                     return slot.outcomes
         except BaseException:
-            # E.g. KeyboardInterrupt while waiting: this caller may have been the chain's
-            # next link (or be about to become one), so keep the chain going without it.
+            # E.g. KeyboardInterrupt while waiting: see _leave.
             with self._lock:
-                slot.gone = True
-                if slot in self._acked:
-                    self._acked.remove(slot)
+                successor = self._leave(slot)
+            if successor is not None:
+                successor.wake.release()
             self._wake_next()
             raise
+
+    def _leave(self, slot: _Slot[R, T]) -> _Slot[R, T] | None:
+        """Take a caller that leaves by an exception out of every role (lock held).
+
+        Still queued, its requests leave the queue: nobody would hear how they ended, and
+        left there it could be handed the leadership, which nobody would then take up,
+        so every appender queued behind it would wait forever. If it holds the
+        leadership it hands it on: returns the new leader, whose ``wake`` the caller
+        releases. Already in a batch being committed, its requests are committed with it
+        (durable, though nobody hears); done but not woken yet, it leaves the wake
+        chain (the caller wakes the next link, :meth:`_wake_next`).
+        """
+        slot.gone = True
+        if slot in self._queue:
+            self._queue.remove(slot)
+            if not slot.alone:
+                self._queued -= len(slot.requests)
+        if slot in self._acked:
+            self._acked.remove(slot)
+        if self._leader is not slot:
+            return None
+        return self._hand_on()
+
+    def _hand_on(self) -> _Slot[R, T] | None:
+        """Make the first queued caller the leader, or nobody (lock held); return it."""
+        successor = self._queue[0] if self._queue else None
+        self._leader = successor
+        if successor is not None:
+            successor.lead = True
+        return successor
 
     def _wake_next(self) -> None:
         """Wake the next caller whose commit returned (see :meth:`_lead`)."""
@@ -197,36 +227,54 @@ class GroupCommit(Generic[R, T]):
         each caller wakes the next before returning, so all are woken however few
         come back.
         """
-        with self._lock:
-            self._gather()
-            batch = self._take()
-        requests = [request for slot in batch for request in slot.requests]
-        outcomes: Sequence[T | BaseException]
-        started = time.perf_counter()
+        batch: list[_Slot[R, T]] = []
+        outcomes: Sequence[T | BaseException] | None = None
         try:
-            outcomes = self._commit(requests)
-            if len(outcomes) != len(requests):
-                raise InternalError("a group commit returned the wrong number of outcomes")
-        except BaseException as exc:  # every waiter must hear of it
-            outcomes = [exc] * len(requests)
-        self._last_seconds = time.perf_counter() - started
-        position = 0
-        for slot in batch:
-            slot.outcomes = outcomes[position : position + len(slot.requests)]
-            position += len(slot.requests)
-            slot.done = True
-        successor: _Slot[R, T] | None = None
+            with self._lock:
+                self._gather()
+                batch = self._take()
+            requests = [request for slot in batch for request in slot.requests]
+            started = time.perf_counter()
+            try:
+                outcomes = self._commit(requests)
+                if len(outcomes) != len(requests):
+                    raise InternalError("a group commit returned the wrong number of outcomes")
+            except BaseException as exc:  # every waiter must hear of it
+                outcomes = [exc] * len(requests)
+            self._last_seconds = time.perf_counter() - started
+        finally:
+            # Also when this leader leaves by an exception (KeyboardInterrupt while it
+            # gathers): a batch it took but did not commit goes back to the queue's head.
+            self._finish(own, batch, outcomes)
+
+    def _finish(
+        self,
+        own: _Slot[R, T],
+        batch: list[_Slot[R, T]],
+        outcomes: Sequence[T | BaseException] | None,
+    ) -> None:
+        """Answer a committed batch (or requeue an uncommitted one), hand the leadership
+        on, and wake the first caller of the batch (see :meth:`_lead`)."""
+        if outcomes is not None:
+            position = 0
+            for slot in batch:
+                slot.outcomes = outcomes[position : position + len(slot.requests)]
+                position += len(slot.requests)
+                slot.done = True
         with self._lock:
-            # Who the next leader waits for: this batch's appenders (about to come back,
-            # unless it was a bulk batch of its own) and whoever queued meanwhile.
-            returning = 0 if batch and batch[0].alone else len(requests)
-            self._wanted = max(1, min(returning + self._queued, self._max_batch))
-            if self._queue:
-                successor = self._queue[0]
-                successor.lead = True
+            if outcomes is None:  # this leader is leaving by an exception
+                back = [slot for slot in batch if slot is not own and not slot.gone]
+                self._queue[:0] = back
+                if back and not back[0].alone:
+                    self._queued += sum(len(slot.requests) for slot in back)
+                successor = self._leave(own)
             else:
-                self._committing = False
-            self._acked.extend(slot for slot in batch if slot is not own and not slot.gone)
+                # Who the next leader waits for: this batch's appenders (about to come
+                # back, unless it was a bulk batch of its own) and whoever queued meanwhile.
+                returning = 0 if batch and batch[0].alone else len(outcomes)
+                self._wanted = max(1, min(returning + self._queued, self._max_batch))
+                self._acked.extend(slot for slot in batch if slot is not own and not slot.gone)
+                successor = self._hand_on()
             following = self._acked.popleft() if self._acked else None
         if following is not None:
             following.wake.release()

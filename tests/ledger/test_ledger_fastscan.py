@@ -127,6 +127,29 @@ def test_a_float_or_unsafe_integer_anywhere_leaves_the_chunk_to_the_slow_path():
 
 
 @pytest.mark.parametrize(
+    "number", [b"9007199254740992", b"-9007199254740992", b"12345678901234567890123"]
+)
+def test_an_unsafe_integer_anywhere_leaves_the_chunk_to_the_slow_path(number):
+    """Hand-made (no entry can be created with one): directly in the fields, in an array,
+    in a nested object. The decoder takes any integer; only the walk refuses these."""
+    for value in (number, b"[1," + number + b"]", b'{"y":' + number + b"}"):
+        blobs = chain([{"a": 1}, {"a": 2}, {"x": "PLACEHOLDER"}], 0, ZERO)
+        blobs[-1] = blobs[-1].replace(b'"PLACEHOLDER"', value)  # the last: nobody names it
+        assert quick_chunk(blobs, 0) is None
+        assert per_entry(blobs, 0) is None
+
+
+def test_long_digit_runs_that_are_no_unsafe_number_keep_the_fast_path():
+    """The byte scan for numbers of 16 digits or more also fires on strings and on the
+    largest safe integer; the walk then accepts them."""
+    fields = [{"note": "at:12345678901234567890"}, {"n": 2**53 - 1}, {"v": [-(2**53) + 1]}]
+    blobs = chain(fields, 0, ZERO)
+    quick = quick_chunk(blobs, 0)
+    assert quick is not None
+    assert quick[0] == per_entry(blobs, 0)
+
+
+@pytest.mark.parametrize(
     "spoil",
     [
         lambda d: d.replace(b'"fields":', b'"fields" :', 1),  # whitespace
