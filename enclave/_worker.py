@@ -35,6 +35,7 @@ from computations import (
     join_partner,
     runner_for,
     set_enclave_secret,
+    stored_clamps,
     table_to_ipc,
     warm_up,
 )
@@ -129,18 +130,30 @@ def _import(request: dict[str, Any], con: Any) -> dict[str, Any]:
         unique, complete = con.execute(
             f"SELECT COUNT({unit}) = COUNT(DISTINCT {unit}), COUNT(*) = COUNT({unit}) FROM {table}"
         ).fetchone()
+        ranges = _value_ranges(con, table, spec)
+        types = {row[0]: row[1] for row in con.execute(f"DESCRIBE {table}").fetchall()}
+        # A clamped copy of each column some value takes outside its bounds, so that a run
+        # reads it instead of clamping every row (computations' stored_clamps). After the
+        # content hash and the column types: the copies are derived, not the dataset.
+        clamps = stored_clamps(
+            spec, column_types=types, value_ranges={c: (lo, hi) for c, (lo, hi) in ranges.items()}
+        )
+        for copy, clamp, _ in clamps.values():
+            copy_column = _engine.quote_ident(copy)
+            con.execute(f"ALTER TABLE {table} ADD COLUMN {copy_column} BIGINT")
+            con.execute(f"UPDATE {table} SET {copy_column} = {clamp}")
         con.execute(
             f"INSERT INTO {_ALIAS}.{_engine.META_TABLE} VALUES ('dataset', ?), ('content_hash', ?),"
-            " ('unit_unique', ?), ('unit_complete', ?), ('value_ranges', ?)",
+            " ('unit_unique', ?), ('unit_complete', ?), ('value_ranges', ?), ('clamped', ?)",
             [
                 spec.name,
                 digest,
                 _flag(unique),
                 _flag(complete),
-                json.dumps(_value_ranges(con, table, spec)),
+                json.dumps(ranges),
+                json.dumps({c: list(bounds) for c, (_, _, bounds) in clamps.items()}),
             ],
         )
-        types = {row[0]: row[1] for row in con.execute(f"DESCRIBE {table}").fetchall()}
         con.execute(f"CHECKPOINT {_ALIAS}")
         con.execute(f"DETACH {_ALIAS}")
     finally:
@@ -190,7 +203,8 @@ def _value_ranges(con: Any, table: str, spec: DatasetSpec) -> dict[str, list[int
 
 
 def _stored_ranges(raw: str | None) -> dict[str, tuple[int, int]]:
-    """``value_ranges`` from the meta table; absent or unreadable reads as none measured."""
+    """``value_ranges`` (or ``clamped``: the bounds of each stored clamped copy) from the
+    meta table; absent or unreadable reads as none measured (or none stored)."""
     try:
         data = json.loads(raw) if raw else {}
         return {
@@ -249,6 +263,7 @@ def _run(request: dict[str, Any], network_isolated: bool, con: Any) -> dict[str,
         extra = {
             "unit_complete": stored.get("unit_complete") == "true",
             "value_ranges": _stored_ranges(stored.get("value_ranges")),
+            "clamped": _stored_ranges(stored.get("clamped")),  # the same shape: column: [lo, hi]
         }
     _engine.lock_down(con)
     result = computation.execute(

@@ -154,6 +154,7 @@ class Aggregate:
         unit_unique: bool = False,
         unit_complete: bool = False,
         value_ranges: Mapping[str, tuple[int, int]] | None = None,
+        clamped: Mapping[str, tuple[int, int]] | None = None,
         partner: DatasetSpec | None = None,
         partner_table: str | None = None,
     ) -> ComputationResult:
@@ -168,6 +169,10 @@ class Aggregate:
         ``value_ranges`` (enclave only, measured at import): each integer column's smallest
         and largest value; a column within its declared bounds is not clamped row by row
         (the identity there). A range narrower than the data would leave values unclamped.
+        ``clamped`` (enclave only, written at import by :func:`stored_clamps`): columns whose
+        clamped copy the table holds, with the bounds it was clamped to; a copy clamped to
+        the manifest's bounds is read instead of clamping each row. A copy that does not
+        hold what its bounds say would leave values unclamped.
         A plan that joins needs ``partner`` (its spec) and ``partner_table``; the join is
         made on keys that occur once in the partner (``_join.py``), and the notes say how
         many keys were left out as duplicates.
@@ -191,6 +196,7 @@ class Aggregate:
                 unit_unique=unit_unique,
                 unit_complete=unit_complete,
                 value_ranges=value_ranges or {},
+                clamped=clamped or {},
             )
         if partner is None or partner_table is None or partner.name != body.join.dataset:
             raise ComputationError(f"the plan joins {body.join.dataset!r}: give its table")

@@ -34,6 +34,7 @@ from computations._aggregate._noise import (
     quantile_grid,
 )
 from computations._aggregate._sql import (
+    INTEGER_TYPES,
     UNITS,
     Measure,
     bounded_sql,
@@ -79,6 +80,7 @@ def run(
     unit_unique: bool = False,
     unit_complete: bool = False,
     value_ranges: Mapping[str, tuple[int, int]] | None = None,
+    clamped: Mapping[str, tuple[int, int]] | None = None,
 ) -> ComputationResult:
     """Run ``body`` on ``con`` and release it under ``body.privacy``.
 
@@ -95,6 +97,7 @@ def run(
         unit_unique=unit_unique,
         unit_complete=unit_complete,
         value_ranges=value_ranges or {},
+        clamped=clamped or {},
     )
 
 
@@ -119,6 +122,7 @@ def _dp(
     unit_unique: bool,
     unit_complete: bool,
     value_ranges: Mapping[str, tuple[int, int]],
+    clamped: Mapping[str, tuple[int, int]],
 ) -> ComputationResult:
     rules, privacy = dataset.privacy, body.privacy
     sql = bounded_sql(
@@ -128,6 +132,7 @@ def _dp(
         unit_unique=unit_unique,
         unit_complete=unit_complete,
         value_ranges=value_ranges,
+        clamped=clamped,
         integer_columns=_integer_columns(con, table),
     )
     raw = _query(con, sql)
@@ -289,19 +294,13 @@ def _dp(
     return _result(body, columns, types, stated, withheld, notes)
 
 
-#: Column types clamped as integers; wider ones (HUGEINT, UBIGINT) take the DOUBLE path.
-_INTEGER_TYPES = frozenset(
-    {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER"}
-)
-
-
 def _integer_columns(con: duckdb.DuckDBPyConnection, table: str | exp.Expr) -> frozenset[str]:
     """The columns of ``table`` stored as integers (schema only, no row is read)."""
     try:
         described = con.execute(schema_sql(table)).description or []
     except duckdb.Error:
         raise ComputationError(RUN_FAILED) from None
-    return frozenset(str(d[0]) for d in described if str(d[1]).upper() in _INTEGER_TYPES)
+    return frozenset(str(d[0]) for d in described if str(d[1]).upper() in INTEGER_TYPES)
 
 
 def _group_type(stored: pa.DataType, values: list[Any]) -> pa.DataType:

@@ -130,7 +130,14 @@ def test_an_outlier_is_clamped_although_the_other_values_need_no_clamp(tmp_path:
         con, enclave.datasets_dir / record.file, key, alias="ds", read_only=True
     )
     stored = dict(con.execute(f"SELECT key, value FROM ds.{_engine.META_TABLE}").fetchall())
+    copy = con.execute(
+        'SELECT MIN("indomain:clamped:income"), MAX("indomain:clamped:income") FROM ds.people'
+    ).fetchone()
     con.close()
+    # The clamped copy the run reads instead of clamping each row; not part of the dataset.
+    assert stored["clamped"] == '{"income": [0, 500000]}'
+    assert copy == (1000, 500000)
+    assert sorted(record.column_types) == ["income", "person_id", "town"]
 
     plan = get_computation("aggregate").check(
         {"sql": "SELECT town, SUM(income) AS s FROM people GROUP BY town"}, spec
