@@ -11,9 +11,9 @@ Other parts import only from here.
 """
 
 from computations._aggregate import PlanCharge, join_partner, release_key
+from computations._aggregate._clamp import stored_clamps
 from computations._aggregate._execute import privacy_statement
 from computations._aggregate._noise import zcdp_epsilon
-from computations._aggregate._sql import stored_clamps
 from computations._arrow import table_from_ipc, table_to_ipc, table_to_rows
 from computations._computation import Computation
 from computations._dataset import ColumnClass, ColumnSpec, DatasetSpec, PrivacyRules, parse_budget

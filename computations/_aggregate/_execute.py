@@ -22,6 +22,8 @@ import pyarrow as pa
 from sqlglot import exp
 
 from computations._aggregate._body import AggregateBody, AggregateOutput, GroupOutput
+from computations._aggregate._clamp import INTEGER_TYPES
+from computations._aggregate._nodes import scaled_bounds
 from computations._aggregate._noise import (
     discrete_gaussian,
     discrete_laplace,
@@ -34,7 +36,6 @@ from computations._aggregate._noise import (
     quantile_grid,
 )
 from computations._aggregate._sql import (
-    INTEGER_TYPES,
     UNITS,
     Measure,
     bounded_sql,
@@ -214,7 +215,7 @@ def _dp(
                     private_quantile(
                         exact[m][i],
                         alpha=alpha,
-                        bounds=_scaled_bounds(spec.bounds, spec.decimals),
+                        bounds=scaled_bounds(spec.bounds, spec.decimals),
                         rows_per_unit=rules.max_rows_per_unit,
                         epsilon=per_group / len(found),
                     )
@@ -334,12 +335,8 @@ def _all_public_keys(
     return combos, filled
 
 
-def _scaled_bounds(bounds: tuple[float, float], decimals: int) -> tuple[int, int]:
-    return round(bounds[0] * 10**decimals), round(bounds[1] * 10**decimals)
-
-
 def _grid_step(spec: Any) -> int:
-    grid = quantile_grid(_scaled_bounds(spec.bounds, spec.decimals))
+    grid = quantile_grid(scaled_bounds(spec.bounds, spec.decimals))
     return grid[1] - grid[0] if len(grid) > 1 else 1
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from sqlglot import exp
 
+from computations._aggregate._nodes import ident as _ident
 from computations._aggregate._sql import _source as _table
 from computations._dataset import DatasetSpec, JoinSpec, PrivacyRules
 from computations._errors import QueryRefused
@@ -146,7 +147,3 @@ def join_source(
         .join(exp.alias_(exp.Subquery(this=partner), _RIGHT, table=True), on=on, join_type="inner")
     )
     return exp.Subquery(this=joined, alias=exp.TableAlias(this=_ident("j")))
-
-
-def _ident(name: str) -> exp.Identifier:
-    return exp.Identifier(this=name, quoted=True)
