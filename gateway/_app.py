@@ -384,7 +384,10 @@ def _execute(store: StateStore, processor: JobProcessor, job_id: str) -> None:
     if record.status in FINAL_STATUSES:
         return
     job = parse_job(json.loads(record.document))
-    store.update_job(job_id, status="running")
+    # Not fsynced (an fsync on the path of every job): lost in a crash, the job is still
+    # "accepted", which resume() runs exactly as it runs a "running" one. The outcome
+    # written below is fsynced, and with it this write (WAL keeps commits in order).
+    store.update_job(job_id, status="running", synced=False)
     outcome = record.outcome or {}
     try:
         execution = processor.execute(job, job_id=job_id, admission=Admission.from_json(outcome))
