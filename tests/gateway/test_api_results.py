@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 import ledger
 from computations import table_to_ipc
-from gateway import Client, NotReady, verify_result
+from gateway import Client, NotReady, TransportError, verify_result
+from gateway._app import RECEIPT_HEADER
 
 SQL = "SELECT age_band, COUNT(*) AS n, AVG(income) AS mean_income FROM residents GROUP BY age_band"
 
@@ -114,3 +119,79 @@ def test_one_status_request_can_wait_for_its_job_to_end(world: Any) -> None:
             client._get(f"/v1/jobs/{job_id}?wait={bad}")
     client.close()
     other.close()
+
+
+class _Rewriting(httpx.HTTPTransport):
+    """A transport between client and gateway that changes the result's receipt header
+    (drops it with ``None``) and counts the requests, as a meddling proxy would."""
+
+    def __init__(self, receipt: Callable[[str], str | None]) -> None:
+        super().__init__()
+        self.receipt = receipt
+        self.paths: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/v1/jobs/"):  # not the audience lookup
+            self.paths.append(request.url.path)
+        response = super().handle_request(request)
+        carried = response.headers.get(RECEIPT_HEADER)
+        if carried is not None:
+            del response.headers[RECEIPT_HEADER]
+            changed = self.receipt(carried)
+            if changed is not None:
+                response.headers[RECEIPT_HEADER] = changed
+        return response
+
+
+def _client(world: Any, transport: httpx.BaseTransport) -> Client:
+    return Client(
+        world.url, enterprise="Acme Credit", private_key=world.acme_key, transport=transport
+    )
+
+
+def test_the_result_carries_its_receipt_in_one_request(
+    finished: tuple[Client, str], world: Any
+) -> None:
+    client, job_id = finished
+    counting = _Rewriting(lambda carried: carried)
+    with _client(world, counting) as one:
+        result = one.result(job_id, ledger_key=world.ledger_key)
+    assert counting.paths == [f"/v1/jobs/{job_id}/result"]
+    assert result.receipt == client.result_json(job_id)["receipt"]
+
+
+def test_a_changed_receipt_header_fails_verification(
+    finished: tuple[Client, str], world: Any
+) -> None:
+    _, job_id = finished
+
+    def forge(carried: str) -> str:
+        receipt = json.loads(base64.b64decode(carried))
+        # The recorded digest made to match a result of the proxy's choosing.
+        receipt["entry"], changed = re.subn(
+            r'"result_digest":"sha256:[0-9a-f]{64}"',
+            '"result_digest":"sha256:' + "0" * 64 + '"',
+            receipt["entry"],
+        )
+        assert changed == 1
+        return base64.b64encode(json.dumps(receipt).encode()).decode()
+
+    with (
+        _client(world, _Rewriting(forge)) as meddled,
+        pytest.raises(ledger.LedgerVerificationError),
+    ):
+        meddled.result(job_id, ledger_key=world.ledger_key)
+    with _client(world, _Rewriting(lambda _: "not base64!")) as garbled:
+        with pytest.raises(TransportError, match="receipt header"):
+            garbled.result(job_id, ledger_key=world.ledger_key)
+
+
+def test_without_the_header_the_client_fetches_the_receipt(
+    finished: tuple[Client, str], world: Any
+) -> None:
+    _, job_id = finished
+    stripping = _Rewriting(lambda _: None)  # a gateway from before the header
+    with _client(world, stripping) as older:
+        result = older.result(job_id, ledger_key=world.ledger_key)
+    assert stripping.paths == [f"/v1/jobs/{job_id}/result", f"/v1/jobs/{job_id}/receipt"]
+    assert result.table.num_rows > 0
