@@ -47,3 +47,13 @@ def test_the_cache_is_bounded(residents: DatasetSpec) -> None:
     for i in range(_check.PARSED_CACHE_SIZE + 10):
         aggregate.check({"sql": f"SELECT COUNT(*) AS n{i} FROM residents"}, residents)
     assert _check._parsed_select.cache_info().currsize <= _check.PARSED_CACHE_SIZE
+
+
+def test_long_texts_are_parsed_every_time_and_never_held() -> None:
+    """The cache's memory stays bounded by its size times a short text's tree."""
+    long_sql = "SELECT COUNT(*) AS n FROM residents WHERE " + " AND ".join(["sex = 'f'"] * 120)
+    assert len(long_sql) > _check.PARSED_CACHE_MAX_LENGTH
+    _check._parsed_select.cache_clear()
+    first, second = _check._single_select(long_sql), _check._single_select(long_sql)
+    assert first == second and first is not second
+    assert _check._parsed_select.cache_info().currsize == 0
