@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,14 +77,12 @@ def test_windows_reset_and_total_never_does(tmp_path: Path) -> None:
         )  # fmt: skip
 
 
-def test_fifty_concurrent_reservations_cannot_overspend(tmp_path: Path) -> None:
-    path = tmp_path / "state.sqlite"
-    Accountant(path)
-    budget = Budget.parse("10/month")
+def _fifty_reservations(accountant_for: Callable[[], Accountant], budget: Budget) -> list[bool]:
+    """Fifty threads reserve epsilon 1 each at once; which of them got a reservation."""
     barrier = threading.Barrier(50)
 
     def reserve(i: int) -> bool:
-        accountant = Accountant(path)  # own connection, like separate gateway workers
+        accountant = accountant_for()
         barrier.wait()
         try:
             accountant.reserve(
@@ -95,7 +93,15 @@ def test_fifty_concurrent_reservations_cannot_overspend(tmp_path: Path) -> None:
         return True
 
     with ThreadPoolExecutor(max_workers=50) as pool:
-        outcomes = list(pool.map(reserve, range(50)))
+        return list(pool.map(reserve, range(50)))
+
+
+def test_fifty_concurrent_reservations_cannot_overspend(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    Accountant(path)
+    budget = Budget.parse("10/month")
+    # Each thread its own connection, like separate gateway workers.
+    outcomes = _fifty_reservations(lambda: Accountant(path), budget)
     assert sum(outcomes) == 10
     assert Accountant(path).spent(enterprise="e", dataset="d", budget=budget)[
         "epsilon_spent"
@@ -106,20 +112,7 @@ def test_fifty_threads_sharing_one_accountant_cannot_overspend(tmp_path: Path) -
     """The gateway's threads share one accountant (one connection, used under a lock)."""
     accountant = Accountant(tmp_path / "state.sqlite")
     budget = Budget.parse("10/month")
-    barrier = threading.Barrier(50)
-
-    def reserve(i: int) -> bool:
-        barrier.wait()
-        try:
-            accountant.reserve(
-                enterprise="e", dataset="d", job_id=f"j{i}", epsilon=1, delta=0, budgets=[budget]
-            )
-        except BudgetExhausted:
-            return False
-        return True
-
-    with ThreadPoolExecutor(max_workers=50) as pool:
-        outcomes = list(pool.map(reserve, range(50)))
+    outcomes = _fifty_reservations(lambda: accountant, budget)
     assert sum(outcomes) == 10
     assert Accountant(tmp_path / "state.sqlite").spent(enterprise="e", dataset="d", budget=budget)[
         "epsilon_spent"
