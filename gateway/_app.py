@@ -35,6 +35,7 @@ from gateway._errors import (
     NotReady,
 )
 from gateway._jobs import (
+    RECEIPT_HEADER,
     JobDocument,
     check_audience,
     check_fresh,
@@ -57,9 +58,8 @@ DEFAULT_MAX_BODY = 1 << 20
 #: Longest a status request may wait for its job to end (``GET /v1/jobs/{id}?wait=``).
 MAX_STATUS_WAIT_S = 30.0
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
-#: The Arrow result's response header carrying its receipt (base64 of its JSON), and the
-#: largest one sent: well inside the header limits of HTTP clients (h11: 16 KiB in all).
-RECEIPT_HEADER = "X-Indomain-Receipt"
+#: The largest receipt header sent (RECEIPT_HEADER): well inside the header limits of HTTP
+#: clients (h11: 16 KiB in all).
 MAX_RECEIPT_HEADER = 8 * 1024
 
 

@@ -29,7 +29,7 @@ from computations import (
     table_from_ipc,
 )
 from gateway._errors import GatewayError, Refused, TransportError, error_from_json
-from gateway._jobs import format_time, new_job, sign_job, sign_request
+from gateway._jobs import RECEIPT_HEADER, format_time, new_job, sign_job, sign_request
 from gateway._store import FINAL_STATUSES
 
 #: Longest one status request of :meth:`Client.wait` asks the gateway to hold (seconds).
@@ -163,7 +163,7 @@ class Client:
         """Fetch the Arrow result and its receipt; verify both when ``ledger_key`` is given."""
         response = self._request("GET", f"/v1/jobs/{job_id}/result")
         ipc = response.content
-        carried = response.headers.get("x-indomain-receipt")
+        carried = response.headers.get(RECEIPT_HEADER)
         if carried is not None:  # the gateway sent the receipt along: no second request
             try:
                 receipt: dict[str, Any] = json.loads(base64.b64decode(carried, validate=True))

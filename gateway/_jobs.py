@@ -27,6 +27,9 @@ from gateway._errors import AuthenticationError, InvalidJob
 
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 MAX_PARAMS_BYTES = 16 * 1024
+#: The Arrow result's response header carrying its receipt (base64 of its JSON): the
+#: gateway sends it, the client reads it (``_app.py``, ``_client.py``).
+RECEIPT_HEADER = "X-Indomain-Receipt"
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 

@@ -15,7 +15,7 @@ import pytest
 import ledger
 from computations import table_to_ipc
 from gateway import Client, NotReady, TransportError, verify_result
-from gateway._app import RECEIPT_HEADER
+from gateway._jobs import RECEIPT_HEADER
 
 SQL = "SELECT age_band, COUNT(*) AS n, AVG(income) AS mean_income FROM residents GROUP BY age_band"
 
