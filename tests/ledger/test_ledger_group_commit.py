@@ -48,8 +48,12 @@ def test_appenders_acknowledged_together_are_committed_together_again():
     for thread in threads:
         thread.join(60)
     assert sum(sizes) == 64
-    # The first commits sort themselves out (1, then 7); from then on all eight share one.
-    assert sizes.count(8) >= len(sizes) - 3, sizes
+    # Measured: with the window, 9 commits ([1, 8, 8, 8, 8, 8, 8, 8, 7]); without it
+    # (max_wait=0), 15 ([1, 8, 1, 8, ...]). In the full suite one run had 11
+    # ([1, 8, 1, 8, 4, 8, ...]): a thread of the batch came back over 200 ms late, twice
+    # (other threads of the long test process hold the GIL). Counting fsyncs, the point of
+    # the window, leaves room for that and still fails without the window.
+    assert len(sizes) <= 12, sizes
 
 
 def test_the_batching_window_is_bounded_when_appenders_leave():
