@@ -12,6 +12,7 @@ Other parts import only from here.
 
 from computations._aggregate import PlanCharge, join_partner, release_key
 from computations._aggregate._clamp import stored_clamps
+from computations._aggregate._codes import StoredCode, stored_codes
 from computations._aggregate._execute import privacy_statement
 from computations._aggregate._noise import zcdp_epsilon
 from computations._arrow import table_from_ipc, table_to_ipc, table_to_rows
@@ -78,6 +79,7 @@ __all__ = [
     "PsiSize",
     "PublicContext",
     "QueryRefused",
+    "StoredCode",
     "available_computations",
     "check_module_source",
     "code_hash_of",
@@ -101,6 +103,7 @@ __all__ = [
     "set_enclave_secret",
     "split_points",
     "stored_clamps",
+    "stored_codes",
     "table_from_ipc",
     "table_to_ipc",
     "table_to_rows",

@@ -36,6 +36,7 @@ from computations import (
     runner_for,
     set_enclave_secret,
     stored_clamps,
+    stored_codes,
     table_to_ipc,
     warm_up,
 )
@@ -138,13 +139,21 @@ def _import(request: dict[str, Any], con: Any) -> dict[str, Any]:
         clamps = stored_clamps(
             spec, column_types=types, value_ranges={c: (lo, hi) for c, (lo, hi) in ranges.items()}
         )
-        for copy, clamp, _ in clamps.values():
-            copy_column = _engine.quote_ident(copy)
-            con.execute(f"ALTER TABLE {table} ADD COLUMN {copy_column} BIGINT")
-            con.execute(f"UPDATE {table} SET {copy_column} = {clamp}")
+        # And each keyed dimension's key codes, so that a run with public keys groups by a
+        # small integer instead of the value (computations' stored_codes). All copies are
+        # written in one pass over the table.
+        codes = stored_codes(spec, column_types=types)
+        derived = [(copy, "BIGINT", clamp) for copy, clamp, _ in clamps.values()]
+        derived += [(code.name, code.code_type, code.sql()) for code in codes]
+        for copy, copy_type, _ in derived:
+            con.execute(f"ALTER TABLE {table} ADD COLUMN {_engine.quote_ident(copy)} {copy_type}")
+        if derived:
+            sets = ", ".join(f"{_engine.quote_ident(copy)} = {sql}" for copy, _, sql in derived)
+            con.execute(f"UPDATE {table} SET {sets}")
         con.execute(
             f"INSERT INTO {_ALIAS}.{_engine.META_TABLE} VALUES ('dataset', ?), ('content_hash', ?),"
-            " ('unit_unique', ?), ('unit_complete', ?), ('value_ranges', ?), ('clamped', ?)",
+            " ('unit_unique', ?), ('unit_complete', ?), ('value_ranges', ?), ('clamped', ?),"
+            " ('coded', ?)",
             [
                 spec.name,
                 digest,
@@ -152,6 +161,7 @@ def _import(request: dict[str, Any], con: Any) -> dict[str, Any]:
                 _flag(complete),
                 json.dumps(ranges),
                 json.dumps({c: list(bounds) for c, (_, _, bounds) in clamps.items()}),
+                json.dumps({code.column: code.record() for code in codes}),
             ],
         )
         con.execute(f"CHECKPOINT {_ALIAS}")
@@ -216,6 +226,20 @@ def _stored_ranges(raw: str | None) -> dict[str, tuple[int, int]]:
         return {}
 
 
+def _stored_codes(raw: str | None) -> dict[str, dict[str, Any]]:
+    """``coded`` from the meta table: column -> ``{"type", "keys"}`` of its key codes;
+    absent or unreadable reads as none stored (the run then groups by the values)."""
+    try:
+        data = json.loads(raw) if raw else {}
+        return {
+            str(column): {"type": entry["type"], "keys": entry["keys"]}
+            for column, entry in data.items()
+            if isinstance(entry, dict) and isinstance(entry.get("keys"), list)
+        }
+    except (ValueError, TypeError, AttributeError, KeyError):
+        return {}
+
+
 def _run(request: dict[str, Any], network_isolated: bool, con: Any) -> dict[str, Any]:
     keys_dir = Path(request["keys_dir"])
     datasets_dir = Path(request["datasets_dir"])
@@ -264,6 +288,7 @@ def _run(request: dict[str, Any], network_isolated: bool, con: Any) -> dict[str,
             "unit_complete": stored.get("unit_complete") == "true",
             "value_ranges": _stored_ranges(stored.get("value_ranges")),
             "clamped": _stored_ranges(stored.get("clamped")),  # the same shape: column: [lo, hi]
+            "coded": _stored_codes(stored.get("coded")),
         }
     _engine.lock_down(con)
     result = computation.execute(

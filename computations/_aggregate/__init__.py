@@ -155,6 +155,7 @@ class Aggregate:
         unit_complete: bool = False,
         value_ranges: Mapping[str, tuple[int, int]] | None = None,
         clamped: Mapping[str, tuple[int, int]] | None = None,
+        coded: Mapping[str, Mapping[str, object]] | None = None,
         partner: DatasetSpec | None = None,
         partner_table: str | None = None,
     ) -> ComputationResult:
@@ -173,6 +174,10 @@ class Aggregate:
         clamped copy the table holds, with the bounds it was clamped to; a copy clamped to
         the manifest's bounds is read instead of clamping each row. A copy that does not
         hold what its bounds say would leave values unclamped.
+        ``coded`` (enclave only, written at import by :func:`stored_codes`): columns whose
+        key codes the table holds (column -> ``{"type", "keys"}``); with public keys, a
+        group column coded from the manifest's current keys is grouped by its code. Codes
+        that do not hold each row's key position would move rows between groups.
         A plan that joins needs ``partner`` (its spec) and ``partner_table``; the join is
         made on keys that occur once in the partner (``_join.py``), and the notes say how
         many keys were left out as duplicates.
@@ -197,6 +202,7 @@ class Aggregate:
                 unit_complete=unit_complete,
                 value_ranges=value_ranges or {},
                 clamped=clamped or {},
+                coded=coded or {},
             )
         if partner is None or partner_table is None or partner.name != body.join.dataset:
             raise ComputationError(f"the plan joins {body.join.dataset!r}: give its table")

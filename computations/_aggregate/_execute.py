@@ -82,6 +82,7 @@ def run(
     unit_complete: bool = False,
     value_ranges: Mapping[str, tuple[int, int]] | None = None,
     clamped: Mapping[str, tuple[int, int]] | None = None,
+    coded: Mapping[str, Mapping[str, object]] | None = None,
 ) -> ComputationResult:
     """Run ``body`` on ``con`` and release it under ``body.privacy``.
 
@@ -99,6 +100,7 @@ def run(
         unit_complete=unit_complete,
         value_ranges=value_ranges or {},
         clamped=clamped or {},
+        coded=coded or {},
     )
 
 
@@ -124,6 +126,7 @@ def _dp(
     unit_complete: bool,
     value_ranges: Mapping[str, tuple[int, int]],
     clamped: Mapping[str, tuple[int, int]],
+    coded: Mapping[str, Mapping[str, object]],
 ) -> ComputationResult:
     rules, privacy = dataset.privacy, body.privacy
     sql = bounded_sql(
@@ -134,6 +137,7 @@ def _dp(
         unit_complete=unit_complete,
         value_ranges=value_ranges,
         clamped=clamped,
+        coded=coded,
         integer_columns=_integer_columns(con, table),
     )
     raw = _query(con, sql)

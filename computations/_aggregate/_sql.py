@@ -28,6 +28,9 @@ from sqlglot import exp
 
 from computations._aggregate._body import AggregateBody, AggregateOutput, Predicate
 from computations._aggregate._clamp import scaled as _scaled
+from computations._aggregate._codes import code_column as _code_column
+from computations._aggregate._codes import decoded as _decoded
+from computations._aggregate._codes import usable as _usable_codes
 from computations._aggregate._nodes import column as _column
 from computations._aggregate._nodes import greatest as _greatest
 from computations._aggregate._nodes import ident as _ident
@@ -91,6 +94,7 @@ def bounded_sql(
     integer_columns: frozenset[str] = frozenset(),
     value_ranges: Mapping[str, tuple[int, int]] | None = None,
     clamped: Mapping[str, tuple[int, int]] | None = None,
+    coded: Mapping[str, Mapping[str, object]] | None = None,
 ) -> str:
     """Per-unit bounded exact sums: columns ``g<i>``, then each measure's alias.
 
@@ -113,11 +117,19 @@ def bounded_sql(
     table holds, each with the bounds it was clamped to. A copy clamped to exactly the
     bounds the integer clamp would use is read instead of clamping row by row; any other
     (a manifest whose bounds differ from the import's) is ignored.
+    ``coded`` (written at import, ``_codes.stored_codes``): columns whose key codes the
+    table holds, each with its type and the keys it coded. With public keys, a group
+    column whose codes were made from the manifest's current keys is grouped by its code
+    and mapped back to its key at the end (``_codes.py``).
     """
     rules = dataset.privacy
     rows_cap, groups_cap = rules.max_rows_per_unit, rules.max_groups_per_unit
     wanted = measures(body)
-    groups = [exp.alias_(_column(c), f"g{i}", quoted=True) for i, c in enumerate(body.group_by)]
+    codes = {} if body.needs_threshold(dataset) else _usable_codes(coded, dataset, body.group_by)
+    groups = [
+        exp.alias_(_group_value(c, dataset, codes), f"g{i}", quoted=True)
+        for i, c in enumerate(body.group_by)
+    ]
     keys = [_column(f"g{i}") for i in range(len(body.group_by))]
     unit = exp.alias_(_column(dataset.privacy_unit), "__u", quoted=True)
     values: list[exp.Expr] = []
@@ -133,7 +145,7 @@ def bounded_sql(
         values.append(exp.alias_(scaled, f"v_{column}", quoted=True))
     where = [*_predicates(body.where)]
     if not unit_unique:
-        where += _public_keys(body, dataset)
+        where += _public_keys(body, dataset, codes)
     if not unit_complete:
         unit_known = exp.Is(this=_column(dataset.privacy_unit), expression=exp.Null())
         where.append(exp.Not(this=unit_known))
@@ -141,7 +153,7 @@ def bounded_sql(
     if where:
         filtered = filtered.where(exp.and_(*where))
     if unit_unique:
-        return _one_row_per_unit(body, wanted, filtered, keys)
+        return _decode(_one_row_per_unit(body, wanted, filtered, keys), body, dataset, codes)
 
     per_unit: list[exp.Expr] = [_column("__u"), *keys]
     for m in wanted:
@@ -226,13 +238,41 @@ def bounded_sql(
         .with_("t", as_=bounded)
     )
     if keys:
-        query = query.group_by(*keys).order_by(*_ordinals(len(keys)))
-    return query.sql(dialect="duckdb")
+        query = query.group_by(*keys)
+    return _decode(query, body, dataset, codes)
+
+
+def _group_value(column: str, dataset: DatasetSpec, codes: Mapping[str, str]) -> exp.Expr:
+    spec = dataset.column(column)
+    if spec is not None and spec.name in codes:
+        return _code_column(spec.name)
+    return _column(column)
+
+
+def _decode(
+    query: exp.Select, body: AggregateBody, dataset: DatasetSpec, codes: Mapping[str, str]
+) -> str:
+    """``query`` ordered by its group columns, each coded one mapped back to its key."""
+    n = len(body.group_by)
+    if not codes or not n:
+        if n:
+            query = query.order_by(*_ordinals(n))
+        return query.sql(dialect="duckdb")
+    outputs: list[exp.Expr] = []
+    for i, name in enumerate(body.group_by):
+        spec = dataset.column(name)
+        value: exp.Expr = _column(f"g{i}")
+        if spec is not None and spec.keys is not None and spec.name in codes:
+            value = exp.alias_(_decoded(value, spec.keys, codes[spec.name]), f"g{i}", quoted=True)
+        outputs.append(value)
+    outputs += [_column(str(e.alias_or_name)) for e in query.expressions[n:]]
+    outer = exp.Select(expressions=outputs).from_(query.subquery("c"))
+    return outer.order_by(*_ordinals(n)).sql(dialect="duckdb")
 
 
 def _one_row_per_unit(
     body: AggregateBody, wanted: list[Measure], filtered: exp.Select, keys: list[exp.Column]
-) -> str:
+) -> exp.Select:
     final: list[exp.Expr] = list(keys)
     for m in wanted:
         value = _column(f"v_{m.column}") if m.column else None
@@ -254,8 +294,8 @@ def _one_row_per_unit(
         final.append(exp.alias_(node, m.alias, quoted=True))
     query = exp.Select(expressions=final).from_("f").with_("f", as_=filtered)
     if keys:
-        query = query.group_by(*keys).order_by(*_ordinals(len(keys)))
-    return query.sql(dialect="duckdb")
+        query = query.group_by(*keys)
+    return query
 
 
 def exact_sql(body: AggregateBody, *, table: str | exp.Expr, dataset: DatasetSpec) -> str:
@@ -371,12 +411,17 @@ def _predicates(where: tuple[Predicate, ...]) -> list[exp.Expr]:
     return out
 
 
-def _public_keys(body: AggregateBody, dataset: DatasetSpec) -> list[exp.Expr]:
+def _public_keys(
+    body: AggregateBody, dataset: DatasetSpec, codes: Mapping[str, str]
+) -> list[exp.Expr]:
     """Rows whose group value is outside a declared public key set never count."""
     out: list[exp.Expr] = []
     for column in body.group_by:
         spec = dataset.column(column)
         if spec is None or spec.keys is None:
+            continue
+        if spec.name in codes:  # the code is NULL exactly outside the keys
+            out.append(exp.Not(this=exp.Is(this=_code_column(spec.name), expression=exp.Null())))
             continue
         # Compared like a WHERE predicate (TRY_CAST / CAST AS VARCHAR), so keys of another
         # type than the column never make the query raise on some row: a failure that

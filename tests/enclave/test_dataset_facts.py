@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from computations import DatasetSpec
@@ -147,4 +148,66 @@ def test_an_outlier_is_clamped_although_the_other_values_need_no_clamp(tmp_path:
     bounded = 100 * 1000 + 500000  # unclamped: 10**12
     assert abs(row["s"] - bounded) < 5_000_000  # the noise scale is 100,000
     assert stored["value_ranges"] == '{"income": [1000, 1000000000000]}'
+    enclave.close()
+
+
+def test_import_stores_each_keyed_dimensions_codes_and_a_run_groups_by_them(
+    tmp_path: Path,
+) -> None:
+    """The codes are written inside the encrypted file with the keys they code; the content
+    hash and the column types stay the dataset's own. A run releases the keyed groups."""
+    import base64
+    import json
+
+    from computations import get_computation, table_from_ipc
+    from enclave import _engine
+    from enclave._keys import load_master_key, unwrap_dataset_key
+
+    manifest = {
+        "privacy_unit": "person_id",
+        "min_group_size": 3,
+        "columns": {
+            "person_id": {"class": "identifier"},
+            "town": {"class": "quasi_identifier", "dimension": True, "keys": ["north", "south"]},
+            "free": {"class": "quasi_identifier", "dimension": True},
+        },
+        "privacy": {"epsilon_per_job": 10.0},
+    }
+    enclave = Enclave.initialise(keys_dir=tmp_path / "keys", datasets_dir=tmp_path / "datasets")
+    source = tmp_path / "people.csv"
+    towns = ["north"] * 300 + ["south"] * 100 + ["North"] * 50 + ["east"] * 50
+    rows = [f"{i},{town},x" for i, town in enumerate(towns)]
+    source.write_text("\n".join(["person_id,town,free", *rows]) + "\n")
+    spec = DatasetSpec.from_manifest(manifest, name="people")
+    record = enclave.import_dataset(source, spec)
+    key = unwrap_dataset_key(
+        load_master_key(enclave.keys_dir / "master.key"),
+        base64.b64decode(record.wrapped_key),
+        record.name,
+    )
+    con = _engine.connect(enclave.datasets_dir / ".extensions")
+    _engine.attach_encrypted(
+        con, enclave.datasets_dir / record.file, key, alias="ds", read_only=True
+    )
+    stored = dict(con.execute(f"SELECT key, value FROM ds.{_engine.META_TABLE}").fetchall())
+    codes = con.execute(
+        'SELECT "indomain:code:town", COUNT(*) FROM ds.people GROUP BY 1 ORDER BY 1'
+    ).fetchall()
+    con.close()
+    assert json.loads(stored["coded"]) == {"town": {"type": "VARCHAR", "keys": ["north", "south"]}}
+    assert codes == [(1, 300), (2, 100), (None, 100)]
+    assert sorted(record.column_types) == ["free", "person_id", "town"]
+
+    plan = get_computation("aggregate").check(
+        {"sql": "SELECT town, COUNT(*) AS n FROM people GROUP BY town"}, spec
+    )
+    output = enclave.run(plan, job_id="j", policy_version="v")
+    released = table_from_ipc(output.result_ipc)
+    assert released.column("town").to_pylist() == ["north", "south"]
+    assert released.schema.field("town").type == pa.string()
+    counts = dict(
+        zip(released.column("town").to_pylist(), released.column("n").to_pylist(), strict=True)
+    )
+    # At epsilon 10 the noise scale is under 1: a count 60 off is not a chance event.
+    assert abs(counts["north"] - 300) < 60 and abs(counts["south"] - 100) < 60
     enclave.close()
