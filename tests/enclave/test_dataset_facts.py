@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -20,20 +21,8 @@ MANIFEST = {
 }
 
 
-@pytest.mark.parametrize(
-    ("ids", "unique", "complete"),
-    [([1, 2, 3, None], True, False), ([1, 2, 2, 3], False, True), ([1, 2, 3], True, True)],
-)
-def test_import_records_whether_each_unit_has_one_row(
-    ids: list[int | None], unique: bool, complete: bool, tmp_path: Path
-) -> None:
-    enclave = Enclave.initialise(keys_dir=tmp_path / "keys", datasets_dir=tmp_path / "datasets")
-    source = tmp_path / "people.csv"
-    lines = ["person_id,town", *(f"{'' if i is None else i},north" for i in ids)]
-    source.write_text("\n".join(lines) + "\n")
-    spec = DatasetSpec.from_manifest(MANIFEST, name="people")
-    record = enclave.import_dataset(source, spec)
-    # Read the meta table back the way the worker does (key unwrapped in a worker).
+def _open_encrypted(enclave: Enclave, record: Any) -> tuple[Any, dict[str, str]]:
+    """A connection to the dataset's encrypted file (as ``ds``), and its meta table."""
     import base64
 
     from enclave import _engine
@@ -49,6 +38,25 @@ def test_import_records_whether_each_unit_has_one_row(
         con, enclave.datasets_dir / record.file, key, alias="ds", read_only=True
     )
     stored = dict(con.execute(f"SELECT key, value FROM ds.{_engine.META_TABLE}").fetchall())
+    return con, stored
+
+
+@pytest.mark.parametrize(
+    ("ids", "unique", "complete"),
+    [([1, 2, 3, None], True, False), ([1, 2, 2, 3], False, True), ([1, 2, 3], True, True)],
+)
+def test_import_records_whether_each_unit_has_one_row(
+    ids: list[int | None], unique: bool, complete: bool, tmp_path: Path
+) -> None:
+    enclave = Enclave.initialise(keys_dir=tmp_path / "keys", datasets_dir=tmp_path / "datasets")
+    source = tmp_path / "people.csv"
+    lines = ["person_id,town", *(f"{'' if i is None else i},north" for i in ids)]
+    source.write_text("\n".join(lines) + "\n")
+    spec = DatasetSpec.from_manifest(MANIFEST, name="people")
+    record = enclave.import_dataset(source, spec)
+    # Read the meta table back the way the worker does (key unwrapped in a worker).
+
+    con, stored = _open_encrypted(enclave, record)
     con.close()
     assert stored["unit_unique"] == ("true" if unique else "false")
     assert stored["unit_complete"] == ("true" if complete else "false")
@@ -99,11 +107,8 @@ def test_an_outlier_is_clamped_although_the_other_values_need_no_clamp(tmp_path:
     """The import measures each bounded integer column's range; a run clamps only when the
     data can leave the bounds. One person's income of 10**12 (bound 500,000) must still be
     clamped to the bound, however the other 100 rows lie."""
-    import base64
 
     from computations import get_computation, table_from_ipc
-    from enclave import _engine
-    from enclave._keys import load_master_key, unwrap_dataset_key
 
     manifest = {
         "privacy_unit": "person_id",
@@ -121,16 +126,7 @@ def test_an_outlier_is_clamped_although_the_other_values_need_no_clamp(tmp_path:
     source.write_text("\n".join(["person_id,town,income", *rows]) + "\n")
     spec = DatasetSpec.from_manifest(manifest, name="people")
     record = enclave.import_dataset(source, spec)
-    key = unwrap_dataset_key(
-        load_master_key(enclave.keys_dir / "master.key"),
-        base64.b64decode(record.wrapped_key),
-        record.name,
-    )
-    con = _engine.connect(enclave.datasets_dir / ".extensions")
-    _engine.attach_encrypted(
-        con, enclave.datasets_dir / record.file, key, alias="ds", read_only=True
-    )
-    stored = dict(con.execute(f"SELECT key, value FROM ds.{_engine.META_TABLE}").fetchall())
+    con, stored = _open_encrypted(enclave, record)
     copy = con.execute(
         'SELECT MIN("indomain:clamped:income"), MAX("indomain:clamped:income") FROM ds.people'
     ).fetchone()
@@ -156,12 +152,9 @@ def test_import_stores_each_keyed_dimensions_codes_and_a_run_groups_by_them(
 ) -> None:
     """The codes are written inside the encrypted file with the keys they code; the content
     hash and the column types stay the dataset's own. A run releases the keyed groups."""
-    import base64
     import json
 
     from computations import get_computation, table_from_ipc
-    from enclave import _engine
-    from enclave._keys import load_master_key, unwrap_dataset_key
 
     manifest = {
         "privacy_unit": "person_id",
@@ -180,16 +173,7 @@ def test_import_stores_each_keyed_dimensions_codes_and_a_run_groups_by_them(
     source.write_text("\n".join(["person_id,town,free", *rows]) + "\n")
     spec = DatasetSpec.from_manifest(manifest, name="people")
     record = enclave.import_dataset(source, spec)
-    key = unwrap_dataset_key(
-        load_master_key(enclave.keys_dir / "master.key"),
-        base64.b64decode(record.wrapped_key),
-        record.name,
-    )
-    con = _engine.connect(enclave.datasets_dir / ".extensions")
-    _engine.attach_encrypted(
-        con, enclave.datasets_dir / record.file, key, alias="ds", read_only=True
-    )
-    stored = dict(con.execute(f"SELECT key, value FROM ds.{_engine.META_TABLE}").fetchall())
+    con, stored = _open_encrypted(enclave, record)
     codes = con.execute(
         'SELECT "indomain:code:town", COUNT(*) FROM ds.people GROUP BY 1 ORDER BY 1'
     ).fetchall()
