@@ -190,6 +190,14 @@ REFUSALS: list[tuple[str, str]] = [
     ("SELECT COUNT(*) FROM residents GROUP BY district WITH ROLLUP", "group-by-column"),
     ("SELECT COUNT(*) FROM residents GROUP BY district || ''", "group-by-column"),
     ("SELECT COUNT(*) FROM residents GROUP BY district, district", "group-by-column"),
+    # the enclave's hidden copies (a clamped column, key codes) are not columns to query
+    ('SELECT SUM("indomain:clamped:income") FROM residents', "unknown-column"),
+    (
+        'SELECT "indomain:code:district", COUNT(*) FROM residents '
+        'GROUP BY "indomain:code:district"',
+        "unknown-column",
+    ),
+    ('SELECT COUNT(*) FROM residents WHERE "indomain:code:sex" = 1', "unknown-column"),
     # text that is not SQL
     ("SELECT COUNT(*) FROM residents WHERE", "parse"),
     ("SELECT 'abc", "parse"),
