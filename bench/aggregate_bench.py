@@ -317,14 +317,20 @@ def _key_codes(con: duckdb.DuckDBPyConnection) -> str:
     the same GROUP BY over it, the codes mapped back to the keys on the result. The job
     groups by those codes: without this row, part of its lead over the plain baseline is
     the storage, not the engine."""
-    from indomain.demo_data import AGE_BANDS, DISTRICTS
+    from computations import DatasetSpec, stored_codes
+    from indomain.demo_data import MANIFEST
 
-    districts = ", ".join(f"'{d}'" for d, _, _ in DISTRICTS)
-    bands = ", ".join(f"'{a}'" for a in AGE_BANDS)
+    spec = DatasetSpec.from_manifest(yaml.safe_load(MANIFEST), name="residents")
+    types = {str(row[0]): str(row[1]) for row in con.execute("DESCRIBE residents").fetchall()}
+    codes = {code.column: code for code in stored_codes(spec, column_types=types)}
+    district, band = codes["district"], codes["age_band"]
+    # The import's own code SQL, so the baseline stores exactly what the job reads.
     con.execute(
-        f"CREATE TABLE coded AS SELECT list_position([{districts}], district)::UTINYINT AS d, "
-        f"list_position([{bands}], age_band)::UTINYINT AS a, income FROM residents"
+        f"CREATE TABLE coded AS SELECT {district.sql()} AS d, {band.sql()} AS a, income "
+        "FROM residents"
     )
+    districts = ", ".join(f"'{key}'" for key in district.keys)
+    bands = ", ".join(f"'{key}'" for key in band.keys)
     return (
         f"SELECT list_extract([{districts}], d) AS district, "
         f"list_extract([{bands}], a) AS age_band, n, total_income FROM "
